@@ -1,0 +1,3 @@
+"""voprd: a continuous deterministic simulation testing daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from voprd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""The JSON-lines wire format: one envelope, one Struct per event type.
+
+Every line voprd prints with `--json` (and every line an external VOPR binary must print for the
+`exec` target) is `{"timestamp": RFC 3339, "type": ..., "data": {...}}`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Literal
+
+import msgspec
+
+FailureKind = Literal["invariant", "liveness", "crash", "timeout", "oom", "nondeterminism"]
+
+
+class SeedResult(msgspec.Struct, kw_only=True):
+    """The outcome of running one seed, as a worker returns it."""
+
+    seed: int
+    status: Literal["ok", "failed"]
+    events: int = 0
+    simulated_time_ms: int = 0
+    trace_hash: str = ""
+    kind: FailureKind | None = None
+    invariant: str | None = None
+    message: str | None = None
+    # Client history (voprd history format records, as builtins) and the tail of the trace, kept
+    # for failure archives; empty for passing seeds unless asked for.
+    history: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    trace_tail: list[str] = msgspec.field(default_factory=list)
+    duration_s: float = 0.0
+    # Bounds reached during the run (e.g. "max_events"); reported, never silent.
+    bounds_reached: list[str] = msgspec.field(default_factory=list)
+
+
+class StartData(msgspec.Struct, kw_only=True):
+    starting_seed: int
+    iterations: int | None
+    faults: list[str]
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class IterationData(msgspec.Struct, kw_only=True, omit_defaults=True):
+    seed: int
+    status: Literal["ok", "failed"]
+    events: int
+    simulated_time_ms: int
+    trace_hash: str
+    kind: str | None = None
+    invariant: str | None = None
+    message: str | None = None
+    reproduce: str | None = None
+
+
+class BatchCompleteData(msgspec.Struct, kw_only=True):
+    successes: int
+    failures: int
+    elapsed_secs: float
+    rate: float
+    failed_seeds: list[int]
+
+
+EventType = Literal["start", "iteration", "batch_complete", "status"]
+
+
+class Envelope(msgspec.Struct, kw_only=True):
+    timestamp: str
+    type: str
+    data: dict[str, Any]
+
+
+def rfc3339_now() -> str:
+    """Wall-clock timestamp for the envelope (never used inside the simulator)."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_event(event_type: EventType, data: msgspec.Struct | dict[str, Any]) -> bytes:
+    """One JSON line (without newline) in the envelope."""
+    payload = data if isinstance(data, dict) else msgspec.to_builtins(data)
+    return _encoder.encode(Envelope(timestamp=rfc3339_now(), type=event_type, data=payload))
+
+
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+
+
+def decode_event(line: bytes | str) -> Envelope:
+    """Parse one JSON line; raises msgspec.DecodeError / ValidationError on bad input."""
+    return _envelope_decoder.decode(line)
+
+
+def iteration_from_data(data: dict[str, Any]) -> IterationData:
+    return msgspec.convert(data, IterationData)
