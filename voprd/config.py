@@ -1,0 +1,119 @@
+"""Settings: one validated object built from flags, VOPRD_* environment and an optional TOML file.
+
+Precedence: flags win over environment, environment over the file, the file over defaults.
+`build_settings` is pure (it takes the environment and file text as arguments) so it is unit-tested
+without touching the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from voprd.options import FAULT_CLASSES, DEFAULT_MAX_EVENTS, RunOptions
+
+DEFAULT_CONFIG_PATH = Path("/etc/voprd/voprd.toml")
+DEFAULT_LOG_GROUP = "/aws/ec2/vopr-simulation"
+DEFAULT_NAMESPACE = "VOPR"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    # What to run.
+    seed: int = 0
+    iterations: int | None = None  # None: run forever (daemon)
+    target: str = "builtin"
+    exec_cmd: str | None = None
+    faults: tuple[str, ...] = FAULT_CLASSES
+    max_events: int = DEFAULT_MAX_EVENTS
+    bugs: tuple[str, ...] = ()
+    check_determinism: bool = False
+    # Output.
+    json: bool = False
+    verbose: bool = False
+    # Daemon.
+    workers: int = 0  # 0: one per CPU core
+    seed_timeout_s: float = 60.0
+    worker_memory_mb: int = 1024
+    drain_timeout_s: float = 20.0
+    reset: bool = False
+    state_dir: str | None = None
+    checkpoint_file: str | None = None
+    # AWS backend (used when bucket is set).
+    bucket: str | None = None
+    sns_topic_arn: str | None = None
+    log_group: str = DEFAULT_LOG_GROUP
+    namespace: str = DEFAULT_NAMESPACE
+    region: str | None = None
+    log_iterations: bool = False
+    metrics_instance_dimension: bool = False
+    # Fleet.
+    run_name: str = "default"
+    batch_size: int = 0  # 0: chosen automatically
+    lease_seconds: float = 180.0
+    seed_stride: int = 1
+
+    @property
+    def backend(self) -> Literal["aws", "local"]:
+        return "aws" if self.bucket else "local"
+
+    def run_options(self) -> RunOptions:
+        return RunOptions(
+            target=self.target,
+            exec_cmd=self.exec_cmd,
+            faults=self.faults,
+            max_events=self.max_events,
+            bugs=self.bugs,
+            check_determinism=self.check_determinism,
+        )
+
+
+# Settings that may come from the environment (VOPRD_*) or the TOML file, by field name.
+ENV_VARS: dict[str, str] = {
+    "bucket": "VOPRD_BUCKET",
+    "sns_topic_arn": "VOPRD_SNS_TOPIC_ARN",
+    "log_group": "VOPRD_LOG_GROUP",
+    "namespace": "VOPRD_NAMESPACE",
+    "state_dir": "VOPRD_STATE_DIR",
+    "run_name": "VOPRD_RUN",
+}
+FILE_KEYS: frozenset[str] = frozenset(Settings.__struct_fields__)
+
+
+def build_settings(
+    flags: dict[str, Any],
+    env: dict[str, str] | None = None,
+    file_text: str | None = None,
+    file_name: str = str(DEFAULT_CONFIG_PATH),
+) -> Settings:
+    """Layer file < environment < flags. `flags` holds only flags the user gave."""
+    env = dict(os.environ) if env is None else env
+    merged: dict[str, Any] = {}
+    if file_text:
+        try:
+            from_file = msgspec.toml.decode(file_text)
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"{file_name}: not valid TOML: {exc}") from exc
+        if not isinstance(from_file, dict):
+            raise ConfigError(f"{file_name}: expected a table of settings")
+        for key, value in from_file.items():
+            if key not in FILE_KEYS:
+                raise ConfigError(f"{file_name}: unknown setting {key!r}")
+            merged[key] = value
+    for field, var in ENV_VARS.items():
+        if env.get(var):
+            merged[field] = env[var]
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        merged.setdefault("region", region)
+    merged.update(flags)
+    try:
+        return msgspec.convert(merged, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from exc
