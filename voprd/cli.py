@@ -129,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, help=f"TOML settings file (default {DEFAULT_CONFIG_PATH})"
     )
     aws.add_argument("--bucket", help="S3 bucket (VOPRD_BUCKET)")
-    aws.add_argument("--sns-topic-arn", dest="sns_topic_arn", help="SNS topic (VOPRD_SNS_TOPIC_ARN)")
+    aws.add_argument(
+        "--sns-topic-arn", dest="sns_topic_arn", help="SNS topic (VOPRD_SNS_TOPIC_ARN)"
+    )
     aws.add_argument("--log-group", dest="log_group", help="CloudWatch log group (VOPRD_LOG_GROUP)")
     aws.add_argument("--namespace", help="CloudWatch metric namespace (VOPRD_NAMESPACE)")
     aws.add_argument(

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from voprd.options import FAULT_CLASSES, DEFAULT_MAX_EVENTS, RunOptions
+from voprd.options import DEFAULT_MAX_EVENTS, FAULT_CLASSES, RunOptions
 
 DEFAULT_CONFIG_PATH = Path("/etc/voprd/voprd.toml")
 DEFAULT_LOG_GROUP = "/aws/ec2/vopr-simulation"
