@@ -289,7 +289,11 @@ class Simulation:
         rng = self.nemesis_rng
         if plan.crash_ppm and rng.chance(plan.crash_ppm):
             up = [r for r in range(self.n) if self.replicas[r] is not None]
-            if up:
+            # Crash where it hurts: half the time, prefer a replica with writes in flight.
+            writing = [r for r in up if self.disks[r].pending]
+            if writing and rng.below(2):
+                self._crash(rng.pick(writing))
+            elif up:
                 self._crash(rng.pick(up))
         if plan.pause_ppm and rng.chance(plan.pause_ppm):
             up = [r for r in range(self.n) if self.replicas[r] is not None and not self.paused[r]]

@@ -15,6 +15,7 @@ Q20 = 1 << 20  # probabilities of per-message faults are in units of 2**-20
 # Which fault class each injected-fault trace kind belongs to.
 FAULT_KIND_CLASS: dict[str, str] = {
     "drop_loss": "network",
+    "drop_partition": "network",
     "drop_capacity": "network",
     "duplicate": "network",
     "delay_spike": "network",

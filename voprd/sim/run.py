@@ -73,15 +73,19 @@ def run_seed(
 ) -> tuple[SeedResult, Trace | None]:
     """Run one seed (twice with options.check_determinism); deterministic in (seed, options)."""
     outcome = simulate(seed, options, record_trace=record_trace)
-    result = outcome.result
     if options.check_determinism:
-        again = simulate(seed, options).result
-        if (again.trace_hash, again.events) != (result.trace_hash, result.events):
-            result.status = "failed"
-            result.kind = "nondeterminism"
-            result.invariant = None
-            result.message = (
-                f"trace hash {result.trace_hash} ({result.events} events) on the first run, "
-                f"{again.trace_hash} ({again.events} events) on the second"
-            )
-    return result, outcome.trace
+        check_determinism(outcome.result, options)
+    return outcome.result, outcome.trace
+
+
+def check_determinism(result: SeedResult, options: RunOptions) -> None:
+    """Run the seed again in fresh state; mark `result` failed (nondeterminism) if it differs."""
+    again = simulate(result.seed, options).result
+    if (again.trace_hash, again.events) != (result.trace_hash, result.events):
+        result.status = "failed"
+        result.kind = "nondeterminism"
+        result.invariant = None
+        result.message = (
+            f"trace hash {result.trace_hash} ({result.events} events) on the first run, "
+            f"{again.trace_hash} ({again.events} events) on the second"
+        )
