@@ -40,20 +40,20 @@ def register_history(
     for _ in range(ops):
         slot = min(range(processes), key=lambda p: free_at[p])
         call = free_at[slot] + rng.random() * 0.5
-        ret = call + 0.05 + rng.random() * 3.0
-        point = call + (ret - call) * rng.random()
+        end = call + 0.05 + rng.random() * 3.0
+        point = call + (end - call) * rng.random()
         f = rng.choice(("read", "read", "write", "cas"))
-        value = rng.randrange(values) if f != "read" else None
-        expected = rng.randrange(values) if f == "cas" else None
+        value: Value | None = rng.randrange(values) if f != "read" else None
+        expected: Value | None = rng.randrange(values) if f == "cas" else None
         timed_out = rng.randrange(100) < timeout_percent
         applied = not timed_out or rng.random() < 0.5
-        drafts.append((call, ret, point, f, value, expected, process_id[slot], timed_out, applied))
-        free_at[slot] = ret
+        drafts.append((call, end, point, f, value, expected, process_id[slot], timed_out, applied))
+        free_at[slot] = end
         if timed_out:
             process_id[slot] = next_id
             next_id += 1
     outputs: list[Value | bool | None] = [None] * len(drafts)
-    state: Value | None = None
+    state: Value | None = None  # the register's value
     for index in sorted(range(len(drafts)), key=lambda i: drafts[i][2]):
         _c, _r, _p, f, value, expected, _proc, _timed_out, applied = drafts[index]
         if not applied:
@@ -137,15 +137,15 @@ def kv_history(
     for serial in range(ops):
         slot = min(range(processes), key=lambda p: free_at[p])
         call = free_at[slot] + rng.random() * 0.5
-        ret = call + 0.05 + rng.random() * 3.0
-        point = call + (ret - call) * rng.random()
+        end = call + 0.05 + rng.random() * 3.0
+        point = call + (end - call) * rng.random()
         f = rng.choice(("get", "get", "append", "append", "put"))
         key = str(rng.randrange(keys))
         value = None if f == "get" else f"x{slot}.{serial} "
         timed_out = rng.randrange(100) < timeout_percent
         applied = not timed_out or rng.random() < 0.5
-        drafts.append((call, ret, point, f, key, value, slot, timed_out, applied))
-        free_at[slot] = ret
+        drafts.append((call, end, point, f, key, value, slot, timed_out, applied))
+        free_at[slot] = end
     state: dict[str, str] = {}
     outputs: list[str | None] = [None] * len(drafts)
     for index in sorted(range(len(drafts)), key=lambda i: drafts[i][2]):
