@@ -175,7 +175,19 @@ class Daemon:
 
     def event(self, event_type: EventType, data: msgspec.Struct) -> None:
         if self.events_out is not None:
-            self.events_out.write(encode_event(event_type, data) + b"\n")
+            try:
+                self.events_out.write(encode_event(event_type, data) + b"\n")
+            except BrokenPipeError:  # the reader went away: keep running, keep checkpointing
+                self.events_out = None
+                self.emit("stdout_closed", "warning", dropped_event=event_type)
+
+    def flush_events(self) -> None:
+        if self.events_out is not None:
+            try:
+                self.events_out.flush()
+            except BrokenPipeError:
+                self.events_out = None
+                self.emit("stdout_closed", "warning")
 
     def emit(self, event: str, severity: Severity, **fields: Any) -> None:
         self.backend.events.emit(event, severity, fields)
@@ -320,8 +332,7 @@ class Daemon:
         """Group commit of the journal; periodic compaction into the checkpoint."""
         while not await self._wait_stop(GROUP_COMMIT_INTERVAL_S):
             await self.commit_journal()
-            if self.events_out is not None:
-                self.events_out.flush()
+            self.flush_events()
             assert self.last_checkpoint_s is not None
             due = time.monotonic() - self.last_checkpoint_s >= CHECKPOINT_INTERVAL_S
             if due and self._checkpoint_dirty:
@@ -500,8 +511,7 @@ class Daemon:
                   failures_this_start=len(self.failures_this_start))
         await self.backend.flush()
         await self.backend.close()
-        if self.events_out is not None:
-            self.events_out.flush()
+        self.flush_events()
         if self.progress.finished and self.progress.total_failures > 0:
             return EXIT_FAILURES
         return EXIT_OK
