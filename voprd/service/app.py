@@ -65,9 +65,9 @@ from voprd.sinks.local import (
 )
 from voprd.targets.loader import TargetNotFound, load_target
 
-GROUP_COMMIT_INTERVAL_S = 0.05
-CHECKPOINT_INTERVAL_S = 1.0
-HOUSEKEEPING_INTERVAL_S = 0.25
+GROUP_COMMIT_INTERVAL_S = 0.1
+CHECKPOINT_INTERVAL_S = 2.0
+HOUSEKEEPING_INTERVAL_S = 0.5
 NOTIFY_STATUS_INTERVAL_S = 5.0
 PROGRESS_LOG_INTERVAL_S = 60.0
 TRACE_TAIL_BYTES_MAX = 64 * 1024
@@ -257,9 +257,9 @@ class Daemon:
         if self.progress.is_done(seed):  # re-run of a done seed cannot happen; never count twice
             return
         failed = result.status == "failed"
-        reproduce = reproduce_command(seed, self.options)
         record: JournalRecord
         if failed:
+            reproduce = reproduce_command(seed, self.options)
             kind = result.kind or "invariant"
             message = result.message or "(no message)"
             fp = fingerprint(kind, result.invariant, message, result.trace_tail)
@@ -290,7 +290,8 @@ class Daemon:
             seed=seed, status=result.status, events=result.events,
             simulated_time_ms=result.simulated_time_ms, trace_hash=result.trace_hash,
             kind=result.kind or ("invariant" if failed else None), invariant=result.invariant,
-            message=result.message, reproduce=reproduce if failed else None,
+            message=result.message, reproduce=reproduce_command(seed, self.options) if failed
+            else None,
         ))
         if failed:
             self.failures_this_start.append(seed)
@@ -322,11 +323,10 @@ class Daemon:
         self.last_checkpoint_s = time.monotonic()
 
     async def _wait_stop(self, timeout_s: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stop_loops.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
+        # A plain sleep, not wait_for(event): these loops wake often and wait_for costs a task
+        # per wake-up; stopping is noticed within one interval.
+        await asyncio.sleep(timeout_s)
+        return self._stop_loops.is_set()
 
     async def persist_loop(self) -> None:
         """Group commit of the journal; periodic compaction into the checkpoint."""

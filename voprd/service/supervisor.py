@@ -32,7 +32,7 @@ from voprd.service.protocol import (
     header_length,
 )
 
-MONITOR_INTERVAL_S = 0.1
+MONITOR_INTERVAL_S = 0.2
 BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 5.0
 STARTUP_FAILURES_MAX = 5
