@@ -1,0 +1,114 @@
+"""Seeds/s through the daemon (N workers) vs the same seeds in a plain loop in one process, and the
+daemon main process's CPU use.
+
+    .venv/bin/python bench/bench_daemon.py --target tests.targets_for_tests:Burn -n 300
+    .venv/bin/python bench/bench_daemon.py --target builtin -n 300     # once the simulator lands
+
+Both figures come from the same run of this script, so the ratio is meaningful on a noisy machine
+even when the absolute rates are not. Main-process CPU is sampled from /proc/PID/stat between the
+first and the last `iteration` event (steady state, start-up imports excluded) and also reported
+over the whole process lifetime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from voprd.events import decode_event  # noqa: E402
+from voprd.options import RunOptions  # noqa: E402
+from voprd.service.worker import run_one  # noqa: E402
+from voprd.targets.loader import load_target  # noqa: E402
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime + stime
+
+
+def plain_loop(target_spec: str, first: int, count: int) -> float:
+    target = load_target(target_spec)
+    options = RunOptions(target=target_spec)
+    started = time.perf_counter()
+    for seed in range(first, first + count):
+        run_one(target, seed, options)
+    return count / (time.perf_counter() - started)
+
+
+def through_daemon(target_spec: str, first: int, count: int, workers: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="voprd-bench-") as state:
+        argv = [sys.executable, "-m", "voprd", "--state-dir", state, "--target", target_spec,
+                "--seed", str(first), "-n", str(count), "--workers", str(workers), "--json"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        launched = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        iteration_times: list[float] = []
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if decode_event(line).type == "iteration":
+                    iteration_times.append(time.perf_counter())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        samples: list[tuple[float, float]] = []
+        while proc.poll() is None:
+            value = cpu_s(proc.pid)
+            if value is not None:
+                samples.append((time.perf_counter(), value))
+            time.sleep(0.05)
+        reader.join()
+        total_wall_s = time.perf_counter() - launched
+    assert len(iteration_times) == count, f"daemon reported {len(iteration_times)} of {count}"
+    first_t, last_t = iteration_times[0], iteration_times[-1]
+    window = [(t, c) for t, c in samples if first_t <= t <= last_t]
+    assert len(window) >= 2, "run too short to sample the main process; raise -n"
+    steady_cpu_s = window[-1][1] - window[0][1]
+    steady_wall_s = window[-1][0] - window[0][0]
+    return {
+        "rate_steady": (count - 1) / (last_t - first_t),
+        "rate_wall": count / total_wall_s,
+        "main_cpu_pct_steady": 100 * steady_cpu_s / steady_wall_s,
+        "main_cpu_pct_lifetime": 100 * samples[-1][1] / (samples[-1][0] - launched),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--target", default="tests.targets_for_tests:Burn")
+    parser.add_argument("-n", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    loop_rate = plain_loop(args.target, args.seed, args.n)
+    daemon = through_daemon(args.target, args.seed, args.n, args.workers)
+    print(f"target {args.target}, {args.n} seeds from {args.seed}, {os.cpu_count()} cores")
+    print(f"plain loop, 1 process:          {loop_rate:8.2f} seeds/s "
+          f"({1000 / loop_rate:.1f} ms/seed)")
+    print(f"daemon, {args.workers} workers (steady):   {daemon['rate_steady']:8.2f} seeds/s  "
+          f"ratio {daemon['rate_steady'] / loop_rate:.2f}x")
+    print(f"daemon, {args.workers} workers (wall, incl. start-up): {daemon['rate_wall']:8.2f} "
+          f"seeds/s  ratio {daemon['rate_wall'] / loop_rate:.2f}x")
+    print(f"daemon main process CPU: {daemon['main_cpu_pct_steady']:.2f}% of one core (steady), "
+          f"{daemon['main_cpu_pct_lifetime']:.2f}% over its lifetime incl. start-up")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
