@@ -61,6 +61,52 @@ class BatchCompleteData(msgspec.Struct, kw_only=True):
     failed_seeds: list[int]
 
 
+class BackendHealth(msgspec.Struct, kw_only=True):
+    """A backend's health for the status dump (local: always healthy unless a write failed)."""
+
+    name: str
+    healthy: bool
+    detail: str = ""
+    outbox_pending: int = 0
+    dropped: int = 0
+
+
+class WorkerStatus(msgspec.Struct, kw_only=True):
+    index: int
+    pid: int | None
+    seed: int | None
+    running_s: float
+    restarts: int
+
+
+class FingerprintCount(msgspec.Struct, kw_only=True):
+    fingerprint: str
+    invariant: str
+    count: int
+    first_seed: int
+
+
+class StatusData(msgspec.Struct, kw_only=True):
+    """The `status` event (SIGUSR1 dump, status.json)."""
+
+    pid: int
+    state: str
+    uptime_s: float
+    first_seed: int
+    end_seed: int | None
+    watermark: int
+    seeds_done: int
+    seeds_done_this_start: int
+    rate_per_s: float
+    total_failures: int
+    failures_by_fingerprint: list[FingerprintCount]
+    workers: list[WorkerStatus]
+    last_checkpoint: str | None
+    last_checkpoint_age_s: float | None
+    backend: BackendHealth
+    pending_alerts: int
+
+
 EventType = Literal["start", "iteration", "batch_complete", "status"]
 
 

@@ -1,0 +1,218 @@
+"""The daemon's disk formats: checkpoint, progress-journal record, failure-archive record.
+
+Each format is one msgspec Struct with its one reader and one writer right next to it. Readers
+validate at the edge (a record that decodes is well-typed) and check the invariants the type system
+cannot express, so nothing downstream re-checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from voprd.events import FailureKind
+
+CHECKPOINT_SCHEMA_VERSION = 1
+FAILED_SEEDS_KEPT_MAX = 100
+
+
+class RunFingerprint(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything that defines a run's seed space: two runs with equal fingerprints are one run."""
+
+    first_seed: int
+    target: str
+    exec_cmd: str | None
+    faults: tuple[str, ...]
+    max_events: int
+    bugs: tuple[str, ...]
+    check_determinism: bool
+    voprd_version: str
+
+    def differences(self, other: RunFingerprint) -> list[str]:
+        """Human-readable `field: stored -> current` lines; empty when equal."""
+        lines: list[str] = []
+        for field in self.__struct_fields__:
+            mine, theirs = getattr(self, field), getattr(other, field)
+            if mine != theirs:
+                lines.append(f"{field}: {mine!r} -> {theirs!r}")
+        return lines
+
+
+class AlertState(msgspec.Struct, kw_only=True):
+    """Per-fingerprint alert bookkeeping (see voprd.core.failures)."""
+
+    fingerprint: str
+    first_seed: int
+    invariant: str
+    count: int
+    last_alert_s: float
+    suppressed_seeds: list[int] = msgspec.field(default_factory=list)
+    suppressed_count: int = 0
+
+
+class Checkpoint(msgspec.Struct, kw_only=True):
+    """A run's exact progress.
+
+    last_seed: highest seed completed so far (-1: none yet). total_iterations: seeds completed in
+    this run, each counted once. total_failures: failed seeds in this run (cumulative across
+    restarts). failed_seeds: the most recent FAILED_SEEDS_KEPT_MAX failed seeds, oldest first (the
+    archive holds all). last_update: RFC 3339 time of this checkpoint. watermark: every seed in
+    [first_seed, watermark) is done. done_above: done seeds >= watermark, ascending.
+    end_seed: exclusive bound of a `-n` run, None for a run without end.
+    """
+
+    schema_version: int = CHECKPOINT_SCHEMA_VERSION
+    run_id: str  # random id minted when the run starts (or restarts with --reset)
+    fingerprint: RunFingerprint
+    end_seed: int | None
+    watermark: int
+    done_above: list[int]
+    last_seed: int
+    total_iterations: int
+    total_failures: int
+    failed_seeds: list[int]
+    last_update: str
+    alerts: list[AlertState] = msgspec.field(default_factory=list)
+
+
+class CheckpointInvalid(ValueError):
+    """The checkpoint bytes do not decode or violate an invariant."""
+
+
+_checkpoint_decoder = msgspec.json.Decoder(Checkpoint)
+_encoder = msgspec.json.Encoder()
+
+
+def checkpoint_problems(checkpoint: Checkpoint) -> list[str]:
+    """Invariant violations of a checkpoint; empty when valid."""
+    problems: list[str] = []
+    if checkpoint.schema_version != CHECKPOINT_SCHEMA_VERSION:
+        problems.append(f"schema_version {checkpoint.schema_version} is not "
+                        f"{CHECKPOINT_SCHEMA_VERSION}")
+    if checkpoint.watermark < checkpoint.fingerprint.first_seed:
+        problems.append("watermark below first_seed")
+    if any(b <= a for a, b in zip(checkpoint.done_above, checkpoint.done_above[1:], strict=False)):
+        problems.append("done_above not strictly ascending")
+    if checkpoint.done_above and checkpoint.done_above[0] <= checkpoint.watermark:
+        problems.append("done_above holds a seed at or below the watermark")
+    done_count = checkpoint.watermark - checkpoint.fingerprint.first_seed + len(
+        checkpoint.done_above
+    )
+    if checkpoint.total_iterations != done_count:
+        problems.append(
+            f"total_iterations {checkpoint.total_iterations} != done seeds {done_count}"
+        )
+    if not 0 <= checkpoint.total_failures <= checkpoint.total_iterations:
+        problems.append("total_failures out of range")
+    if len(checkpoint.failed_seeds) > FAILED_SEEDS_KEPT_MAX:
+        problems.append("failed_seeds longer than its bound")
+    return problems
+
+
+def read_checkpoint(data: bytes) -> Checkpoint:
+    """Decode and validate; raises CheckpointInvalid naming the problem."""
+    try:
+        checkpoint = _checkpoint_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CheckpointInvalid(str(exc)) from exc
+    problems = checkpoint_problems(checkpoint)
+    if problems:
+        raise CheckpointInvalid("; ".join(problems))
+    return checkpoint
+
+
+def write_checkpoint(checkpoint: Checkpoint) -> bytes:
+    problems = checkpoint_problems(checkpoint)
+    assert not problems, problems
+    return _encoder.encode(checkpoint) + b"\n"
+
+
+class JournalRecord(msgspec.Struct, kw_only=True, array_like=True):
+    """One completed seed in the progress journal (one JSON line, array-encoded to stay small)."""
+
+    seed: int
+    failed: bool
+    fingerprint: str | None = None
+    invariant: str | None = None
+
+
+class JournalHeader(msgspec.Struct, kw_only=True, tag="header"):
+    """First line of a journal: which run its records belong to."""
+
+    fingerprint: RunFingerprint
+
+
+_journal_record_decoder = msgspec.json.Decoder(JournalRecord)
+_journal_header_decoder = msgspec.json.Decoder(JournalHeader)
+
+
+def write_journal_header(header: JournalHeader) -> bytes:
+    return _encoder.encode(header) + b"\n"
+
+
+def write_journal_record(record: JournalRecord) -> bytes:
+    return _encoder.encode(record) + b"\n"
+
+
+def read_journal(data: bytes) -> tuple[JournalHeader | None, list[JournalRecord]]:
+    """Header and records of a journal. A torn last line (crash mid-write) is dropped; any other
+    undecodable line ends the journal there (records after it are not trusted)."""
+    lines = data.split(b"\n")
+    if not lines or not lines[0]:
+        return None, []
+    try:
+        header = _journal_header_decoder.decode(lines[0])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, []
+    records: list[JournalRecord] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        try:
+            records.append(_journal_record_decoder.decode(line))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            break
+    return header, records
+
+
+class FailureRecord(msgspec.Struct, kw_only=True):
+    """One archived failure: everything needed to understand and replay it."""
+
+    run_id: str
+    seed: int
+    kind: FailureKind
+    invariant: str | None
+    message: str
+    reproduce: str
+    fingerprint: str
+    configuration: dict[str, Any]
+    voprd_version: str
+    git_commit: str | None
+    python_version: str
+    detected_at: str
+    unix_ts: int
+    history: list[dict[str, Any]]
+    trace_tail: list[str]
+    trace_tail_truncated: bool = False
+    instance: str = ""
+
+
+_failure_decoder = msgspec.json.Decoder(FailureRecord)
+
+
+def read_failure(data: bytes) -> FailureRecord:
+    return _failure_decoder.decode(data)
+
+
+def write_failure(record: FailureRecord) -> bytes:
+    assert record.message and record.reproduce, "a failure record needs message and reproduce"
+    return _encoder.encode(record) + b"\n"
+
+
+def failure_name(record: FailureRecord) -> str:
+    """The archive object/file name: failures/seed-{seed}-{unix_ts}.json."""
+    return f"seed-{record.seed}-{record.unix_ts}.json"
+
+
+Severity = Literal["debug", "info", "warning", "error"]

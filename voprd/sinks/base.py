@@ -1,0 +1,97 @@
+"""The small interfaces every backend implements: where checkpoints, failures, alerts, metrics and
+structured events go. The local backend (voprd.sinks.local) and the AWS backend (voprd.sinks.aws)
+implement the same Protocols; the daemon picks one through voprd.sinks.factory.make_backend.
+
+Contracts (the daemon relies on them):
+- No method may block the event loop for long: do file I/O in a thread, network I/O behind an
+  outbox. `send`/`publish`/`emit` must not raise for a transient outage (queue and retry instead).
+- `CheckpointStore.load` returns the newest valid checkpoint it has (the AWS store: the newer of the
+  local and the S3 copy, compared by `total_iterations`, then `last_update`), and reports every
+  unreadable copy it kept aside in `problems`.
+- `FailureArchive.put` is idempotent per (record.run_id, record.seed): a seed re-run after a
+  crash (its result was archived but not yet journalled) must not create a second record; return the
+  existing location instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from voprd.core.metrics import MinuteAggregate
+from voprd.core.records import Checkpoint, FailureRecord, Severity
+from voprd.events import BackendHealth
+
+
+class LoadedCheckpoint(msgspec.Struct, kw_only=True):
+    checkpoint: Checkpoint | None
+    source: str  # where it came from (path or s3:// URL); "" when none
+    problems: list[str] = msgspec.field(default_factory=list)  # copies kept aside, and why
+
+
+class CheckpointStore(Protocol):
+    async def load(self) -> LoadedCheckpoint: ...
+
+    async def save(self, checkpoint: Checkpoint, *, final: bool = False) -> None:
+        """Store durably. `final` marks the shutdown checkpoint (the AWS store uploads it now)."""
+        ...
+
+    async def discard(self) -> None:
+        """Forget the stored run (`--reset`): keep old copies aside, never delete them."""
+        ...
+
+
+class FailureArchive(Protocol):
+    async def put(self, record: FailureRecord) -> str:
+        """Archive durably (or enqueue durably); return where the record is (path or URL)."""
+        ...
+
+
+class AlertSink(Protocol):
+    async def send(self, subject: str, message: str) -> None: ...
+
+
+class MetricsSink(Protocol):
+    async def publish(self, aggregates: Sequence[MinuteAggregate]) -> None: ...
+
+
+class EventLog(Protocol):
+    def emit(self, event: str, severity: Severity, fields: dict[str, Any]) -> None:
+        """One structured event (start, batch_complete, failure, status, warnings, errors)."""
+        ...
+
+
+class Backend(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def checkpoints(self) -> CheckpointStore: ...
+
+    @property
+    def archive(self) -> FailureArchive: ...
+
+    @property
+    def alerts(self) -> AlertSink: ...
+
+    @property
+    def metrics(self) -> MetricsSink: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    async def start(self) -> None:
+        """Check settings and connectivity; raise voprd.config.ConfigError naming the setting."""
+        ...
+
+    async def flush(self) -> None:
+        """Push everything queued as far as it can go within a short time."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def health(self) -> BackendHealth: ...
+
+    def pending_alerts(self) -> int: ...
