@@ -1,3 +1,3 @@
-"""Shared pytest plugins. The moto server fixtures for the AWS tests live in tests/aws_fixtures.py."""
+"""Shared pytest plugins (the moto server fixtures of the AWS tests: tests/aws_fixtures.py)."""
 
 pytest_plugins = ["tests.aws_fixtures"]

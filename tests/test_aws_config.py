@@ -1,4 +1,4 @@
-"""AWS settings: precedence (flags > env > file), region variables, endpoint variables, validation."""
+"""AWS settings: precedence (flags > env > file), region and endpoint variables, validation."""
 
 from __future__ import annotations
 
@@ -103,7 +103,9 @@ def test_validate_names_each_bad_setting(aws: AwsWorld) -> None:
     ]
 
 
-def test_validate_reports_unreachable_endpoint(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validate_reports_unreachable_endpoint(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.aws_fixtures import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")

@@ -154,7 +154,9 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM items").fetchone()
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM items"
+        ).fetchone()
         self._items, self._bytes = int(row[0]), int(row[1])
         self._sent_seq = int(
             self._db.execute("SELECT COALESCE(MAX(sent_seq), 0) FROM sent").fetchone()[0]
@@ -275,15 +277,35 @@ class Outbox:
 
     # -- reading and completing ----------------------------------------------------------------
 
-    def head(self, lane: str, limit: int) -> list[OutboxItem]:
-        """The oldest `limit` pending items of a lane, in enqueue order."""
+    def head(self, lane: str, limit: int, bytes_max: int | None = None) -> list[OutboxItem]:
+        """The oldest pending items of a lane, in enqueue order: at most `limit` items and (past
+        the first) at most `bytes_max` payload bytes."""
         assert limit > 0
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE lane = ? ORDER BY item_id LIMIT ?",
+                f"SELECT {_COLUMNS}, size_bytes FROM items WHERE lane = ? ORDER BY item_id LIMIT ?",
                 (lane, limit),
             ).fetchall()
-        return [_item(row) for row in rows]
+        items: list[OutboxItem] = []
+        total_bytes = 0
+        for row in rows:
+            total_bytes += int(row[-1])
+            if items and bytes_max is not None and total_bytes > bytes_max:
+                break
+            items.append(_item(row[:-1]))
+        return items
+
+    def remove_coalesced(self, coalesce_key: str) -> bool:
+        """Forget a pending coalesced write (e.g. the old run's checkpoint on --reset)."""
+        with self._lock:
+            row = self._db.execute(
+                "DELETE FROM items WHERE coalesce_key = ? RETURNING size_bytes", (coalesce_key,)
+            ).fetchone()
+            if row is None:
+                return False
+            self._items -= 1
+            self._bytes -= int(row[0])
+            return True
 
     def done(self, items: Sequence[OutboxItem]) -> None:
         """Remove sent items (only the revision that was sent) and record their dedup keys."""
@@ -393,6 +415,7 @@ class Lane(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     send: Sender
     batch_max: int = 1
+    batch_bytes_max: int | None = None
 
 
 class OutboxDrainer:
@@ -445,7 +468,7 @@ class OutboxDrainer:
     async def _run_lane(self, name: str) -> None:
         lane, health, wake = self.lanes[name], self.health[name], self._wake[name]
         while True:
-            items = self.outbox.head(name, lane.batch_max)
+            items = self.outbox.head(name, lane.batch_max, lane.batch_bytes_max)
             if not items:
                 self._idle[name].set()
                 health.state = "idle" if health.consecutive_failures == 0 else health.state
@@ -480,7 +503,7 @@ class OutboxDrainer:
             health.last_success_unix_s = time.time()
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait until every lane is empty (retrying promptly), or until the timeout. True if empty."""
+        """Wait until every lane is empty (retrying promptly) or the timeout; True if empty."""
         deadline_s = time.monotonic() + timeout_s
         polls_max = int(timeout_s / 0.05) + 2  # bound: one poll per 50 ms
         for poll in range(polls_max):

@@ -1,4 +1,4 @@
-"""Start-up validation of the AWS settings: every problem named by its setting, before any seed runs.
+"""Start-up validation of the AWS settings: each problem named by its setting, before any seed.
 
 A missing bucket, topic or log group, or a permission the instance role lacks, is reported once at
 start-up as a `ConfigError` whose lines each begin with the flag and variable that set the value,
