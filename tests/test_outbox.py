@@ -1,4 +1,4 @@
-"""The durable outbox: order, dedup ledger, coalescing, bounds, persistence, retries with backoff."""
+"""The durable outbox: order, dedup ledger, coalescing, bounds, persistence, retry with backoff."""
 
 from __future__ import annotations
 

@@ -103,6 +103,7 @@ class OutboxCloudWatchHandler(watchtower.CloudWatchLogHandler):
         """Blocking: send one batch through watchtower (call from a worker thread)."""
         batch = [msgspec.json.decode(item.payload) for item in items]
         with self._submit_lock:
+            self.sequence_tokens.setdefault(self.log_stream_name, None)
             self._recording.last_response = None
             self._recording.last_error = None
             self._submit_batch(  # type: ignore[no-untyped-call]
