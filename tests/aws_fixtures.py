@@ -45,6 +45,11 @@ class MotoServer:
     def stop(self) -> None:
         assert self._server is not None
         self._server.stop()
+        # Close the listening socket too: clients then see "connection refused" at once, as
+        # when the endpoint is really gone, instead of connecting into a dead backlog.
+        inner = getattr(self._server, "_server", None)
+        if inner is not None:
+            inner.server_close()
         self._server = None
 
     def restart(self) -> None:

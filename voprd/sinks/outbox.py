@@ -70,6 +70,8 @@ class LaneHealth(msgspec.Struct, kw_only=True):
     consecutive_failures: int = 0
     last_error: str | None = None
     last_success_unix_s: float | None = None
+    # When the current send started (monotonic seconds), None when no send is in flight.
+    in_flight_since_s: float | None = None
 
 
 class OutboxStats(msgspec.Struct, kw_only=True):
@@ -476,11 +478,13 @@ class OutboxDrainer:
                 await wake.wait()
                 continue
             self._idle[name].clear()
+            health.in_flight_since_s = time.monotonic()
             try:
                 await lane.send(items)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                health.in_flight_since_s = None
                 if self._is_permanent(exc):
                     # Only the head item is set aside; the rest are retried in order.
                     self.outbox.set_aside(items[0], f"{type(exc).__name__}: {exc}")
@@ -496,6 +500,7 @@ class OutboxDrainer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=delay_s)
                 continue
+            health.in_flight_since_s = None
             self.outbox.done(items)
             health.sent += len(items)
             health.consecutive_failures = 0

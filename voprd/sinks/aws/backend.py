@@ -53,7 +53,7 @@ from voprd.sinks.aws.clients import (
 from voprd.sinks.aws.logs import LOGS_LANE, CloudWatchEventLog, OutboxCloudWatchHandler
 from voprd.sinks.aws.metrics import metric_data
 from voprd.sinks.aws.sns import fit_message, fit_subject
-from voprd.sinks.aws.validate import validate
+from voprd.sinks.aws.validate import validate_with
 from voprd.sinks.base import LoadedCheckpoint
 from voprd.sinks.local import LocalCheckpointStore, LocalFailureArchive
 from voprd.sinks.outbox import (
@@ -70,6 +70,7 @@ S3_LANE, SNS_LANE, METRICS_LANE = "s3", "sns", "metrics"
 LATEST_KEY = "checkpoints/latest.json"
 DAILY_PREFIX = "checkpoints/daily/"
 OUTBOX_FILE = "aws-outbox.sqlite3"
+SEND_STALLED_S = 5.0
 LOG_BATCH_ITEMS_MAX = 1000
 LOG_BATCH_BYTES_MAX = 900 * 1024  # PutLogEvents takes 1 MiB including 26 bytes per event
 _THROTTLING = frozenset({
@@ -234,9 +235,13 @@ class AwsBackend:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await validate(self.settings)
-        clients = AwsClients(self.settings)
-        self._clients = await clients.__aenter__()
+        clients = await AwsClients(self.settings).__aenter__()
+        try:
+            await validate_with(clients, self.settings)
+        except BaseException:
+            await clients.__aexit__(None, None, None)
+            raise
+        self._clients = clients
         self._handler.bind_client(await asyncio.to_thread(_logs_client, clients.region))
         lanes = [
             Lane(name=S3_LANE, send=self._send_s3),
@@ -455,9 +460,17 @@ class AwsBackend:
 
     def health(self) -> BackendHealth:
         stats = self.outbox_stats()
+        now_s = time.monotonic()
         retrying = sorted(name for name, lane in stats.lanes.items() if lane.state == "retrying")
+        stalled = sorted(
+            name for name, lane in stats.lanes.items()
+            if lane.in_flight_since_s is not None
+            and now_s - lane.in_flight_since_s > SEND_STALLED_S
+        )
         parts = [f"s3://{self.bucket}", f"outbox {stats.pending_items} pending"]
         parts += [f"{name} retrying: {stats.lanes[name].last_error}" for name in retrying]
+        parts += [f"{name} stalled: a send has been waiting > {SEND_STALLED_S:g} s"
+                  for name in stalled]
         if stats.dropped_by_kind:
             dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats.dropped_by_kind.items()))
             parts.append(f"dropped: {dropped}")
@@ -465,7 +478,8 @@ class AwsBackend:
             parts.append(f"{stats.dead_items} item(s) set aside as unsendable")
         return BackendHealth(
             name=self.name,
-            healthy=not retrying and stats.refused_essential == 0 and self._task is not None,
+            healthy=not retrying and not stalled and stats.refused_essential == 0
+            and self._task is not None,
             detail="; ".join(parts),
             outbox_pending=stats.pending_items,
             dropped=sum(stats.dropped_by_kind.values()),

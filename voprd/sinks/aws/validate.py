@@ -81,25 +81,18 @@ async def validate(settings: Settings) -> None:
     """Raise ConfigError listing every problem with the AWS settings; return if all is well."""
     if settings.backend != "aws":
         return
-    assert settings.bucket is not None
-    problems: list[str] = []
     try:
         async with AwsClients(settings) as clients:
-            credentials = await clients.session.get_credentials()
-            if credentials is None:
-                raise ConfigError(
-                    "AWS credentials: none found (instance profile, AWS_ACCESS_KEY_ID/"
-                    "AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
-                )
-            for problem in (
-                await _check_bucket(clients, settings.bucket),
-                await _check_topic(clients, settings.sns_topic_arn)
-                if settings.sns_topic_arn
-                else None,
-                await _check_log_group(clients, settings.log_group),
-            ):
-                if problem:
-                    problems.append(problem)
+            await validate_with(clients, settings)
+    except EndpointConnectionError as exc:
+        raise ConfigError(f"AWS endpoint unreachable{_where()}: {exc}") from None
+
+
+async def validate_with(clients: AwsClients, settings: Settings) -> None:
+    """`validate` with clients the caller already opened (the backend reuses them)."""
+    assert settings.bucket is not None
+    try:
+        problems = await _problems(clients, settings, settings.bucket)
     except NoCredentialsError as exc:
         raise ConfigError(f"AWS credentials: {exc}") from None
     except EndpointConnectionError as exc:
@@ -108,3 +101,17 @@ async def validate(settings: Settings) -> None:
         raise ConfigError(f"AWS configuration: {exc}") from None
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+async def _problems(clients: AwsClients, settings: Settings, bucket: str) -> list[str]:
+    if await clients.session.get_credentials() is None:
+        raise ConfigError(
+            "AWS credentials: none found (instance profile, AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+        )
+    found = [
+        await _check_bucket(clients, bucket),
+        await _check_topic(clients, settings.sns_topic_arn) if settings.sns_topic_arn else None,
+        await _check_log_group(clients, settings.log_group),
+    ]
+    return [problem for problem in found if problem]
