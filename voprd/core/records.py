@@ -140,6 +140,7 @@ class JournalRecord(msgspec.Struct, kw_only=True, array_like=True):
 class JournalHeader(msgspec.Struct, kw_only=True, tag="header"):
     """First line of a journal: which run its records belong to."""
 
+    run_id: str
     fingerprint: RunFingerprint
 
 

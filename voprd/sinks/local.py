@@ -39,6 +39,8 @@ from voprd.events import BackendHealth
 from voprd.sinks.base import LoadedCheckpoint
 
 JOURNAL_SUFFIX = ".journal"
+PID_FILE = "voprd.pid"
+STATUS_FILE = "status.json"
 PREV_SUFFIX = ".prev"
 
 

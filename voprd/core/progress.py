@@ -1,0 +1,168 @@
+"""Exact run progress (pure): low watermark + done set, dispatch order, checkpoint state.
+
+A run is the seed range [first_seed, end_seed) (end_seed None: no end). Seeds are dispatched in
+ascending order and may complete in any order; the watermark is the lowest seed not yet done, so the
+checkpoint is the watermark plus the (small) set of done seeds above it. Applying a completion twice
+is a no-op, which is what makes journal replay after a crash exact.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+from voprd.core.records import (
+    FAILED_SEEDS_KEPT_MAX,
+    AlertState,
+    Checkpoint,
+    JournalRecord,
+    RunFingerprint,
+)
+
+
+class RunProgress:
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        fingerprint: RunFingerprint,
+        end_seed: int | None,
+        watermark: int | None = None,
+        done_above: Iterable[int] = (),
+        last_seed: int = -1,
+        total_failures: int = 0,
+        failed_seeds: Iterable[int] = (),
+    ) -> None:
+        self.run_id = run_id
+        self.fingerprint = fingerprint
+        self.first_seed = fingerprint.first_seed
+        assert end_seed is None or end_seed >= self.first_seed
+        self.end_seed = end_seed
+        self.watermark = self.first_seed if watermark is None else watermark
+        assert self.watermark >= self.first_seed
+        self.done_above: set[int] = set(done_above)
+        assert all(seed > self.watermark for seed in self.done_above)
+        self.last_seed = last_seed
+        self.total_failures = total_failures
+        self.failed_seeds: list[int] = list(failed_seeds)[-FAILED_SEEDS_KEPT_MAX:]
+        # Dispatch state (not checkpointed: after a restart, dispatch resumes at the watermark).
+        self._cursor = self.watermark
+        self._requeued: list[int] = []
+        self._in_flight: set[int] = set()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, end_seed: int | None) -> RunProgress:
+        """Resume a stored run; `end_seed` is the current command's bound (it may differ)."""
+        return cls(
+            run_id=checkpoint.run_id,
+            fingerprint=checkpoint.fingerprint,
+            end_seed=end_seed,
+            watermark=checkpoint.watermark,
+            done_above=checkpoint.done_above,
+            last_seed=checkpoint.last_seed,
+            total_failures=checkpoint.total_failures,
+            failed_seeds=checkpoint.failed_seeds,
+        )
+
+    # --- completion -------------------------------------------------------------------------
+
+    def is_done(self, seed: int) -> bool:
+        return seed < self.watermark or seed in self.done_above
+
+    @property
+    def total_iterations(self) -> int:
+        return self.watermark - self.first_seed + len(self.done_above)
+
+    def record(self, record: JournalRecord) -> bool:
+        """Apply one completed seed. Returns False (and changes nothing) if it was already done."""
+        seed = record.seed
+        assert seed >= self.first_seed, (seed, self.first_seed)
+        self._in_flight.discard(seed)
+        if self.is_done(seed):
+            return False
+        before = self.total_iterations
+        self.done_above.add(seed)
+        while self.watermark in self.done_above:
+            self.done_above.remove(self.watermark)
+            self.watermark += 1
+        self.last_seed = max(self.last_seed, seed)
+        if record.failed:
+            self.total_failures += 1
+            self.failed_seeds.append(seed)
+            if len(self.failed_seeds) > FAILED_SEEDS_KEPT_MAX:
+                del self.failed_seeds[: len(self.failed_seeds) - FAILED_SEEDS_KEPT_MAX]
+        assert self.total_iterations == before + 1
+        return True
+
+    @property
+    def finished(self) -> bool:
+        """Every seed of a bounded run is done."""
+        return self.end_seed is not None and self.watermark >= self.end_seed
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def dispatch(self, count_max: int) -> list[int]:
+        """Up to count_max seeds to run next, ascending: re-queued seeds first, then new ones."""
+        assert count_max >= 0
+        seeds: list[int] = []
+        while self._requeued and len(seeds) < count_max:
+            seed = heapq.heappop(self._requeued)
+            if not self.is_done(seed) and seed not in self._in_flight:
+                seeds.append(seed)
+        self._cursor = max(self._cursor, self.watermark)
+        while len(seeds) < count_max and (self.end_seed is None or self._cursor < self.end_seed):
+            seed = self._cursor
+            self._cursor += 1
+            if not self.is_done(seed) and seed not in self._in_flight:
+                seeds.append(seed)
+        self._in_flight.update(seeds)
+        return seeds
+
+    def requeue(self, seeds: Iterable[int]) -> None:
+        """Seeds that were dispatched but will not complete (their worker went away)."""
+        for seed in seeds:
+            self._in_flight.discard(seed)
+            if not self.is_done(seed):
+                heapq.heappush(self._requeued, seed)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def dispatch_exhausted(self) -> bool:
+        """Nothing left to hand out (a bounded run whose seeds are all dispatched or done)."""
+        return (
+            not self._requeued
+            and self.end_seed is not None
+            and max(self._cursor, self.watermark) >= self.end_seed
+        )
+
+    # --- checkpoint -------------------------------------------------------------------------
+
+    def checkpoint(self, last_update: str, alerts: list[AlertState]) -> Checkpoint:
+        return Checkpoint(
+            run_id=self.run_id,
+            fingerprint=self.fingerprint,
+            end_seed=self.end_seed,
+            watermark=self.watermark,
+            done_above=sorted(self.done_above),
+            last_seed=self.last_seed,
+            total_iterations=self.total_iterations,
+            total_failures=self.total_failures,
+            failed_seeds=list(self.failed_seeds),
+            last_update=last_update,
+            alerts=alerts,
+        )
+
+
+def resume_decision(
+    stored: RunFingerprint | None, current: RunFingerprint, reset: bool
+) -> tuple[str, list[str]]:
+    """What to do with a stored run: ("new" | "resume" | "reset" | "refuse", differences)."""
+    if stored is None:
+        return "new", []
+    if reset:
+        return "reset", []
+    differences = stored.differences(current)
+    return ("refuse", differences) if differences else ("resume", [])

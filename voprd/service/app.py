@@ -1,0 +1,538 @@
+"""The daemon: wires the pure cores (progress, failures, metrics) to the supervisor and a backend.
+
+Output (see docs/README-daemon.md): with `--json`, stdout carries only the JSON-lines envelope
+events (start, iteration, batch_complete, status) and the structlog log lines go to stderr; without
+`--json`, stdout carries the structlog log lines (JSON, or readable when stdout is a terminal).
+
+Exit codes: 0 run finished without failures, drained on SIGTERM/SIGINT, or already finished;
+1 a bounded run finished and at least one of its seeds failed (as the VOPR binary);
+2 refused to start (fingerprint mismatch, another daemon on the state dir, bad target/backend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+import msgspec
+import structlog
+
+from voprd import __version__
+from voprd.config import ConfigError, Settings
+from voprd.core.failures import AlertPolicy, FailureInfo, alert_for, digest_for, fingerprint
+from voprd.core.metrics import MetricsAggregator
+from voprd.core.progress import RunProgress, resume_decision
+from voprd.core.records import (
+    FailureRecord,
+    JournalHeader,
+    JournalRecord,
+    RunFingerprint,
+    Severity,
+)
+from voprd.events import (
+    BatchCompleteData,
+    EventType,
+    FingerprintCount,
+    IterationData,
+    SeedResult,
+    StartData,
+    StatusData,
+    encode_event,
+    rfc3339_now,
+)
+from voprd.options import RunOptions, reproduce_command
+from voprd.service.notify import Notifier
+from voprd.service.protocol import WorkerConfig
+from voprd.service.supervisor import Supervisor, WorkerStartupError
+from voprd.sinks.base import Backend
+from voprd.sinks.factory import make_backend, resolve_state_dir
+from voprd.sinks.local import (
+    JOURNAL_SUFFIX,
+    PID_FILE,
+    STATUS_FILE,
+    ProgressJournal,
+    keep_aside,
+)
+from voprd.targets.loader import TargetNotFound, load_target
+
+GROUP_COMMIT_INTERVAL_S = 0.05
+CHECKPOINT_INTERVAL_S = 1.0
+HOUSEKEEPING_INTERVAL_S = 0.25
+NOTIFY_STATUS_INTERVAL_S = 5.0
+PROGRESS_LOG_INTERVAL_S = 60.0
+TRACE_TAIL_BYTES_MAX = 64 * 1024
+HISTORY_OPS_MAX = 10_000
+DRAIN_RESERVE_S_MAX = 2.0
+EXIT_OK, EXIT_FAILURES, EXIT_REFUSED = 0, 1, 2
+
+
+class Refused(Exception):
+    """The daemon must not start; the message says why and what to do."""
+
+
+def run_fingerprint(settings: Settings) -> RunFingerprint:
+    return RunFingerprint(
+        first_seed=settings.seed, target=settings.target, exec_cmd=settings.exec_cmd,
+        faults=settings.faults, max_events=settings.max_events, bugs=settings.bugs,
+        check_determinism=settings.check_determinism, voprd_version=__version__,
+    )
+
+
+def bound_trace_tail(lines: list[str], bytes_max: int = TRACE_TAIL_BYTES_MAX) -> tuple[list[str],
+                                                                                        bool]:
+    """The newest lines of a trace whose total size stays within bytes_max."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        size += len(line.encode()) + 1
+        if size > bytes_max:
+            return kept[::-1], True
+        kept.append(line)
+    return kept[::-1], False
+
+
+def git_commit() -> str | None:
+    source = Path(__file__).resolve().parent.parent.parent
+    try:
+        proc = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=2, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def configure_logging(stream: TextIO) -> None:
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if stream.isatty()
+                     else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on the pid file for the daemon's lifetime; write our pid into it."""
+    handle = open(state_dir / PID_FILE, "a+")  # noqa: SIM115 (held until exit)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        other = handle.read().strip()
+        handle.close()
+        raise Refused(f"another voprd (pid {other or '?'}) is running on {state_dir}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+class Daemon:
+    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
+        self.settings = settings
+        self.options: RunOptions = settings.run_options()
+        self.state_dir = resolve_state_dir(settings, env)
+        self.instance = env.get("VOPRD_INSTANCE") or socket.gethostname()
+        self.notifier = Notifier(env)
+        self.log = structlog.get_logger("voprd")
+        self.events_out = sys.stdout.buffer if settings.json else None
+        self.started_s = time.monotonic()
+        self.metrics = MetricsAggregator()
+        self.done_this_start = 0
+        self.failures_this_start: list[int] = []
+        self.last_checkpoint: str | None = None
+        self.last_checkpoint_s: float | None = None
+        self.state = "starting"
+        self.git_commit = git_commit()
+        self._stop_loops = asyncio.Event()
+        self._drain = asyncio.Event()
+        self._status_requested = asyncio.Event()
+        self._checkpoint_dirty = False
+        # Set in start().
+        self.backend: Backend
+        self.progress: RunProgress
+        self.journal: ProgressJournal
+        self.policy: AlertPolicy
+        self.supervisor: Supervisor
+        self._lock: IO[str] | None = None
+
+    # --- output -----------------------------------------------------------------------------
+
+    def event(self, event_type: EventType, data: msgspec.Struct) -> None:
+        if self.events_out is not None:
+            self.events_out.write(encode_event(event_type, data) + b"\n")
+
+    def emit(self, event: str, severity: Severity, **fields: Any) -> None:
+        self.backend.events.emit(event, severity, fields)
+
+    # --- start-up ---------------------------------------------------------------------------
+
+    async def start(self) -> bool:
+        """Load or create the run. False when the run is already finished."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_state_dir(self.state_dir)
+        try:
+            load_target(self.settings.target, self.settings.exec_cmd)
+        except TargetNotFound as exc:
+            raise Refused(f"--target: {exc}") from exc
+        self.backend = make_backend(self.settings, self.state_dir, self.instance)
+        await self.backend.start()
+        current = run_fingerprint(self.settings)
+        end_seed = (None if self.settings.iterations is None
+                    else self.settings.seed + self.settings.iterations)
+        loaded = await self.backend.checkpoints.load()
+        for problem in loaded.problems:
+            self.emit("checkpoint_invalid", "error", problem=problem)
+        stored = loaded.checkpoint
+        checkpoint_path = (Path(self.settings.checkpoint_file) if self.settings.checkpoint_file
+                           else self.state_dir / "checkpoint.json")
+        journal_path = Path(str(checkpoint_path) + JOURNAL_SUFFIX)
+        header, records = ProgressJournal.read(journal_path)
+        decision, differences = resume_decision(
+            stored.fingerprint if stored else (header.fingerprint if header else None),
+            current, self.settings.reset,
+        )
+        if decision == "refuse":
+            raise Refused(
+                f"the stored run in {loaded.source or journal_path} was started with a different "
+                f"configuration ({'; '.join(differences)}); refusing to continue it. Start it over "
+                "with --reset, or use another --state-dir/--checkpoint-file."
+            )
+        if decision == "reset":
+            await self.backend.checkpoints.discard()
+            if journal_path.exists():
+                keep_aside(journal_path, "reset", int(time.time()))
+            header, records = None, []
+            self.emit("run_reset", "warning", checkpoint=str(checkpoint_path))
+        if stored is not None and decision == "resume":
+            self.progress = RunProgress.from_checkpoint(stored, end_seed)
+        else:
+            resumable = header is not None and decision == "resume"
+            run_id = header.run_id if header is not None and resumable else uuid.uuid4().hex
+            self.progress = RunProgress(run_id=run_id, fingerprint=current, end_seed=end_seed)
+        replayed = 0
+        if header is not None and header.run_id == self.progress.run_id:
+            replayed = sum(self.progress.record(record) for record in records)
+        self.policy = AlertPolicy(stored.alerts if stored and decision == "resume" else ())
+        self.journal = ProgressJournal(journal_path)
+        if decision == "resume":
+            self.emit("run_resumed", "info", source=loaded.source,
+                      watermark=self.progress.watermark, done=self.progress.total_iterations,
+                      journal_records_replayed=replayed)
+        # Compact what we loaded into a fresh checkpoint + empty journal before running anything.
+        await self.write_checkpoint(final=False)
+        return not self.progress.finished
+
+    # --- per-seed handling ------------------------------------------------------------------
+
+    async def on_result(self, result: SeedResult, batch_start: int) -> None:
+        seed = result.seed
+        if self.progress.is_done(seed):  # re-run of a done seed cannot happen; never count twice
+            return
+        failed = result.status == "failed"
+        reproduce = reproduce_command(seed, self.options)
+        record: JournalRecord
+        if failed:
+            kind = result.kind or "invariant"
+            message = result.message or "(no message)"
+            fp = fingerprint(kind, result.invariant, message, result.trace_tail)
+            tail, truncated = bound_trace_tail(result.trace_tail)
+            unix_ts = int(time.time())
+            failure = FailureRecord(
+                run_id=self.progress.run_id, seed=seed, kind=kind, invariant=result.invariant,
+                message=message, reproduce=reproduce, fingerprint=fp,
+                configuration=msgspec.to_builtins(self.settings), voprd_version=__version__,
+                git_commit=self.git_commit, python_version=platform.python_version(),
+                detected_at=rfc3339_now(), unix_ts=unix_ts,
+                history=result.history[-HISTORY_OPS_MAX:], trace_tail=tail,
+                trace_tail_truncated=truncated, instance=self.instance,
+            )
+            location = await self.backend.archive.put(failure)
+            record = JournalRecord(seed=seed, failed=True, fingerprint=fp,
+                                   invariant=result.invariant or kind)
+        else:
+            record = JournalRecord(seed=seed, failed=False)
+        self.journal.append(record)
+        if not self.progress.record(record):
+            return
+        self._checkpoint_dirty = True
+        self.done_this_start += 1
+        self.metrics.add(time.time(), failed=failed, events=result.events,
+                         duration_s=result.duration_s)
+        self.event("iteration", IterationData(
+            seed=seed, status=result.status, events=result.events,
+            simulated_time_ms=result.simulated_time_ms, trace_hash=result.trace_hash,
+            kind=result.kind or ("invariant" if failed else None), invariant=result.invariant,
+            message=result.message, reproduce=reproduce if failed else None,
+        ))
+        if failed:
+            self.failures_this_start.append(seed)
+            info = FailureInfo(seed=seed, batch_start=batch_start, kind=kind,
+                               invariant=result.invariant, message=message, reproduce=reproduce,
+                               archive=location)
+            self.emit(f"seed {seed} failed: {info.invariant_or_kind}: {message} "
+                      f"(reproduce: {reproduce})", "warning", seed=seed, kind=kind,
+                      invariant=result.invariant, fingerprint=fp, archive=location,
+                      reproduce=reproduce)
+            if self.policy.observe(fp, info, time.time()):
+                alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
+                await self.backend.alerts.send(alert.subject, alert.message)
+
+    # --- persistence ------------------------------------------------------------------------
+
+    async def commit_journal(self) -> None:
+        data = self.journal.take_pending()
+        if data:
+            await asyncio.to_thread(self.journal.write_durably, data)
+
+    async def write_checkpoint(self, *, final: bool) -> None:
+        checkpoint = self.progress.checkpoint(rfc3339_now(), self.policy.states())
+        await self.backend.checkpoints.save(checkpoint, final=final)
+        header = JournalHeader(run_id=self.progress.run_id, fingerprint=self.progress.fingerprint)
+        await asyncio.to_thread(self.journal.restart, header)
+        self._checkpoint_dirty = False
+        self.last_checkpoint = checkpoint.last_update
+        self.last_checkpoint_s = time.monotonic()
+
+    async def _wait_stop(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stop_loops.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def persist_loop(self) -> None:
+        """Group commit of the journal; periodic compaction into the checkpoint."""
+        while not await self._wait_stop(GROUP_COMMIT_INTERVAL_S):
+            await self.commit_journal()
+            if self.events_out is not None:
+                self.events_out.flush()
+            assert self.last_checkpoint_s is not None
+            due = time.monotonic() - self.last_checkpoint_s >= CHECKPOINT_INTERVAL_S
+            if due and self._checkpoint_dirty:
+                await self.write_checkpoint(final=False)
+
+    # --- housekeeping -----------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        since_s = time.monotonic() - self.supervisor.last_completion_s
+        return since_s < self.settings.seed_timeout_s + 10.0
+
+    async def housekeeping_loop(self) -> None:
+        last_status_s = last_watchdog_s = last_progress_s = time.monotonic()
+        while not await self._wait_stop(HOUSEKEEPING_INTERVAL_S):
+            now = time.monotonic()
+            closed = self.metrics.take_closed(time.time())
+            if closed:
+                await self.backend.metrics.publish(closed)
+            digest = self.policy.digest(time.time(), self.instance, rfc3339_now())
+            if digest is not None:
+                await self.backend.alerts.send(digest.subject, digest.message)
+            if self._status_requested.is_set():
+                self._status_requested.clear()
+                await self.dump_status()
+            interval = self.notifier.watchdog_interval_s
+            if interval is not None and now - last_watchdog_s >= interval and self.healthy():
+                self.notifier.send(watchdog="1")
+                last_watchdog_s = now
+            if now - last_status_s >= NOTIFY_STATUS_INTERVAL_S:
+                self.notifier.send(status=self.status_line())
+                last_status_s = now
+            if now - last_progress_s >= PROGRESS_LOG_INTERVAL_S:
+                self.emit(f"progress: {self.status_line()}", "info",
+                          seeds_done=self.progress.total_iterations, rate_per_s=self.rate())
+                last_progress_s = now
+
+    def rate(self) -> float:
+        elapsed = max(time.monotonic() - self.started_s, 1e-6)
+        return round(self.done_this_start / elapsed, 3)
+
+    def status_line(self) -> str:
+        return (f"{self.state}: {self.progress.total_iterations} seeds done, watermark "
+                f"{self.progress.watermark}, {self.rate():g} seeds/s, "
+                f"{self.progress.total_failures} failures")
+
+    def status(self) -> StatusData:
+        by_fingerprint = [
+            FingerprintCount(fingerprint=s.fingerprint, invariant=s.invariant, count=s.count,
+                             first_seed=s.first_seed)
+            for s in self.policy.states()
+        ]
+        return StatusData(
+            pid=os.getpid(), state=self.state, uptime_s=round(time.monotonic() - self.started_s, 3),
+            first_seed=self.progress.first_seed, end_seed=self.progress.end_seed,
+            watermark=self.progress.watermark, seeds_done=self.progress.total_iterations,
+            seeds_done_this_start=self.done_this_start, rate_per_s=self.rate(),
+            total_failures=self.progress.total_failures, failures_by_fingerprint=by_fingerprint,
+            workers=self.supervisor.status(), last_checkpoint=self.last_checkpoint,
+            last_checkpoint_age_s=(round(time.monotonic() - self.last_checkpoint_s, 3)
+                                   if self.last_checkpoint_s is not None else None),
+            backend=self.backend.health(),
+            pending_alerts=self.policy.pending + self.backend.pending_alerts(),
+        )
+
+    async def dump_status(self) -> None:
+        status = self.status()
+        data = msgspec.json.encode(status) + b"\n"
+        path = self.state_dir / STATUS_FILE
+        tmp = path.with_name(path.name + ".tmp")
+
+        def write() -> None:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+
+        await asyncio.to_thread(write)
+        self.event("status", status)
+        self.emit("status", "info", **msgspec.to_builtins(status))
+
+    # --- drain ------------------------------------------------------------------------------
+
+    def request_drain(self, signum: int) -> None:
+        if self._drain.is_set():  # a second signal: stop waiting for in-flight seeds
+            self.supervisor.kill_all("second stop signal")
+            return
+        self.emit("drain", "info", signal=signal.Signals(signum).name)
+        self._drain.set()
+
+    async def drain_watch(self, pool: asyncio.Task[None]) -> None:
+        stop = asyncio.create_task(self._stop_loops.wait())
+        drain = asyncio.create_task(self._drain.wait())
+        try:
+            await asyncio.wait([stop, drain], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            drain.cancel()
+        if not self._drain.is_set():
+            return
+        self.state = "draining"
+        self.notifier.send(stopping="1", status="draining")
+        self.supervisor.stop_dispatch()
+        reserve_s = min(DRAIN_RESERVE_S_MAX, self.settings.drain_timeout_s / 2)
+        grace_s = self.settings.drain_timeout_s - reserve_s
+        done, _ = await asyncio.wait([pool], timeout=grace_s)
+        if not done:
+            self.emit("drain_grace_expired", "warning", grace_s=grace_s,
+                      in_flight=[w.seed for w in self.supervisor.status() if w.seed is not None])
+            self.supervisor.kill_all("drain grace period expired")
+
+    # --- main -------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        if not await self.start():
+            message = (f"run already finished: seeds {self.progress.first_seed}.."
+                       f"{self.progress.watermark - 1} are done ({self.progress.total_iterations} "
+                       f"seeds, {self.progress.total_failures} failed); --reset starts it over")
+            self.emit(message, "info", finished=True)
+            if not self.settings.json:
+                print(message, file=sys.stderr)
+            await self.backend.close()
+            return EXIT_OK
+        workers = self.settings.workers or os.cpu_count() or 1
+        batch_size = self.settings.batch_size or (16 if self.settings.target == "exec" else 2)
+        self.supervisor = Supervisor(
+            config=WorkerConfig(target=self.settings.target, exec_cmd=self.settings.exec_cmd,
+                                options=self.options, memory_mb=self.settings.worker_memory_mb),
+            workers=workers, seed_timeout_s=self.settings.seed_timeout_s,
+            memory_mb=self.settings.worker_memory_mb, batch_size=batch_size,
+            source=self.progress, on_result=self.on_result, on_event=self._on_supervisor_event,
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_drain, signum)
+        loop.add_signal_handler(signal.SIGUSR1, self._status_requested.set)
+        self.event("start", StartData(
+            starting_seed=self.progress.first_seed, iterations=self.settings.iterations,
+            faults=list(self.options.faults),
+            options={**msgspec.to_builtins(self.options), "resume_watermark":
+                     self.progress.watermark, "workers": workers, "state_dir": str(self.state_dir)},
+        ))
+        self.emit("start", "info", first_seed=self.progress.first_seed,
+                  end_seed=self.progress.end_seed, watermark=self.progress.watermark,
+                  workers=workers, state_dir=str(self.state_dir), backend=self.backend.name)
+        self.state = "running"
+        self.notifier.send(ready="1", status=self.status_line())
+        started = time.monotonic()
+        try:
+            async with asyncio.TaskGroup() as group:
+                persist = group.create_task(self.persist_loop())
+                group.create_task(self.housekeeping_loop())
+                pool = group.create_task(self.supervisor.run())
+                group.create_task(self.drain_watch(pool))
+                await pool
+                self._stop_loops.set()
+                await persist
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+                loop.remove_signal_handler(signum)
+        await self.commit_journal()
+        await self.backend.metrics.publish(self.metrics.take_all())
+        repeats = self.policy.take_repeats()
+        if repeats:  # nothing counted is lost at exit: summarise it now
+            final = digest_for(repeats, self.instance, rfc3339_now())
+            await self.backend.alerts.send(final.subject, final.message)
+        self.state = "finished" if self.progress.finished else "stopped"
+        await self.write_checkpoint(final=True)
+        await self.dump_status()
+        elapsed_s = time.monotonic() - started
+        self.event("batch_complete", BatchCompleteData(
+            successes=self.done_this_start - len(self.failures_this_start),
+            failures=len(self.failures_this_start), elapsed_secs=round(elapsed_s, 3),
+            rate=round(self.done_this_start / max(elapsed_s, 1e-6), 3),
+            failed_seeds=self.failures_this_start,
+        ))
+        self.emit(self.status_line(), "info",
+                  seeds_done_this_start=self.done_this_start,
+                  failures_this_start=len(self.failures_this_start))
+        await self.backend.flush()
+        await self.backend.close()
+        if self.events_out is not None:
+            self.events_out.flush()
+        if self.progress.finished and self.progress.total_failures > 0:
+            return EXIT_FAILURES
+        return EXIT_OK
+
+    def _on_supervisor_event(self, event: str, severity: Severity, fields: dict[str, Any]) -> None:
+        self.backend.events.emit(event, severity, fields)
+
+    def close(self) -> None:
+        self.notifier.close()
+        if self._lock is not None:
+            self._lock.close()
+
+
+def daemon_main(settings: Settings, command: dict[str, Any]) -> int:
+    """Entry point from voprd.cli for every invocation without --once."""
+    import uvloop
+
+    # Until the loop's handler is installed, a `voprd status` must not kill a starting daemon.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    configure_logging(sys.stderr if settings.json else sys.stdout)
+    daemon = Daemon(settings, dict(os.environ))
+    try:
+        return uvloop.run(daemon.run())
+    except (Refused, ConfigError) as exc:
+        print(f"voprd: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ExceptionGroup as group:
+        startup, rest = group.split(WorkerStartupError)
+        if startup is None or rest is not None:
+            raise
+        print(f"voprd: {startup.exceptions[0]}", file=sys.stderr)
+        return EXIT_REFUSED
+    finally:
+        daemon.close()
