@@ -206,3 +206,21 @@ class SpotWatcher:
             if status == 200:
                 return parse_notice(kind, body, time.monotonic())
         return None
+
+
+def watch_enabled(backend: str, env: Mapping[str, str]) -> bool:
+    """Watch on the AWS backend, or wherever a metadata endpoint is configured explicitly;
+    never when AWS_EC2_METADATA_DISABLED=true (botocore's switch)."""
+    if env.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+        return False
+    return backend == "aws" or bool(env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT"))
+
+
+async def instance_id(endpoint: str, timeout_s: float = 1.0) -> str | None:
+    """This instance's id from IMDS, or None off EC2 (within `timeout_s`)."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            return await ImdsClient(session, endpoint).instance_id()
+    except ImdsUnavailable:
+        return None
