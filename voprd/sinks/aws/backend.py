@@ -269,7 +269,8 @@ class AwsBackend:
             self._maybe_enqueue_checkpoint(final=False)
 
     async def flush(self) -> None:
-        await self._flush(self.tuning.flush_timeout_s)
+        if not await self._flush(self.tuning.flush_timeout_s):
+            self._report_unflushed("flush")
 
     async def _flush(self, timeout_s: float) -> bool:
         self._maybe_enqueue_checkpoint(final=True)
@@ -281,8 +282,11 @@ class AwsBackend:
         if self._closed:
             return
         self._closed = True
+        flushed = False
         with contextlib.suppress(Exception):
-            await self._flush(self.tuning.close_timeout_s)
+            flushed = await self._flush(self.tuning.close_timeout_s)
+        if not flushed:
+            self._report_unflushed("close")
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -291,6 +295,15 @@ class AwsBackend:
         if self._clients is not None:
             await self._clients.__aexit__(None, None, None)
         self.outbox.close()
+
+    def _report_unflushed(self, when: str) -> None:
+        """Say (locally: AWS is what is failing) what stays in the outbox for the next start."""
+        health = self.health()
+        self.events.local(
+            "aws_outbox_not_empty", "warning", when=when, pending=health.outbox_pending,
+            detail=health.detail,
+            note=f"kept on disk in {self.outbox.path}; sent when AWS answers again",
+        )
 
     # -- what the sinks enqueue ----------------------------------------------------------------
 

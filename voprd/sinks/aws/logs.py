@@ -159,6 +159,10 @@ class CloudWatchEventLog:
         getattr(self._local, severity)(event, **fields)
         self.cloudwatch(event, severity, fields)
 
+    def local(self, event: str, severity: Severity, **fields: Any) -> None:
+        """Only the local log (e.g. about CloudWatch itself being unreachable)."""
+        getattr(self._local, severity)(event, **fields)
+
     def cloudwatch(self, event: str, severity: Severity, fields: dict[str, Any]) -> None:
         """Only the CloudWatch side (for events already printed locally by the caller)."""
         self.forwarded += 1
