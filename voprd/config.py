@@ -109,9 +109,10 @@ def build_settings(
     for field, var in ENV_VARS.items():
         if env.get(var):
             merged[field] = env[var]
+    # The standard AWS variables are environment too: they win over the file, lose to flags.
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region:
-        merged.setdefault("region", region)
+        merged["region"] = region
     merged.update(flags)
     try:
         return msgspec.convert(merged, Settings)

@@ -51,6 +51,7 @@ from voprd.events import (
     rfc3339_now,
 )
 from voprd.options import RunOptions, reproduce_command
+from voprd.service import spot
 from voprd.service.notify import Notifier
 from voprd.service.protocol import WorkerConfig
 from voprd.service.supervisor import Supervisor, WorkerStartupError
@@ -147,6 +148,7 @@ class Daemon:
         self.settings = settings
         self.options: RunOptions = settings.run_options()
         self.state_dir = resolve_state_dir(settings, env)
+        self.env = env
         self.instance = env.get("VOPRD_INSTANCE") or socket.gethostname()
         self.notifier = Notifier(env)
         self.log = structlog.get_logger("voprd")
@@ -163,6 +165,7 @@ class Daemon:
         self._drain = asyncio.Event()
         self._status_requested = asyncio.Event()
         self._checkpoint_dirty = False
+        self._checkpoint_now = False  # a spot notice: checkpoint (and upload) at the next tick
         # Set in start().
         self.backend: Backend
         self.progress: RunProgress
@@ -202,6 +205,8 @@ class Daemon:
             load_target(self.settings.target, self.settings.exec_cmd)
         except TargetNotFound as exc:
             raise Refused(f"--target: {exc}") from exc
+        if spot.watch_enabled(self.settings.backend, self.env) and "VOPRD_INSTANCE" not in self.env:
+            self.instance = await spot.instance_id(spot.imds_endpoint(self.env)) or self.instance
         self.backend = make_backend(self.settings, self.state_dir, self.instance)
         await self.backend.start()
         current = run_fingerprint(self.settings)
@@ -286,13 +291,15 @@ class Daemon:
         self.done_this_start += 1
         self.metrics.add(time.time(), failed=failed, events=result.events,
                          duration_s=result.duration_s)
-        self.event("iteration", IterationData(
+        iteration = IterationData(
             seed=seed, status=result.status, events=result.events,
             simulated_time_ms=result.simulated_time_ms, trace_hash=result.trace_hash,
             kind=result.kind or ("invariant" if failed else None), invariant=result.invariant,
-            message=result.message, reproduce=reproduce_command(seed, self.options) if failed
-            else None,
-        ))
+            message=result.message, reproduce=reproduce if failed else None,
+        )
+        self.event("iteration", iteration)
+        if self.settings.log_iterations:  # per-seed lines to the event log (CloudWatch) too
+            self.emit("iteration", "info", **msgspec.to_builtins(iteration))
         if failed:
             self.failures_this_start.append(seed)
             info = FailureInfo(seed=seed, batch_start=batch_start, kind=kind,
@@ -335,7 +342,10 @@ class Daemon:
             self.flush_events()
             assert self.last_checkpoint_s is not None
             due = time.monotonic() - self.last_checkpoint_s >= CHECKPOINT_INTERVAL_S
-            if due and self._checkpoint_dirty:
+            if self._checkpoint_now:
+                self._checkpoint_now = False
+                await self.write_checkpoint(final=True)
+            elif due and self._checkpoint_dirty:
                 await self.write_checkpoint(final=False)
 
     # --- housekeeping -----------------------------------------------------------------------
@@ -413,6 +423,19 @@ class Daemon:
 
     # --- drain ------------------------------------------------------------------------------
 
+    async def spot_watch(self) -> None:
+        """On EC2 spot: a notice (interruption or rebalance) drains like SIGTERM, with the
+        checkpoint written and uploaded at once instead of after the in-flight seeds."""
+        watcher = spot.SpotWatcher(self.on_spot_notice, endpoint=spot.imds_endpoint(self.env))
+        await watcher.run(self._stop_loops)
+
+    def on_spot_notice(self, notice: spot.SpotNotice) -> None:
+        self._checkpoint_now = True
+        if not self._drain.is_set():
+            self.emit("drain", "warning", reason=f"spot {notice.kind}", action=notice.action,
+                      time=notice.time)
+            self._drain.set()
+
     def request_drain(self, signum: int) -> None:
         if self._drain.is_set():  # a second signal: stop waiting for in-flight seeds
             self.supervisor.kill_all("second stop signal")
@@ -484,6 +507,8 @@ class Daemon:
                 group.create_task(self.housekeeping_loop())
                 pool = group.create_task(self.supervisor.run())
                 group.create_task(self.drain_watch(pool))
+                if spot.watch_enabled(self.settings.backend, self.env):
+                    group.create_task(self.spot_watch())
                 await pool
                 self._stop_loops.set()
                 await persist

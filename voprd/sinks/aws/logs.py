@@ -1,0 +1,181 @@
+"""CloudWatch Logs: structlog -> stdlib logging -> watchtower.CloudWatchLogHandler, via the outbox.
+
+The chain: `CloudWatchEventLog.emit` logs through a structlog logger whose processors decide what
+CloudWatch should see (start, batch_complete, failures, status, warnings and errors; per-seed
+`iteration` events only with --log-iterations) and render JSON; its stdlib logger's one handler is
+`OutboxCloudWatchHandler`, a watchtower.CloudWatchLogHandler whose `emit` formats the record the
+watchtower way and stores it in the durable outbox instead of an in-memory queue. The outbox's
+`logs` lane later hands batches back to watchtower's own `_submit_batch` (stream creation, sequence
+tokens, PutLogEvents) in a worker thread, because watchtower uses boto3, which is synchronous: the
+event loop never waits on it. A client proxy records the PutLogEvents outcome, so a failed batch
+stays in the outbox and is retried instead of being dropped with a warning as watchtower would.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import MutableMapping
+from typing import Any
+
+import msgspec
+import structlog
+import watchtower
+
+from voprd.core.records import Severity
+from voprd.sinks.outbox import Outbox, OutboxItem, Priority
+
+LOGS_LANE = "logs"
+# Events CloudWatch always gets (besides every warning and error); matched by prefix.
+FORWARDED_EVENT_PREFIXES: tuple[str, ...] = (
+    "start", "batch_complete", "failure", "status", "stop", "shutdown", "drain", "spot",
+    "checkpoint_resumed", "alert",
+)
+ITERATION_EVENT = "iteration"
+WATCHTOWER_ATTEMPTS_MAX = 3  # inside one outbox attempt: covers creating the stream, then putting
+
+# watchtower warns on every failed delivery; the outbox retries and reports health instead.
+warnings.filterwarnings("ignore", category=watchtower.WatchtowerWarning)
+
+
+class LogDeliveryError(Exception):
+    """PutLogEvents did not accept the batch."""
+
+
+class _RecordingClient:
+    """Delegates to a boto3 logs client and remembers the last PutLogEvents outcome."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.last_response: dict[str, Any] | None = None
+        self.last_error: BaseException | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def put_log_events(self, **kwargs: Any) -> Any:
+        try:
+            response = self._client.put_log_events(**kwargs)
+        except BaseException as exc:
+            self.last_error = exc
+            raise
+        self.last_response = response
+        return response
+
+
+class OutboxCloudWatchHandler(watchtower.CloudWatchLogHandler):
+    """watchtower's handler with the outbox as its queue (see the module docstring)."""
+
+    def __init__(self, outbox: Outbox, log_group_name: str, log_stream_name: str) -> None:
+        self.outbox = outbox
+        # The boto3 client is bound at start-up (`bind_client`); emitting only needs the outbox.
+        self._recording = _RecordingClient(None)
+        self._submit_lock = threading.Lock()
+        super().__init__(
+            log_group_name=log_group_name,
+            log_stream_name=log_stream_name,
+            use_queues=False,
+            boto3_client=self._recording,
+            create_log_group=False,  # validated at start-up; created by the deployment
+        )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = {"timestamp": int(record.created * 1000), "message": self.format(record)}
+            body_bytes_max = self.max_message_size - self.EXTRA_MSG_PAYLOAD_SIZE
+            if self._size(message) > body_bytes_max:  # type: ignore[no-untyped-call]
+                message = self._truncate(message, body_bytes_max)  # type: ignore[no-untyped-call]
+            per_seed = getattr(record, "voprd_per_seed", False)
+            self.outbox.put(
+                LOGS_LANE, "seed_log" if per_seed else "log", self.log_stream_name,
+                msgspec.json.encode(message),
+                priority=Priority.SEED_LOG if per_seed else Priority.LOG,
+            )
+        except Exception:
+            self.handleError(record)
+
+    def bind_client(self, boto3_client: Any) -> None:
+        self._recording = _RecordingClient(boto3_client)
+        self.cwl_client = self._recording
+
+    def submit(self, items: list[OutboxItem]) -> None:
+        """Blocking: send one batch through watchtower (call from a worker thread)."""
+        batch = [msgspec.json.decode(item.payload) for item in items]
+        with self._submit_lock:
+            self.sequence_tokens.setdefault(self.log_stream_name, None)
+            self._recording.last_response = None
+            self._recording.last_error = None
+            self._submit_batch(  # type: ignore[no-untyped-call]
+                batch, self.log_stream_name, max_retries=WATCHTOWER_ATTEMPTS_MAX
+            )
+            response, error = self._recording.last_response, self._recording.last_error
+        if response is None:
+            raise LogDeliveryError(f"PutLogEvents failed: {error!r}")
+        rejected = response.get("rejectedLogEventsInfo")
+        if rejected:
+            raise LogDeliveryError(f"PutLogEvents rejected events: {rejected}")
+
+
+class CloudWatchEventLog:
+    """The AWS EventLog: every event to the local structlog log, the chosen ones to CloudWatch."""
+
+    def __init__(self, handler: logging.Handler, *, log_iterations: bool, instance: str) -> None:
+        self.log_iterations = log_iterations
+        self._local = structlog.get_logger("voprd")
+        stdlib_logger = logging.getLogger(f"voprd.cloudwatch.{id(self)}")
+        stdlib_logger.handlers = [handler]
+        stdlib_logger.propagate = False
+        stdlib_logger.setLevel(logging.DEBUG)
+        self._stdlib_logger = stdlib_logger
+        self.forwarded = 0
+        self._cloudwatch = structlog.wrap_logger(
+            stdlib_logger,
+            processors=[
+                self._choose,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.dict_tracebacks,
+                _render_for_stdlib,
+            ],
+            context_class=dict,
+        ).bind(instance=instance)
+
+    def _choose(
+        self, logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        name = str(event.get("event", ""))
+        if name == ITERATION_EVENT:
+            if not self.log_iterations:
+                raise structlog.DropEvent
+            return event
+        if method in ("warning", "error", "critical", "exception"):
+            return event
+        if name.startswith(FORWARDED_EVENT_PREFIXES):
+            return event
+        raise structlog.DropEvent
+
+    def emit(self, event: str, severity: Severity, fields: dict[str, Any]) -> None:
+        getattr(self._local, severity)(event, **fields)
+        self.cloudwatch(event, severity, fields)
+
+    def local(self, event: str, severity: Severity, **fields: Any) -> None:
+        """Only the local log (e.g. about CloudWatch itself being unreachable)."""
+        getattr(self._local, severity)(event, **fields)
+
+    def cloudwatch(self, event: str, severity: Severity, fields: dict[str, Any]) -> None:
+        """Only the CloudWatch side (for events already printed locally by the caller)."""
+        self.forwarded += 1
+        getattr(self._cloudwatch, severity)(event, **fields)
+
+    def close(self) -> None:
+        self._stdlib_logger.handlers = []
+
+
+def _render_for_stdlib(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> tuple[tuple[str], dict[str, Any]]:
+    """Last processor: JSON text for the handler, plus whether it is a per-seed (droppable) line."""
+    per_seed = event.get("event") == ITERATION_EVENT
+    rendered = msgspec.json.encode(event, enc_hook=str).decode()
+    return (rendered,), {"extra": {"voprd_per_seed": per_seed}}
