@@ -273,6 +273,10 @@ def test_launch_template_spot_imdsv2_encrypted_gp3() -> None:
     }
     groups = resources_of_type("AWS::EC2::SecurityGroup")
     assert [g.get("Properties", {}).get("SecurityGroupIngress") for g in groups.values()] == [None]
+    (group,) = groups.values()
+    egress = [(r["IpProtocol"], r["FromPort"], r["ToPort"], r["CidrIp"])
+              for r in group["Properties"]["SecurityGroupEgress"]]
+    assert egress == [("tcp", 443, 443, "0.0.0.0/0")]
     (instance,) = resources_of_type("AWS::EC2::Instance").values()
     assert instance["Properties"]["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "LaunchTemplate"}
 
