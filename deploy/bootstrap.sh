@@ -134,6 +134,14 @@ else
   log "unchanged: $venv/bin/voprd (use --update to upgrade)"
 fi
 
+# `voprd status`, `voprd --once ...` for operators on the instance (sudo -i or SSM shell).
+link="$root/usr/local/bin/voprd"
+if [ "$(readlink "$link" 2>/dev/null)" != "/opt/voprd/venv/bin/voprd" ]; then
+  install -d -m 0755 "$root/usr/local/bin"
+  ln -sfn /opt/voprd/venv/bin/voprd "$link"
+  log "wrote: /usr/local/bin/voprd -> /opt/voprd/venv/bin/voprd"
+fi
+
 # 3. The daemon's environment, from the stack's values.
 daemon_args="--seed ${stack[VOPRD_SEED_START]}"
 if [ -n "${stack[VOPRD_EXTRA_ARGS]:-}" ]; then

@@ -43,11 +43,18 @@ def run(script: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
-    """path -> (content, mode, mtime_ns) of every file under root."""
-    return {
-        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mode, p.stat().st_mtime_ns)
-        for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    """path -> (content or link target, mode, mtime_ns) of every file and link under root."""
+    entries: dict[str, tuple[bytes, int, int]] = {}
+    for p in sorted(root.rglob("*")):
+        stat = p.lstat()
+        if p.is_symlink():
+            content = os.readlink(p).encode()
+        elif p.is_file():
+            content = p.read_bytes()
+        else:
+            continue
+        entries[str(p.relative_to(root))] = (content, stat.st_mode, stat.st_mtime_ns)
+    return entries
 
 
 @pytest.fixture
@@ -71,8 +78,10 @@ def test_user_data_installs_bootstrap_unit_and_environment(
         "etc/voprd/stack.env",
         "opt/voprd/bootstrap.sh",
         "opt/voprd/voprd.service",
+        "usr/local/bin/voprd",
     ]
     assert (root / "opt/voprd/bootstrap.sh").read_text() == BOOTSTRAP.read_text()
+    assert os.readlink(root / "usr/local/bin/voprd") == "/opt/voprd/venv/bin/voprd"
     assert os.access(root / "opt/voprd/bootstrap.sh", os.X_OK)
     assert (root / "etc/systemd/system/voprd.service").read_text() == UNIT.read_text()
     assert (root / "etc/default/voprd").read_text().splitlines() == [
