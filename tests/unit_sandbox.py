@@ -4,7 +4,7 @@ There is no systemd manager on CI (no `systemd-run`), so this emulates the unit'
 with the same kernel mechanisms systemd uses, in three stages:
 
 1. the caller (root) starts `unshare --mount` running stage "mounts": every mount read-only
-   (ProtectSystem=strict), a fresh tmpfs on /tmp (PrivateTmp) holding the state directory
+   (ProtectSystem=strict), fresh tmpfs on /root, /home and /tmp, the state directory
    bind-mounted writable at /tmp/state (StateDirectory);
 2. `setpriv`: an unprivileged user and group (DynamicUser), no supplementary groups, empty
    capability sets (CapabilityBoundingSet=, AmbientCapabilities=), NoNewPrivileges;
@@ -12,10 +12,11 @@ with the same kernel mechanisms systemd uses, in three stages:
    syscall-filter`, errno EPERM), its RestrictAddressFamilies (EAFNOSUPPORT) and
    MemoryDenyWriteExecute, as seccomp filters (pyseccomp over libseccomp), then exec.
 
-ProtectHome is emulated by empty tmpfs over /root and /home, with this machine's Python
-(pyenv, under /root) and the checkout mounted back read-only. Not emulated: ProtectProc/ProcSubset,
-Protect{Kernel*,Clock,Hostname,ControlGroups}, PrivateDevices/IPC/Users, LockPersonality and
-RestrictNamespaces/Realtime/SUIDSGID; systemd-analyze security scores those.
+ProtectHome and PrivateTmp are emulated by empty tmpfs over /root, /home and /tmp, with this
+machine's Python (pyenv, under /root) and the checkout mounted back read-only.
+Not emulated: ProtectProc/ProcSubset, Protect{Kernel*,Clock,Hostname,ControlGroups},
+PrivateDevices/IPC/Users, LockPersonality and RestrictNamespaces/Realtime/SUIDSGID
+(systemd-analyze security scores those).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 SANDBOX_UID = 61_234  # like DynamicUser: a uid that owns nothing else on the machine
 STATE_IN_SANDBOX = "/tmp/state"
 SKIP_REMOUNT = ("/proc", "/sys", "/dev")  # API file systems stay as ProtectSystem leaves them
-HOME_DIRS = ("/root", "/home")
+EMPTIED_DIRS = ("/root", "/home", "/tmp")
 
 
 def _filter_groups() -> dict[str, list[str]]:
@@ -120,11 +121,13 @@ def _bind(source_fd: int, target: str, *, writable: bool) -> None:
 
 
 def _stage_mounts(state_dir: str, rest: list[str]) -> None:
-    # Paths that must stay visible under the hidden home directories: this machine's Python
-    # (pyenv under /root) and the checkout. On an instance they live in /usr and /opt.
+    # Paths that must stay visible under the emptied directories: this machine's Python
+    # (pyenv under /root), the checkout and its venv (CI may clone under /tmp). On an
+    # instance they live in /usr and /opt, which stay visible.
     keep = sorted({
-        p for p in (sys.base_prefix, sys.prefix, str(Path(__file__).resolve().parents[1]))
-        if p.startswith(HOME_DIRS)
+        os.path.realpath(p)
+        for p in (sys.base_prefix, sys.prefix, str(Path(__file__).resolve().parents[1]))
+        if os.path.realpath(p).startswith(EMPTIED_DIRS)
     })
     keep_fds = {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in keep}
     state_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -136,14 +139,15 @@ def _stage_mounts(state_dir: str, rest: list[str]) -> None:
                 mounts.append(point)
     for point in mounts:  # ProtectSystem=strict
         subprocess.run(["mount", "-o", "remount,bind,ro", point], capture_output=True, check=False)
-    for hidden in HOME_DIRS:  # ProtectHome (empty, as ProtectHome=tmpfs shows it)
-        if os.path.isdir(hidden):
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", hidden], check=True)
+    for emptied in EMPTIED_DIRS:  # ProtectHome (as ProtectHome=tmpfs shows it), PrivateTmp
+        if os.path.isdir(emptied):
+            mode = "1777" if emptied == "/tmp" else "0755"
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"mode={mode}", "tmpfs", emptied],
+                           check=True)
     for path, fd in keep_fds.items():
         _bind(fd, path, writable=False)
         os.close(fd)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", "/tmp"], check=True)
-    _bind(state_fd, STATE_IN_SANDBOX, writable=True)  # StateDirectory, in PrivateTmp here
+    _bind(state_fd, STATE_IN_SANDBOX, writable=True)  # StateDirectory (a fixed path here)
     os.close(state_fd)
     os.execv(rest[0], rest)
 
