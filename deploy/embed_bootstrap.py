@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Copy deploy/bootstrap.sh and deploy/systemd/voprd.service into the template's user data.
+
+The files are the one source of truth; the template holds a verbatim copy of each between its
+heredoc lines (`<<'VOPRD_BOOTSTRAP_SH'` ... `VOPRD_BOOTSTRAP_SH`, `<<'VOPRD_UNIT'` ...
+`VOPRD_UNIT`). Run `python3 deploy/embed_bootstrap.py` after editing either file;
+`--check` exits 1 when the template is stale (tests/test_deploy_template.py runs the check).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DEPLOY = Path(__file__).resolve().parent
+TEMPLATE = DEPLOY / "cloudformation.yaml"
+# heredoc delimiter -> file embedded between its opening and closing lines
+EMBEDDED: dict[str, Path] = {
+    "VOPRD_BOOTSTRAP_SH": DEPLOY / "bootstrap.sh",
+    "VOPRD_UNIT": DEPLOY / "systemd" / "voprd.service",
+}
+
+
+def _block(lines: list[str], delimiter: str) -> tuple[int, int, str]:
+    """(index of the opening line, index of the closing line, indentation) of a heredoc."""
+    opening = [i for i, line in enumerate(lines) if line.rstrip().endswith(f"<<'{delimiter}'")]
+    assert len(opening) == 1, f"expected one heredoc opening for {delimiter}, found {opening}"
+    start = opening[0]
+    indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
+    for end in range(start + 1, len(lines)):
+        if lines[end].rstrip("\n") == indent + delimiter:
+            return start, end, indent
+    raise AssertionError(f"no closing line for heredoc {delimiter}")
+
+
+def extract(template_text: str, delimiter: str) -> str:
+    """The text the template embeds in heredoc `delimiter`, unindented (as the shell sees it)."""
+    lines = template_text.splitlines(keepends=True)
+    start, end, indent = _block(lines, delimiter)
+    body = lines[start + 1 : end]
+    return "".join(line[len(indent) :] if line.strip() else line.lstrip(" ") for line in body)
+
+
+def embed(template_text: str) -> str:
+    """The template with each heredoc's body replaced by its file's current content."""
+    for delimiter, path in EMBEDDED.items():
+        content = path.read_text()
+        assert content.endswith("\n"), f"{path} must end with a newline"
+        assert f"\n{delimiter}\n" not in f"\n{content}", f"{path} contains {delimiter} alone"
+        lines = template_text.splitlines(keepends=True)
+        start, end, indent = _block(lines, delimiter)
+        body = [indent + line if line.strip() else "\n" for line in content.splitlines(True)]
+        template_text = "".join(lines[: start + 1] + body + lines[end:])
+    return template_text
+
+
+def main(argv: list[str]) -> int:
+    current = TEMPLATE.read_text()
+    wanted = embed(current)
+    if "--check" in argv:
+        if wanted != current:
+            print(f"{TEMPLATE} is stale: run python3 deploy/embed_bootstrap.py", file=sys.stderr)
+            return 1
+        return 0
+    if wanted != current:
+        TEMPLATE.write_text(wanted)
+        print(f"updated {TEMPLATE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,53 @@
+"""Shared helpers of the tests/test_deploy_*.py files: paths and the parsed template."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+TEMPLATE = DEPLOY / "cloudformation.yaml"
+BOOTSTRAP = DEPLOY / "bootstrap.sh"
+UNIT = DEPLOY / "systemd" / "voprd.service"
+GUIDE = ROOT / "docs" / "README-deploy.md"
+VENV_BIN = Path(sys.executable).parent
+
+
+@functools.cache
+def template() -> dict[str, Any]:
+    """The template as plain data, short-form tags (!Sub, !Ref) expanded by cfn-lint's decoder."""
+    from cfnlint.decode import decode
+
+    decoded, matches = decode(str(TEMPLATE))
+    assert not matches, matches
+    assert decoded is not None
+    return dict(decoded)
+
+
+def resources_of_type(type_name: str) -> dict[str, dict[str, Any]]:
+    resources: dict[str, dict[str, Any]] = template()["Resources"]
+    return {name: r for name, r in resources.items() if r["Type"] == type_name}
+
+
+@functools.cache
+def embed_module() -> ModuleType:
+    """deploy/embed_bootstrap.py (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("embed_bootstrap", DEPLOY / "embed_bootstrap.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def user_data_parts() -> list[Any]:
+    """The Fn::Join parts of the launch template's user data: [Fn::Sub header, literal body]."""
+    data = template()["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    joined = data["UserData"]["Fn::Base64"]["Fn::Join"]
+    assert joined[0] == ""
+    parts: list[Any] = joined[1]
+    return parts

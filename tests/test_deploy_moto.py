@@ -1,0 +1,241 @@
+"""Deploy deploy/cloudformation.yaml to moto's server over HTTP with the awscli, as an operator
+would, and check what it created through boto3.
+
+moto's CloudFormation does not create AWS::CloudWatch::Alarm, AWS::SNS::Subscription,
+AWS::SNS::TopicPolicy or AWS::S3::BucketPolicy (it logs "No Moto CloudFormation support"):
+tests/test_deploy_template.py checks those resources in the template's own content instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tests.deploy_support import TEMPLATE, VENV_BIN, embed_module
+
+REGION = "us-east-1"
+STACK = "voprd"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+STACK_WAIT_S_MAX = 60.0
+
+
+class Deployed:
+    def __init__(self, endpoint: str, env: dict[str, str]) -> None:
+        self.endpoint = endpoint
+        self.env = env
+        # moto leaves Outputs empty after `deploy`'s change set: the same values, from the
+        # stack's resources (test_create_stack_fills_the_outputs checks the Outputs section).
+        self.outputs = {
+            "InstanceId": self.physical_id("Instance"),
+            "BucketName": self.physical_id("Bucket"),
+            "SnsTopic": self.physical_id("AlertTopic"),
+            "LogGroup": self.physical_id("LogGroup"),
+        }
+
+    def client(self, service: str, region: str = REGION) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=region, **CREDENTIALS)
+
+    def physical_id(self, logical_id: str) -> str:
+        # (moto's DescribeStackResource fails; ListStackResources works)
+        summaries = self.client("cloudformation").list_stack_resources(StackName=STACK)[
+            "StackResourceSummaries"
+        ]
+        (physical,) = [
+            s["PhysicalResourceId"] for s in summaries if s["LogicalResourceId"] == logical_id
+        ]
+        assert isinstance(physical, str) and physical
+        return physical
+
+    def aws(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The awscli, as the operator runs it, pointed at the emulator."""
+        return subprocess.run(
+            [str(VENV_BIN / "aws"), *args, "--endpoint-url", self.endpoint],
+            env=self.env, capture_output=True, text=True, timeout=120,
+        )
+
+
+@pytest.fixture(scope="module")
+def deployed() -> Iterator[Deployed]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+        endpoint = f"http://{host}:{port}"
+        # The guide's quick-start command, plus the emulator's endpoint.
+        proc = subprocess.run(
+            [
+                str(VENV_BIN / "aws"), "cloudformation", "deploy", "--endpoint-url", endpoint,
+                "--template-file", str(TEMPLATE), "--stack-name", STACK,
+                "--capabilities", "CAPABILITY_NAMED_IAM",
+                "--parameter-overrides", "AlertEmail=ops@example.com", "SeedStart=5000000",
+                "VoprdArgs=--faults network,crash --workers 2", "LogRetentionDays=14",
+            ],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "Successfully created/updated stack - voprd" in proc.stdout
+        stack = boto3.client(
+            "cloudformation", endpoint_url=endpoint, region_name=REGION, **CREDENTIALS
+        ).describe_stacks(StackName=STACK)["Stacks"][0]
+        assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+        yield Deployed(endpoint, env)
+    finally:
+        server.stop()
+
+
+def test_outputs_name_the_created_resources(deployed: Deployed) -> None:
+    outputs = deployed.outputs
+    assert outputs["BucketName"] == "vopr-simulation-results-123456789012-us-east-1"
+    assert outputs["LogGroup"] == "/aws/ec2/vopr-simulation"
+    assert outputs["SnsTopic"].startswith(f"arn:aws:sns:{REGION}:123456789012:")
+    assert outputs["InstanceId"].startswith("i-")
+    dashboards = deployed.client("cloudwatch").list_dashboards()["DashboardEntries"]
+    assert [d["DashboardName"] for d in dashboards] == ["voprd-voprd"]
+
+
+def test_create_stack_fills_the_outputs(deployed: Deployed) -> None:
+    # Another region: bucket and log group names are per account and region (one stack each).
+    region = "us-west-2"
+    proc = deployed.aws(
+        "cloudformation", "create-stack", "--region", region, "--stack-name", STACK,
+        "--template-body", f"file://{TEMPLATE}", "--capabilities", "CAPABILITY_NAMED_IAM",
+        "--parameters", "ParameterKey=AlertEmail,ParameterValue=ops@example.com",
+    )
+    assert proc.returncode == 0, proc.stderr
+    cloudformation = deployed.client("cloudformation", region)
+    deadline = time.monotonic() + STACK_WAIT_S_MAX
+    while (stack := cloudformation.describe_stacks(StackName=STACK)["Stacks"][0])[
+        "StackStatus"
+    ].endswith("_IN_PROGRESS"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert list(outputs) == ["InstanceId", "BucketName", "SnsTopic", "LogGroup", "DashboardUrl"]
+    assert outputs["BucketName"] == f"vopr-simulation-results-123456789012-{region}"
+    assert outputs["DashboardUrl"] == (
+        f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+        "#dashboards:name=voprd-voprd"
+    )
+    # The guide reads outputs with this query.
+    query = deployed.aws(
+        "cloudformation", "describe-stacks", "--region", region, "--stack-name", STACK,
+        "--query", "Stacks[0].Outputs[?OutputKey=='BucketName'].OutputValue", "--output", "text",
+    )
+    assert query.stdout.strip() == outputs["BucketName"]
+
+
+def test_bucket_created_encrypted(deployed: Deployed) -> None:
+    # moto's AWS::S3::Bucket applies only BucketEncryption and Tags; versioning, the public
+    # access block and the lifecycle rules are checked in the template (test_deploy_template).
+    s3 = deployed.client("s3")
+    bucket = deployed.outputs["BucketName"]
+    assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    tags = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+    assert {"Key": "Project", "Value": "voprd"} in tags
+
+
+def test_topic_encrypted_and_log_group_retention(deployed: Deployed) -> None:
+    attributes = deployed.client("sns").get_topic_attributes(
+        TopicArn=deployed.outputs["SnsTopic"]
+    )["Attributes"]
+    key_id = deployed.physical_id("AlertKey")
+    assert key_id in attributes["KmsMasterKeyId"]
+    (group,) = deployed.client("logs").describe_log_groups(
+        logGroupNamePrefix="/aws/ec2/vopr-simulation"
+    )["logGroups"]
+    assert group["logGroupName"] == "/aws/ec2/vopr-simulation"
+    assert group["retentionInDays"] == 14
+
+
+def test_role_policy_scoped_to_this_stack(deployed: Deployed) -> None:
+    iam = deployed.client("iam")
+    role_name = deployed.physical_id("InstanceRole")
+    document = iam.get_role_policy(RoleName=role_name, PolicyName="voprd")["PolicyDocument"]
+    if isinstance(document, str):
+        # moto's CloudFormation stores the inline policy as the repr of a Python dict.
+        document = ast.literal_eval(document)
+    statements = {s["Sid"]: s for s in document["Statement"]}
+    bucket_arn = f"arn:aws:s3:::{deployed.outputs['BucketName']}"
+    assert statements["ListBucket"]["Resource"] == bucket_arn
+    assert statements["ReadWriteDaemonKeys"]["Resource"] == [
+        f"{bucket_arn}/{prefix}/*" for prefix in ("checkpoints", "failures", "leases", "done")
+    ]
+    assert statements["PublishAlerts"]["Resource"] == deployed.outputs["SnsTopic"]
+    assert statements["WriteLogs"]["Resource"].startswith(
+        f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/ec2/vopr-simulation"
+    )
+    assert statements["PutMetricsInVoprNamespace"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "VOPR"}
+    }
+    assert len(statements) == 6
+    # moto's AWS::IAM::Role ignores ManagedPolicyArns (Session Manager's managed policy): the
+    # template test checks it.
+    profile = iam.get_instance_profile(InstanceProfileName=deployed.physical_id("InstanceProfile"))
+    assert [r["RoleName"] for r in profile["InstanceProfile"]["Roles"]] == [role_name]
+
+
+def test_launch_template_and_instance(deployed: Deployed) -> None:
+    ec2 = deployed.client("ec2")
+    ami = deployed.client("ssm").get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
+    template_id = deployed.physical_id("LaunchTemplate")
+    (version,) = ec2.describe_launch_template_versions(LaunchTemplateId=template_id)[
+        "LaunchTemplateVersions"
+    ]
+    data = version["LaunchTemplateData"]
+    assert data["ImageId"] == ami  # resolved from the public SSM parameter
+    assert data["InstanceType"] == "c7g.medium"
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    ebs = data["BlockDeviceMappings"][0]["Ebs"]
+    assert (ebs["VolumeSize"], ebs["VolumeType"], ebs["Encrypted"]) == (20, "gp3", True)
+    spot = data["InstanceMarketOptions"]
+    assert spot["MarketType"] == "spot"
+    assert spot["SpotOptions"]["SpotInstanceType"] == "persistent"
+    assert spot["SpotOptions"]["InstanceInterruptionBehavior"] == "stop"
+    assert "MaxPrice" not in spot["SpotOptions"]  # empty SpotMaxPrice: on-demand cap
+    user_data = base64.b64decode(data["UserData"]).decode()
+    embed = embed_module()
+    bootstrap = (TEMPLATE.parent / "bootstrap.sh").read_text()
+    assert embed.extract(user_data, "VOPRD_BOOTSTRAP_SH") == bootstrap
+    stack_env = user_data.split("<<'VOPRD_STACK_ENV'\n", 1)[1].split("VOPRD_STACK_ENV\n", 1)[0]
+    assert stack_env.splitlines() == [
+        "VOPRD_SOURCE=voprd",
+        "VOPRD_EXTRA_ARGS=--faults network,crash --workers 2",
+        "VOPRD_SEED_START=5000000",
+        f"VOPRD_BUCKET={deployed.outputs['BucketName']}",
+        f"VOPRD_SNS_TOPIC_ARN={deployed.outputs['SnsTopic']}",
+        "VOPRD_LOG_GROUP=/aws/ec2/vopr-simulation",
+        f"AWS_REGION={REGION}",
+    ]
+    (reservation,) = ec2.describe_instances(InstanceIds=[deployed.outputs["InstanceId"]])[
+        "Reservations"
+    ]
+    (instance,) = reservation["Instances"]
+    assert instance["ImageId"] == ami
+    assert instance["SubnetId"] == deployed.physical_id("SubnetA")
+    group_id = deployed.physical_id("SecurityGroup")
+    (group,) = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    assert group["IpPermissions"] == []  # no ingress
+    # moto's AWS::EC2::SecurityGroup ignores SecurityGroupEgress (it keeps the default
+    # allow-all rule); the HTTPS-only egress is checked in the template (test_deploy_template).

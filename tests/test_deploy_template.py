@@ -1,0 +1,293 @@
+"""deploy/cloudformation.yaml: linters, and the template's own content.
+
+cfn-lint and checkov run here. The content tests cover what the moto deployment test cannot:
+moto's CloudFormation skips AWS::CloudWatch::Alarm, AWS::SNS::Subscription,
+AWS::SNS::TopicPolicy and AWS::S3::BucketPolicy, so those are checked in the template itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.deploy_support import (
+    BOOTSTRAP,
+    DEPLOY,
+    ROOT,
+    TEMPLATE,
+    UNIT,
+    VENV_BIN,
+    embed_module,
+    resources_of_type,
+    template,
+    user_data_parts,
+)
+
+CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    proc = subprocess.run(
+        [str(VENV_BIN / "cfn-lint"), "--regions", "us-east-1", "eu-west-1", "ap-southeast-2",
+         "--", str(TEMPLATE)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def _checkov_skips_in_template() -> dict[str, str]:
+    """check id -> written reason, over every resource's Metadata.checkov.skip."""
+    skips: dict[str, str] = {}
+    for name, resource in template()["Resources"].items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            reason = str(skip.get("comment", "")).strip()
+            assert len(reason) >= 40, f"{name}: checkov skip {skip['id']} needs a written reason"
+            skips[f"{skip['id']}@{name}"] = reason
+    return skips
+
+
+@pytest.mark.skipif(
+    not CHECKOV.exists(), reason=".venv-checkov missing: .ci/run creates it from "
+    "deploy/requirements-checkov.txt (checkov pins an old boto3, so it has its own venv)",
+)
+def test_checkov_no_failed_check_and_every_skip_is_used() -> None:
+    proc = subprocess.run(
+        [str(CHECKOV), "--skip-download", "--framework", "cloudformation", "--output", "json",
+         "--file", str(TEMPLATE)],
+        capture_output=True, text=True, timeout=240,
+    )
+    report: dict[str, Any] = json.loads(proc.stdout)
+    results = report["results"]
+    failed = [(c["check_id"], c["resource"], c["check_name"]) for c in results["failed_checks"]]
+    assert failed == []
+    assert report["summary"]["parsing_errors"] == 0
+    assert report["summary"]["passed"] >= 25  # the template was really scanned
+    skipped = {f"{c['check_id']}@{c['resource'].split('.')[-1]}" for c in results["skipped_checks"]}
+    # A skip for a check that does not fire is noise that hides a future regression.
+    assert skipped == set(_checkov_skips_in_template())
+    assert proc.returncode == 0
+
+
+def test_embedded_bootstrap_and_unit_equal_their_files() -> None:
+    embed = embed_module()
+    text = TEMPLATE.read_text()
+    assert embed.extract(text, "VOPRD_BOOTSTRAP_SH") == BOOTSTRAP.read_text()
+    assert embed.extract(text, "VOPRD_UNIT") == UNIT.read_text()
+    assert embed.embed(text) == text, "stale template: run python3 deploy/embed_bootstrap.py"
+
+
+def test_user_data_fits_the_ec2_limit() -> None:
+    header, body = user_data_parts()
+    assert isinstance(header, dict) and isinstance(body, str)
+    longest = {"VoprdSource": "x" * 200, "VoprdArgs": "y" * 300, "SeedStart": "9" * 20}
+    rendered = re.sub(r"\$\{([^}]+)\}", lambda m: longest.get(m[1], "z" * 120), header["Fn::Sub"])
+    size_bytes = len((rendered + body).encode())
+    assert size_bytes < 16 * 1024, size_bytes  # EC2 rejects user data over 16 KiB (raw)
+
+
+def test_parameters_and_outputs_are_the_documented_ones() -> None:
+    params = template()["Parameters"]
+    assert list(params) == [
+        "AlertEmail", "InstanceType", "SpotMaxPrice", "LogRetentionDays", "VoprdSource",
+        "VoprdArgs", "SeedStart", "LatestAmiId",
+    ]
+    assert "Default" not in params["AlertEmail"]
+    assert params["InstanceType"]["Default"] == "c7g.medium"
+    assert params["SpotMaxPrice"]["Default"] == ""
+    assert params["LogRetentionDays"]["Default"] == 7
+    assert params["SeedStart"]["Default"] == 0
+    assert params["LatestAmiId"]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert params["LatestAmiId"]["Default"] == (
+        "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+    )
+    assert list(template()["Outputs"]) == [
+        "InstanceId", "BucketName", "SnsTopic", "LogGroup", "DashboardUrl",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "ok"),
+    [
+        ("VoprdSource", "voprd==0.1.0", True),
+        ("VoprdSource", "git+https://github.com/example/voprd.git@v0.1.0", True),
+        ("VoprdSource", "voprd[aws]>=0.1,<0.3", True),
+        ("VoprdSource", "voprd; rm -rf /", False),
+        ("VoprdSource", "$(curl x)", False),
+        ("VoprdArgs", "--faults network,crash --workers 2 --seed-timeout 30", True),
+        ("VoprdArgs", '--exec "a b"', False),
+        ("VoprdArgs", "--x `id`", False),
+        ("InstanceType", "c7g.medium", True),
+        ("InstanceType", "m7gd.large", True),
+        ("InstanceType", "c7i.large", False),
+        ("SpotMaxPrice", "", True),
+        ("SpotMaxPrice", "0.02", True),
+        ("SpotMaxPrice", "cheap", False),
+        ("AlertEmail", "ops@example.com", True),
+        ("AlertEmail", "not an address", False),
+    ],
+)
+def test_parameter_patterns_reject_shell_metacharacters(param: str, value: str, ok: bool) -> None:
+    # The values reach pip, a heredoc and systemd: the patterns are what keeps them data.
+    pattern = template()["Parameters"][param]["AllowedPattern"]
+    assert (re.fullmatch(pattern, value) is not None) == ok
+
+
+def test_bucket_is_private_encrypted_versioned_with_lifecycle() -> None:
+    bucket = template()["Resources"]["Bucket"]
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert props["BucketName"] == {
+        "Fn::Sub": "vopr-simulation-results-${AWS::AccountId}-${AWS::Region}"
+    }
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
+    assert rules["failures-to-glacier"]["Prefix"] == "failures/"
+    assert rules["failures-to-glacier"]["Transitions"] == [
+        {"StorageClass": "GLACIER", "TransitionInDays": 90}
+    ]
+    assert rules["daily-checkpoints-expire"]["Prefix"] == "checkpoints/daily/"
+    assert rules["daily-checkpoints-expire"]["ExpirationInDays"] == 30
+    assert rules["old-versions-expire"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+
+
+def test_bucket_policy_denies_plain_http() -> None:
+    # moto skips AWS::S3::BucketPolicy: checked here.
+    (policy,) = resources_of_type("AWS::S3::BucketPolicy").values()
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Action"] == "s3:*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert {"Fn::GetAtt": ["Bucket", "Arn"]} in statement["Resource"]
+
+
+def test_topic_policy_allows_only_this_account_and_cloudwatch_alarms() -> None:
+    # moto skips AWS::SNS::TopicPolicy and AWS::SNS::Subscription: checked here.
+    (policy,) = resources_of_type("AWS::SNS::TopicPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    allows = [s for s in statements if s["Effect"] == "Allow"]
+    principals = [s["Principal"] for s in allows]
+    assert principals == [
+        {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},
+        {"Service": "cloudwatch.amazonaws.com"},
+    ]
+    alarms = allows[1]
+    assert alarms["Action"] == "sns:Publish"
+    assert alarms["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].endswith(
+        ":${AWS::AccountId}:alarm:*"
+    )
+    (subscription,) = resources_of_type("AWS::SNS::Subscription").values()
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlertEmail"}
+    topic = template()["Resources"]["AlertTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "AlertKey"}  # a customer key alarms can use
+    key_statements = template()["Resources"]["AlertKey"]["Properties"]["KeyPolicy"]["Statement"]
+    assert any(
+        s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+        and "kms:GenerateDataKey*" in s["Action"]
+        for s in key_statements
+    )
+
+
+def test_alarms_failures_and_no_progress() -> None:
+    # moto skips AWS::CloudWatch::Alarm: checked here.
+    alarms = resources_of_type("AWS::CloudWatch::Alarm")
+    failures = alarms["FailuresDetectedAlarm"]["Properties"]
+    stalled = alarms["NoProgressAlarm"]["Properties"]
+    assert len(alarms) == 2
+    for alarm in (failures, stalled):
+        assert alarm["Namespace"] == "VOPR"
+        assert alarm["Statistic"] == "Sum"
+        assert "Dimensions" not in alarm  # the daemon's metrics have no dimension
+        assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
+        assert alarm["OKActions"] == [{"Ref": "AlertTopic"}]
+    assert (failures["MetricName"], failures["Period"], failures["EvaluationPeriods"]) == (
+        "FailuresDetected", 60, 1,
+    )
+    assert (failures["ComparisonOperator"], failures["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert stalled["MetricName"] == "IterationsCompleted"
+    assert stalled["Period"] * stalled["EvaluationPeriods"] == 15 * 60
+    assert stalled["DatapointsToAlarm"] == stalled["EvaluationPeriods"]
+    assert (stalled["ComparisonOperator"], stalled["Threshold"]) == ("LessThanThreshold", 1)
+    assert stalled["TreatMissingData"] == "breaching"  # a dead daemon sends no data
+
+
+def test_dashboard_shows_the_four_metrics() -> None:
+    body = template()["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(body.replace("${AWS::Region}", "us-east-1"))["widgets"]
+    shown = {m[1] for w in widgets for m in w["properties"]["metrics"]}
+    assert shown == {"IterationsCompleted", "FailuresDetected", "EventsSimulated", "SeedDuration"}
+    assert all(m[0] == "VOPR" for w in widgets for m in w["properties"]["metrics"])
+
+
+def test_instance_role_least_privilege() -> None:
+    role = template()["Resources"]["InstanceRole"]["Properties"]
+    (policy,) = role["Policies"]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert role["ManagedPolicyArns"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}
+    ]
+    assert all(s["Effect"] == "Allow" for s in statements.values())
+    star = [sid for sid, s in statements.items() if s["Resource"] == "*"]
+    assert star == ["PutMetricsInVoprNamespace"]
+    metrics = statements["PutMetricsInVoprNamespace"]
+    assert metrics["Action"] == "cloudwatch:PutMetricData"
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "VOPR"}}
+    assert statements["WriteLogs"]["Resource"] == {"Fn::GetAtt": ["LogGroup", "Arn"]}
+    assert statements["PublishAlerts"]["Resource"] == {"Ref": "AlertTopic"}
+    keys = statements["ReadWriteDaemonKeys"]["Resource"]
+    assert [k["Fn::Sub"] for k in keys] == [
+        f"${{Bucket.Arn}}/{prefix}/*" for prefix in ("checkpoints", "failures", "leases", "done")
+    ]
+    actions = {a for s in statements.values() for a in _as_list(s["Action"])}
+    assert not any(a.endswith("*") and not a.startswith("kms:GenerateDataKey") for a in actions)
+
+
+def test_every_star_resource_is_commented() -> None:
+    lines = TEMPLATE.read_text().splitlines()
+    stars = [i for i, line in enumerate(lines) if re.search(r'Resource: "\*"', line)]
+    assert stars
+    for i in stars:
+        context = lines[max(0, i - 3) : i]
+        assert any(line.strip().startswith("#") for line in context), f"line {i + 1}: say why"
+
+
+def test_launch_template_spot_imdsv2_encrypted_gp3() -> None:
+    data = template()["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert data["ImageId"] == {"Ref": "LatestAmiId"}
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    (disk,) = data["BlockDeviceMappings"]
+    assert disk["Ebs"] == {
+        "VolumeSize": 20, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True,
+    }
+    spot = data["InstanceMarketOptions"]
+    assert spot["MarketType"] == "spot"
+    assert spot["SpotOptions"]["SpotInstanceType"] == "persistent"
+    assert spot["SpotOptions"]["InstanceInterruptionBehavior"] == "stop"
+    assert spot["SpotOptions"]["MaxPrice"] == {
+        "Fn::If": ["HasSpotMaxPrice", {"Ref": "SpotMaxPrice"}, {"Ref": "AWS::NoValue"}]
+    }
+    groups = resources_of_type("AWS::EC2::SecurityGroup")
+    assert [g.get("Properties", {}).get("SecurityGroupIngress") for g in groups.values()] == [None]
+    (group,) = groups.values()
+    egress = [(r["IpProtocol"], r["FromPort"], r["ToPort"], r["CidrIp"])
+              for r in group["Properties"]["SecurityGroupEgress"]]
+    assert egress == [("tcp", 443, 443, "0.0.0.0/0")]
+    (instance,) = resources_of_type("AWS::EC2::Instance").values()
+    assert instance["Properties"]["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "LaunchTemplate"}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_checkov_requirements_are_pinned() -> None:
+    lines = [
+        line for line in (DEPLOY / "requirements-checkov.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", x) for x in lines)
