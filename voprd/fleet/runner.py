@@ -263,9 +263,11 @@ class FleetCoordinator:
         self,
         execute: Callable[[Lease], Coroutine[Any, Any, BatchResults]],
         batches_max: int | None = None,
+        on_recorded: Callable[[Lease, BatchResults], Coroutine[Any, Any, None]] | None = None,
     ) -> int:
         """Claim, run (cancelled if the lease is lost), complete; until the run is finished or
-        `batches_max` batches were recorded by us. Returns how many we recorded."""
+        `batches_max` batches were recorded by us. `on_recorded` runs for each batch whose done
+        record is ours (archive its failures there: exactly once). Returns how many we recorded."""
         recorded = 0
         while batches_max is None or recorded < batches_max:
             lease = await self.claim()
@@ -284,6 +286,8 @@ class FleetCoordinator:
                 results = work.result()
             if await self.complete(lease, results):
                 recorded += 1
+                if on_recorded is not None:
+                    await on_recorded(lease, results)
         return recorded
 
 
