@@ -110,6 +110,9 @@ def start_after(prefix: str, batch: int) -> str:
     return prefix + _batch_name(batch - 1) if batch > 0 else ""
 
 
+_BATCH_NAME_LEN = len(_batch_name(0))
+
+
 def leases_prefix(run: str) -> str:
     return f"leases/{run}/"
 
@@ -138,11 +141,11 @@ def spec_key(run: str) -> str:
 
 def batch_from_key(key: str) -> int | None:
     """The batch number in a lease or done key, or None for a key that is not ours."""
-    name = key.rsplit("/", 1)[-1]
-    if not (name.startswith("batch-") and name.endswith(".json")):
-        return None
-    digits = name[len("batch-") : -len(".json")]
-    if len(digits) != BATCH_DIGITS or not digits.isdigit():
+    tail = key[-_BATCH_NAME_LEN:]
+    digits = tail[6:-5]
+    if len(tail) != _BATCH_NAME_LEN or not tail.startswith("batch-") or not tail.endswith(
+        ".json"
+    ) or not digits.isdigit() or not key[: -_BATCH_NAME_LEN].endswith("/"):
         return None
     return int(digits)
 
@@ -330,6 +333,7 @@ def choose_candidates(
     timing: Timing,
     holder: str,
     claim_number: int,
+    spread: bool = True,
 ) -> list[Candidate]:
     """Batches to try, in order: expired leases first (oldest batch first: they hold the
     watermark back), then free batches from a window above the watermark, starting at an offset
@@ -338,8 +342,9 @@ def choose_candidates(
     expired = [
         Candidate(batch=b, takeover_etag=view.etag)
         for b, view in sorted(leases.items())
-        if b not in done and lease_expired(view.last_modified_s, server_now_s,
-                                           timing.lease_seconds, timing)
+        if b not in done
+        and space.contains(b)
+        and lease_expired(view.last_modified_s, server_now_s, timing.lease_seconds, timing)
     ]
     live = len(leases) - len(expired)
     window = claim_window(live)
@@ -352,7 +357,8 @@ def choose_candidates(
         batch += 1
     candidates = expired[: CLAIM_TRIES_MAX // 2]
     if free:
-        offset = stable_u64(f"{holder}/{claim_number}") % len(free)
+        # spread=False (always the lowest free batch first) exists to measure the herd it causes.
+        offset = stable_u64(f"{holder}/{claim_number}") % len(free) if spread else 0
         rotated = free[offset:] + free[:offset]
         candidates += [Candidate(batch=b) for b in rotated]
     return candidates[:CLAIM_TRIES_MAX]
@@ -441,6 +447,7 @@ class ClaimState(msgspec.Struct, kw_only=True):
     watermark: int | None = None  # None: not read yet (read the cached progress first)
     cached_watermark: int = 0  # what fleet/{run}/progress.json says, as far as we know
     progress_every_batches: int = 16
+    spread: bool = True
     claims: int = 0
     conflicts: int = 0  # conditional writes lost to another daemon
     takeovers: int = 0
@@ -522,7 +529,7 @@ def claim_procedure(state: ClaimState, now_wall_s: float, token: str) -> Procedu
     state.claims += 1
     candidates = choose_candidates(
         state.space, state.watermark, done_above, leases, listing.server_now_s, state.timing,
-        state.holder, state.claims,
+        state.holder, state.claims, state.spread,
     )
     for candidate in candidates:
         takeover_of: str | None = None
