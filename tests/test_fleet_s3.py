@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -21,7 +22,13 @@ from voprd.fleet.core import (
     lease_key,
     spec_procedure,
 )
-from voprd.fleet.runner import BatchResults, FleetCoordinator, fleet_status
+from voprd.fleet.runner import (
+    BatchResults,
+    FleetCoordinator,
+    FleetSeedSource,
+    RecordedBatch,
+    fleet_status,
+)
 from voprd.fleet.s3 import S3Store, create_client
 
 BUCKET = "voprd-fleet"
@@ -88,3 +95,60 @@ async def test_claim_complete_and_status(store: S3Store) -> None:
     assert status.watermark == 3 and status.leases == 0
     assert sum(i.seeds_done for i in status.instances) == 12
     assert sorted(s for i in status.instances for s in i.failed_seeds) == [100, 105, 110]
+
+
+async def test_seed_source_out_of_order_results(store: S3Store) -> None:
+    space = BatchSpace(seed_start=0, batch_size=4, seed_count=22)
+    timing = Timing(lease_seconds=30.0, poll_s=0.05)
+    fleets = [FleetCoordinator(store, run="src", holder=h, space=space, timing=timing)
+              for h in ("a", "b")]
+    recorded: list[RecordedBatch] = []
+
+    async def daemon(fleet: FleetCoordinator) -> list[int]:
+        await fleet.start()
+        ran: list[int] = []
+
+        async def worker(source: FleetSeedSource) -> None:
+            while (seed := await source.next_seed()) is not None:
+                ran.append(seed)
+                await asyncio.sleep((seed * 7 % 3) * 0.003)  # results come out of order
+                if (batch := await source.seed_done(seed, seed % 5 == 0)) is not None:
+                    recorded.append(batch)
+
+        async with FleetSeedSource(fleet) as source, asyncio.TaskGroup() as workers:
+            for _ in range(3):
+                workers.create_task(worker(source))
+        return ran
+
+    ran_a, ran_b = await asyncio.gather(daemon(fleets[0]), daemon(fleets[1]))
+    assert sorted(ran_a + ran_b) == list(range(22))  # every seed once across the two daemons
+    assert sorted(r.batch for r in recorded) == list(range(6))
+    assert sorted(s for r in recorded for s in r.failed_seeds) == [0, 5, 10, 15, 20]
+    status = await fleet_status(store, "src")
+    assert status.watermark == 6 and status.leases == 0
+
+
+async def test_seed_source_reports_a_lost_lease_and_releases_on_drain(store: S3Store) -> None:
+    space = BatchSpace(seed_start=0, batch_size=4, seed_count=None)
+    timing = Timing(lease_seconds=3.0, takeover_margin_s=1.5, poll_s=0.05)
+    fleet = FleetCoordinator(store, run="lost", holder="a", space=space, timing=timing)
+    await fleet.start()
+    lost: list[tuple[int, range]] = []
+    async with FleetSeedSource(fleet, on_lost=lambda b, s: lost.append((b, s))) as source:
+        first = await source.next_seed()
+        assert first is not None
+        batch = space.batch_of(first)
+        # Another daemon overwrites the lease (as a takeover would): the next renewal fails.
+        await store.execute(PutOp(key=lease_key("lost", batch), body=b"{}"))
+        for _ in range(40):
+            if lost:
+                break
+            await asyncio.sleep(0.1)
+        assert lost == [(batch, space.seeds(batch))]
+        assert await source.seed_done(first, False) is None  # ignored: not ours any more
+        second = await source.next_seed()  # a new batch
+        assert second is not None and space.batch_of(second) != batch
+        held = space.batch_of(second)
+    # Drain released the unfinished batch: its lease is gone, so another daemon can claim it.
+    got = await store.execute(GetOp(key=lease_key("lost", held)))
+    assert isinstance(got, GetReply) and got.body is None

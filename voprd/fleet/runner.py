@@ -174,7 +174,8 @@ class FleetCoordinator:
                    valid_until_wall=self._valid_until_wall(lease))
         return True
 
-    async def _renew_forever(self, lease: Lease) -> None:
+    async def keep_renewed(self, lease: Lease) -> None:
+        """Renew until cancelled; returns once the lease is lost (lease.lost is then set)."""
         while True:
             await asyncio.sleep(max(0.0, lease.clock.renew_due_mono(self.timing) - self.mono()))
             # Bounded by the lease: once it cannot be valid any more, stop trying.
@@ -205,7 +206,7 @@ class FleetCoordinator:
     @contextlib.asynccontextmanager
     async def renewing(self, lease: Lease) -> AsyncIterator[Lease]:
         """Renew the lease in the background for the duration of the block."""
-        task = asyncio.create_task(self._renew_forever(lease), name=f"renew-{lease.batch}")
+        task = asyncio.create_task(self.keep_renewed(lease), name=f"renew-{lease.batch}")
         try:
             yield lease
         finally:
@@ -361,3 +362,124 @@ async def fleet_status(
         run=run, watermark=state.watermark, done_above_watermark=above, leases=lease_count,
         instances=[by_holder[h] for h in sorted(by_holder)],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The daemon's seed source
+
+
+class RecordedBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch whose done record is ours: archive its failures (exactly once, fleet-wide)."""
+
+    batch: int
+    seeds: range
+    failed_seeds: list[int]
+
+
+class _Running:
+    def __init__(self, lease: Lease, renewal: asyncio.Task[None], started_at_s: float) -> None:
+        self.lease = lease
+        self.renewal = renewal
+        self.next_index = 0
+        self.results: dict[int, bool] = {}  # seed -> failed
+        self.started_at_s = started_at_s
+
+
+class FleetSeedSource:
+    """Seeds for the daemon's dispatcher, batch by batch, from the fleet's leases.
+
+        async with FleetSeedSource(fleet, on_lost=cancel_seeds) as source:
+            while (seed := await source.next_seed()) is not None:   # None: the run is done
+                dispatch(seed)                                        # ...later, per result:
+            recorded = await source.seed_done(seed, failed)           # RecordedBatch | None
+
+    Seeds come in order; results may arrive out of order. Once every seed of a batch has a
+    result, the batch is recorded done and `seed_done` returns a RecordedBatch (archive its
+    failures then). If a lease is lost, `on_lost(batch, seeds)` is called so the daemon can stop
+    those seeds; their results are ignored. Leaving the block (drain) releases unfinished batches.
+    At most `batches_held_max` batches are held at once (the next is claimed while the last
+    seeds of the previous one run, so workers do not idle at batch boundaries).
+    """
+
+    def __init__(
+        self,
+        fleet: FleetCoordinator,
+        on_lost: Callable[[int, range], None] | None = None,
+        batches_held_max: int = 2,
+    ) -> None:
+        assert batches_held_max >= 1
+        self.fleet = fleet
+        self.on_lost = on_lost
+        self.batches_held_max = batches_held_max
+        self.running: dict[int, _Running] = {}  # batch -> state, in claim order
+        self.finished = False
+        self.claiming = asyncio.Lock()  # concurrent next_seed calls claim one batch at a time
+
+    async def __aenter__(self) -> FleetSeedSource:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for batch in list(self.running):
+            running = self.running.pop(batch)
+            await self._stop_renewal(running)
+            if not running.lease.lost.is_set():
+                await self.fleet.release(running.lease)
+
+    async def _stop_renewal(self, running: _Running) -> None:
+        running.renewal.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running.renewal
+
+    def _watch(self, lease: Lease) -> None:
+        async def renew_then_report() -> None:
+            await self.fleet.keep_renewed(lease)
+            running = self.running.pop(lease.batch, None)
+            if running is not None and self.on_lost is not None:
+                self.on_lost(lease.batch, lease.seeds)
+
+        self.running[lease.batch] = _Running(
+            lease, asyncio.create_task(renew_then_report(), name=f"renew-{lease.batch}"),
+            self.fleet.wall())
+
+    async def next_seed(self) -> int | None:
+        """The next seed to run, claiming a batch when needed; None once the run is done."""
+        while True:  # each pass dispatches, finishes, sleeps or claims (which waits itself)
+            for running in self.running.values():
+                if running.next_index < len(running.lease.seeds):
+                    seed = running.lease.seeds[running.next_index]
+                    running.next_index += 1
+                    return seed
+            if self.finished:
+                return None
+            if len(self.running) >= self.batches_held_max:
+                await asyncio.sleep(self.fleet.timing.poll_s / 10)  # results will free a slot
+                continue
+            if self.claiming.locked():
+                async with self.claiming:
+                    continue  # another caller claimed meanwhile: look again
+            async with self.claiming:
+                lease = await self.fleet.claim()
+            if lease is None:
+                self.finished = True
+                return None
+            self._watch(lease)
+
+    async def seed_done(self, seed: int, failed: bool) -> RecordedBatch | None:
+        """Record one seed's result. Returns the batch if this completed it and our done record
+        is the batch's; None otherwise (batch not complete yet, lost, or recorded by another)."""
+        batch = self.fleet.space.batch_of(seed)
+        running = self.running.get(batch)
+        if running is None:
+            return None  # its lease was lost: another daemon runs the batch
+        assert seed in running.lease.seeds and seed not in running.results
+        running.results[seed] = failed
+        if len(running.results) < len(running.lease.seeds):
+            return None
+        del self.running[batch]
+        await self._stop_renewal(running)
+        failed_seeds = sorted(s for s, f in running.results.items() if f)
+        results = BatchResults(successes=len(running.lease.seeds) - len(failed_seeds),
+                               failed_seeds=failed_seeds, started_at_s=running.started_at_s)
+        if not await self.fleet.complete(running.lease, results):
+            return None
+        return RecordedBatch(batch=batch, seeds=running.lease.seeds, failed_seeds=failed_seeds)
