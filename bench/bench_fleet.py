@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-minutes", type=float, default=30.0)
     parser.add_argument("--crashes-per-daemon-hour", type=float, default=0.5)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--batch-s", type=float, default=60.0)
+    parser.add_argument("--lease-seconds", type=float, default=180.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-spread", action="store_true")
     args = parser.parse_args(argv)
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             daemons=daemons, sim_s_max=args.sim_minutes * 60, seed=args.seed,
             crashes_per_daemon_hour=args.crashes_per_daemon_hour,
             latency_ms_median=args.latency_ms, spread=not args.no_spread,
+            batch_s_mean=args.batch_s, lease_seconds=args.lease_seconds,
         ))
         row = report_row(report)
         row["busy polls/batch"] = round(report.busy_polls / max(1, report.batches_done), 3)

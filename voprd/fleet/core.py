@@ -350,8 +350,10 @@ def choose_candidates(
     window = claim_window(live)
     free: list[int] = []
     batch = watermark
+    count = space.batch_count
+    end = BATCH_COUNT_MAX if count is None else count
     # Bounded: at most window + len(done) + len(leases) steps.
-    while len(free) < window and space.contains(batch):
+    while len(free) < window and batch < end:
         if batch not in done and batch not in leases:
             free.append(batch)
         batch += 1
@@ -521,9 +523,10 @@ def claim_procedure(state: ClaimState, now_wall_s: float, token: str) -> Procedu
         return Finished(watermark=state.watermark)
     listing = yield from list_all(leases_prefix(state.run), "")
     leases: dict[int, LeaseView] = {}
+    done_set = set(done_above)
     for obj in listing.objects:
         batch = batch_from_key(obj.key)
-        if batch is not None and batch >= state.watermark and batch not in done_above:
+        if batch is not None and batch >= state.watermark and batch not in done_set:
             leases[batch] = LeaseView(batch=batch, etag=obj.etag,
                                       last_modified_s=obj.last_modified_s)
     state.claims += 1
