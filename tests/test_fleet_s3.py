@@ -1,0 +1,154 @@
+"""The S3 shell against moto over real HTTP: conditional writes give 412 where S3 does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.fleet_moto import moto_bucket
+from voprd.fleet.core import (
+    BatchSpace,
+    DeleteOp,
+    FleetError,
+    GetOp,
+    GetReply,
+    PutOp,
+    RunSpec,
+    Timing,
+    WriteReply,
+    lease_key,
+    spec_procedure,
+)
+from voprd.fleet.runner import (
+    BatchResults,
+    FleetCoordinator,
+    FleetSeedSource,
+    RecordedBatch,
+    fleet_status,
+)
+from voprd.fleet.s3 import S3Store, create_client
+
+BUCKET = "voprd-fleet"
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[S3Store]:
+    with moto_bucket(BUCKET):
+        async with create_client() as client:
+            yield S3Store(client, BUCKET)
+
+
+async def test_conditional_writes_return_412(store: S3Store) -> None:
+    key = lease_key("r", 3)
+    first = await store.execute(PutOp(key=key, body=b"a", if_none_match=True))
+    assert isinstance(first, WriteReply) and first.ok and first.etag
+    again = await store.execute(PutOp(key=key, body=b"b", if_none_match=True))
+    assert again == WriteReply(ok=False)  # 412: someone else created it first
+    stale = await store.execute(PutOp(key=key, body=b"c", if_match='"0123"'))
+    assert stale == WriteReply(ok=False)  # 412: not the version we hold
+    renewed = await store.execute(PutOp(key=key, body=b"d", if_match=first.etag))
+    assert isinstance(renewed, WriteReply) and renewed.ok and renewed.etag != first.etag
+    got = await store.execute(GetOp(key=key))
+    assert isinstance(got, GetReply) and got.body == b"d" and got.etag == renewed.etag
+    assert abs(got.server_now_s - time.time()) < 5  # the Date header: S3's clock
+    assert await store.execute(DeleteOp(key=key, if_match=first.etag)) == WriteReply(ok=False)
+    assert (await store.execute(DeleteOp(key=key, if_match=renewed.etag))).ok  # type: ignore[union-attr]
+    gone = await store.execute(GetOp(key=key))
+    assert isinstance(gone, GetReply) and gone.body is None
+    missing = await store.execute(PutOp(key=key, body=b"e", if_match=renewed.etag))
+    assert missing == WriteReply(ok=False)  # 404 on If-Match: the lease is gone
+
+
+async def test_spec_mismatch_is_refused(store: S3Store) -> None:
+    spec = RunSpec(run="r", seed_start=0, batch_size=10, seed_count=100, fingerprint="f")
+    assert await store.run(spec_procedure(spec)) == spec
+    assert await store.run(spec_procedure(spec)) == spec  # same flags: joins the run
+    other = RunSpec(run="r", seed_start=0, batch_size=20, seed_count=100, fingerprint="f")
+    with pytest.raises(FleetError, match="batch_size"):
+        await store.run(spec_procedure(other))
+
+
+async def test_claim_complete_and_status(store: S3Store) -> None:
+    space = BatchSpace(seed_start=100, batch_size=5, seed_count=12)
+    timing = Timing(lease_seconds=30.0, poll_s=0.05)
+    a = FleetCoordinator(store, run="r", holder="a", space=space, timing=timing)
+    b = FleetCoordinator(store, run="r", holder="b", space=space, timing=timing)
+    await a.start()
+    await b.start()
+    held = [await a.claim(), await b.claim(), await a.claim()]
+    assert sorted(lease.batch for lease in held if lease) == [0, 1, 2]
+    assert await b.claim(wait=False) is None  # every batch leased by a live holder
+    status = await fleet_status(store, "r")
+    assert sorted(b for i in status.instances for b in i.current_batches) == [0, 1, 2]
+    for lease in held:
+        assert lease is not None
+        failed = [lease.seeds.start]
+        ok = await (a if lease.record.holder == "a" else b).complete(
+            lease, BatchResults(successes=len(lease.seeds) - 1, failed_seeds=failed,
+                                started_at_s=time.time() - 1))
+        assert ok
+    assert await a.finished() and await b.claim() is None
+    status = await fleet_status(store, "r")
+    assert status.watermark == 3 and status.leases == 0
+    assert sum(i.seeds_done for i in status.instances) == 12
+    assert sorted(s for i in status.instances for s in i.failed_seeds) == [100, 105, 110]
+
+
+async def test_seed_source_out_of_order_results(store: S3Store) -> None:
+    space = BatchSpace(seed_start=0, batch_size=4, seed_count=22)
+    timing = Timing(lease_seconds=30.0, poll_s=0.05)
+    fleets = [FleetCoordinator(store, run="src", holder=h, space=space, timing=timing)
+              for h in ("a", "b")]
+    recorded: list[RecordedBatch] = []
+
+    async def daemon(fleet: FleetCoordinator) -> list[int]:
+        await fleet.start()
+        ran: list[int] = []
+
+        async def worker(source: FleetSeedSource) -> None:
+            while (seed := await source.next_seed()) is not None:
+                ran.append(seed)
+                await asyncio.sleep((seed * 7 % 3) * 0.003)  # results come out of order
+                if (batch := await source.seed_done(seed, seed % 5 == 0)) is not None:
+                    recorded.append(batch)
+
+        async with FleetSeedSource(fleet) as source, asyncio.TaskGroup() as workers:
+            for _ in range(3):
+                workers.create_task(worker(source))
+        return ran
+
+    ran_a, ran_b = await asyncio.gather(daemon(fleets[0]), daemon(fleets[1]))
+    assert sorted(ran_a + ran_b) == list(range(22))  # every seed once across the two daemons
+    assert sorted(r.batch for r in recorded) == list(range(6))
+    assert sorted(s for r in recorded for s in r.failed_seeds) == [0, 5, 10, 15, 20]
+    status = await fleet_status(store, "src")
+    assert status.watermark == 6 and status.leases == 0
+
+
+async def test_seed_source_reports_a_lost_lease_and_releases_on_drain(store: S3Store) -> None:
+    space = BatchSpace(seed_start=0, batch_size=4, seed_count=None)
+    timing = Timing(lease_seconds=3.0, takeover_margin_s=1.5, poll_s=0.05)
+    fleet = FleetCoordinator(store, run="lost", holder="a", space=space, timing=timing)
+    await fleet.start()
+    lost: list[tuple[int, range]] = []
+    async with FleetSeedSource(fleet, on_lost=lambda b, s: lost.append((b, s))) as source:
+        first = await source.next_seed()
+        assert first is not None
+        batch = space.batch_of(first)
+        # Another daemon overwrites the lease (as a takeover would): the next renewal fails.
+        await store.execute(PutOp(key=lease_key("lost", batch), body=b"{}"))
+        for _ in range(40):
+            if lost:
+                break
+            await asyncio.sleep(0.1)
+        assert lost == [(batch, space.seeds(batch))]
+        assert await source.seed_done(first, False) is None  # ignored: not ours any more
+        second = await source.next_seed()  # a new batch
+        assert second is not None and space.batch_of(second) != batch
+        held = space.batch_of(second)
+    # Drain released the unfinished batch: its lease is gone, so another daemon can claim it.
+    got = await store.execute(GetOp(key=lease_key("lost", held)))
+    assert isinstance(got, GetReply) and got.body is None

@@ -1,0 +1,485 @@
+"""The asyncio shell of fleet coordination: claim a batch, keep its lease renewed while it runs,
+record it done, and know when the whole fleet has finished a bounded run.
+
+The daemon plugs this in as its seed source:
+
+    async with create_client(region) as client:
+        fleet = FleetCoordinator(S3Store(client, bucket), run="default", holder=instance_id,
+                                 space=BatchSpace(seed_start=S, batch_size=B, seed_count=N))
+        await fleet.start()                          # creates or checks fleet/{run}/spec.json
+        while (lease := await fleet.claim()) is not None:   # None: every batch is done
+            async with fleet.renewing(lease):        # background renewal; lease.lost on loss
+                results = await run_seeds(lease.seeds, stop=lease.lost)
+            if not lease.lost.is_set():
+                if await fleet.complete(lease, results):   # True: our done record is the one
+                    archive(results.failed_seeds)         # so failures are archived once
+
+or simply `await fleet.run_batches(execute)`, which does exactly that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import msgspec
+import structlog
+
+from voprd.fleet.core import (
+    BatchSpace,
+    Busy,
+    ClaimState,
+    DoneRecord,
+    Finished,
+    HolderClock,
+    LeaseRecord,
+    PutOp,
+    RunSpec,
+    Timing,
+    WriteReply,
+    claim_procedure,
+    complete_procedure,
+    decode_done,
+    decode_lease,
+    done_prefix,
+    encode,
+    lease_key,
+    leases_prefix,
+    list_all,
+    refresh_watermark,
+    release_procedure,
+    renew_record,
+    run_finished,
+    spec_procedure,
+    start_after,
+    validate_run_name,
+)
+from voprd.fleet.s3 import FleetS3Error, S3Store
+
+log = structlog.get_logger("voprd.fleet")
+
+Observer = Callable[[str, dict[str, Any]], None]
+RENEW_RETRY_S = 0.2  # pause between renewal attempts after an S3 error (until the deadline)
+COMPLETE_ATTEMPTS_MAX = 5
+
+
+class BatchResults(msgspec.Struct, kw_only=True):
+    successes: int
+    failed_seeds: list[int]
+    started_at_s: float
+
+
+class Lease:
+    """A batch this daemon holds. `lost` is set once it may no longer be used."""
+
+    def __init__(self, record: LeaseRecord, etag: str, seeds: range, clock: HolderClock) -> None:
+        self.record = record
+        self.etag = etag
+        self.seeds = seeds
+        self.clock = clock
+        self.lost = asyncio.Event()
+
+    @property
+    def batch(self) -> int:
+        return self.record.batch
+
+
+class FleetCoordinator:
+    def __init__(
+        self,
+        store: S3Store,
+        *,
+        run: str,
+        holder: str,
+        space: BatchSpace,
+        timing: Timing | None = None,
+        fingerprint: str = "",
+        observer: Observer | None = None,
+        mono: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.run = validate_run_name(run)
+        self.holder = holder
+        self.space = space
+        self.timing = timing or Timing()
+        self.fingerprint = fingerprint
+        self.observer = observer
+        self.mono = mono
+        self.wall = wall
+        self.state = ClaimState(run=run, holder=holder, space=space, timing=self.timing)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        fields.update(holder=self.holder, run=self.run, wall=self.wall())
+        log.info(event, **fields)
+        if self.observer is not None:
+            self.observer(event, fields)
+
+    def _valid_until_wall(self, lease: Lease) -> float:
+        return self.wall() + (lease.clock.valid_until_mono(self.timing) - self.mono())
+
+    async def start(self) -> None:
+        """Create the run's spec or check that ours matches it (FleetError otherwise)."""
+        spec = RunSpec(run=self.run, seed_start=self.space.seed_start,
+                       batch_size=self.space.batch_size, seed_count=self.space.seed_count,
+                       fingerprint=self.fingerprint)
+        await self.store.run(spec_procedure(spec))
+
+    async def claim(self, wait: bool = True) -> Lease | None:
+        """A batch to run, or None once every batch of a bounded run is done (by anyone).
+        While every remaining batch is held by a live daemon, waits (if `wait`) and retries."""
+        while True:
+            sent_mono = self.mono()
+            try:
+                outcome = await self.store.run(
+                    claim_procedure(self.state, self.wall(), secrets.token_hex(8))
+                )
+            except FleetS3Error as exc:
+                log.warning("fleet_claim_error", error=str(exc))
+                outcome = Busy(retry_after_s=self.timing.poll_s)
+            if isinstance(outcome, Finished):
+                self._emit("fleet_finished", watermark=outcome.watermark)
+                return None
+            if isinstance(outcome, Busy):
+                if not wait:
+                    return None
+                await asyncio.sleep(outcome.retry_after_s)
+                continue
+            # The create was sent after sent_mono: measuring from it errs on the safe side.
+            lease = Lease(outcome.record, outcome.etag, outcome.seeds,
+                          HolderClock(lease_seconds=self.timing.lease_seconds,
+                                      last_write_sent_mono=sent_mono))
+            self._emit("fleet_claimed", batch=lease.batch, seeds=[lease.seeds.start,
+                       lease.seeds.stop], takeover_of=lease.record.takeover_of,
+                       valid_until_wall=self._valid_until_wall(lease))
+            return lease
+
+    async def _renew_once(self, lease: Lease) -> bool:
+        """One renewal; False if the lease is lost (someone took it over)."""
+        sent_mono = self.mono()
+        record = renew_record(lease.record, self.wall())
+        reply = await self.store.execute(
+            PutOp(key=lease_key(self.run, lease.batch), body=encode(record), if_match=lease.etag)
+        )
+        assert isinstance(reply, WriteReply)
+        if not reply.ok:
+            return False
+        lease.record, lease.etag = record, reply.etag
+        lease.clock.last_write_sent_mono = sent_mono
+        self._emit("fleet_renewed", batch=lease.batch, renew_count=record.renew_count,
+                   valid_until_wall=self._valid_until_wall(lease))
+        return True
+
+    async def keep_renewed(self, lease: Lease) -> None:
+        """Renew until cancelled; returns once the lease is lost (lease.lost is then set)."""
+        while True:
+            await asyncio.sleep(max(0.0, lease.clock.renew_due_mono(self.timing) - self.mono()))
+            # Bounded by the lease: once it cannot be valid any more, stop trying.
+            while True:
+                remaining_s = lease.clock.valid_until_mono(self.timing) - self.mono()
+                if remaining_s <= 0:
+                    self._lose(lease, "expired")
+                    return
+                try:
+                    async with asyncio.timeout(remaining_s):
+                        renewed = await self._renew_once(lease)
+                except TimeoutError:
+                    self._lose(lease, "expired")
+                    return
+                except FleetS3Error as exc:
+                    log.warning("fleet_renew_error", batch=lease.batch, error=str(exc))
+                    await asyncio.sleep(min(RENEW_RETRY_S, max(0.0, remaining_s)))
+                    continue
+                if not renewed:
+                    self._lose(lease, "taken_over")
+                    return
+                break
+
+    def _lose(self, lease: Lease, reason: str) -> None:
+        lease.lost.set()
+        self._emit("fleet_lost", batch=lease.batch, reason=reason)
+
+    @contextlib.asynccontextmanager
+    async def renewing(self, lease: Lease) -> AsyncIterator[Lease]:
+        """Renew the lease in the background for the duration of the block."""
+        task = asyncio.create_task(self.keep_renewed(lease), name=f"renew-{lease.batch}")
+        try:
+            yield lease
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if not lease.lost.is_set() and not lease.clock.valid(self.mono(), self.timing):
+                self._lose(lease, "expired")
+
+    async def complete(self, lease: Lease, results: BatchResults) -> bool:
+        """Record the batch done and release its lease. True if our done record is the batch's
+        (then, and only then, archive its failures); False if the lease was lost first or
+        another holder recorded the batch."""
+        seeds = lease.seeds
+        failed = sorted(results.failed_seeds)
+        assert all(s in seeds for s in failed)
+        assert results.successes + len(failed) == len(seeds)
+        if lease.lost.is_set() or not lease.clock.valid(self.mono(), self.timing):
+            lease.lost.set()
+            return False
+        self._emit("fleet_stopped", batch=lease.batch)
+        done = DoneRecord(
+            run=self.run, batch=lease.batch, holder=self.holder, token=lease.record.token,
+            seed_first=seeds.start, seed_end=seeds.stop, successes=results.successes,
+            failures=len(failed), failed_seeds=failed, started_at_s=results.started_at_s,
+            completed_at_s=self.wall(),
+        )
+        for attempt in range(COMPLETE_ATTEMPTS_MAX):
+            try:
+                outcome = await self.store.run(complete_procedure(lease.record, lease.etag, done))
+                break
+            except FleetS3Error as exc:
+                log.warning("fleet_complete_error", batch=lease.batch, attempt=attempt,
+                            error=str(exc))
+                await asyncio.sleep(RENEW_RETRY_S * (attempt + 1))
+        else:
+            return False  # the lease expires and another daemon runs the batch again
+        self._emit("fleet_done", batch=lease.batch, outcome=outcome, failures=len(failed))
+        return outcome == "recorded"
+
+    async def release(self, lease: Lease) -> None:
+        """Give the batch back unfinished (drain on SIGTERM): another daemon claims it at once."""
+        self._emit("fleet_stopped", batch=lease.batch)
+        with contextlib.suppress(FleetS3Error):
+            await self.store.run(release_procedure(lease.record, lease.etag))
+        self._emit("fleet_released", batch=lease.batch)
+
+    async def finished(self) -> bool:
+        """Has the fleet done every batch of this (bounded) run?"""
+        await self.store.run(refresh_watermark(self.state))
+        assert self.state.watermark is not None
+        return run_finished(self.space, self.state.watermark)
+
+    async def run_batches(
+        self,
+        execute: Callable[[Lease], Coroutine[Any, Any, BatchResults]],
+        batches_max: int | None = None,
+        on_recorded: Callable[[Lease, BatchResults], Coroutine[Any, Any, None]] | None = None,
+    ) -> int:
+        """Claim, run (cancelled if the lease is lost), complete; until the run is finished or
+        `batches_max` batches were recorded by us. `on_recorded` runs for each batch whose done
+        record is ours (archive its failures there: exactly once). Returns how many we recorded."""
+        recorded = 0
+        while batches_max is None or recorded < batches_max:
+            lease = await self.claim()
+            if lease is None:
+                break
+            async with self.renewing(lease):
+                work = asyncio.create_task(execute(lease))
+                lost = asyncio.create_task(lease.lost.wait())
+                await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+                lost.cancel()
+                if not work.done():
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await work
+                    continue
+                results = work.result()
+            if await self.complete(lease, results):
+                recorded += 1
+                if on_recorded is not None:
+                    await on_recorded(lease, results)
+        return recorded
+
+
+# ---------------------------------------------------------------------------------------------
+# `voprd status --fleet`
+
+
+class InstanceStatus(msgspec.Struct, kw_only=True):
+    holder: str
+    current_batches: list[int]
+    batches_done: int  # among the recent done records read
+    seeds_done: int
+    seeds_per_s: float
+    failures: int
+    failed_seeds: list[int]
+
+
+class FleetStatus(msgspec.Struct, kw_only=True):
+    run: str
+    watermark: int
+    done_above_watermark: list[int]
+    leases: int
+    instances: list[InstanceStatus]
+
+
+async def fleet_status(
+    store: S3Store, run: str, recent_done_max: int = 200, watermark_hint: int = 0
+) -> FleetStatus:
+    """Per instance: the batches it holds now, and from the most recent done records (at most
+    `recent_done_max` reads) its batches, seeds/s and failures."""
+    state = ClaimState(run=run, holder="status", space=BatchSpace(seed_start=0, batch_size=1),
+                       timing=Timing(), watermark=watermark_hint)
+    above = await store.run(refresh_watermark(state))
+    assert state.watermark is not None
+    by_holder: dict[str, InstanceStatus] = {}
+
+    def instance(holder: str) -> InstanceStatus:
+        return by_holder.setdefault(holder, InstanceStatus(
+            holder=holder, current_batches=[], batches_done=0, seeds_done=0, seeds_per_s=0.0,
+            failures=0, failed_seeds=[]))
+
+    lease_list = await store.run(list_all(leases_prefix(run), ""))
+    lease_count = 0
+    for obj in lease_list.objects:
+        got = await store.get(obj.key)
+        if got.body is not None:
+            record = decode_lease(got.body)
+            instance(record.holder).current_batches.append(record.batch)
+            lease_count += 1
+    # The newest done records: those just below the watermark and those above it.
+    start = max(0, state.watermark - recent_done_max)
+    prefix = done_prefix(run)
+    recent = await store.run(list_all(prefix, start_after(prefix, start)))
+    spans: dict[str, tuple[float, float]] = {}
+    for obj in recent.objects[-recent_done_max:]:
+        got = await store.get(obj.key)
+        if got.body is None:
+            continue
+        done = decode_done(got.body)
+        status = instance(done.holder)
+        status.batches_done += 1
+        status.seeds_done += done.seed_end - done.seed_first
+        status.failures += done.failures
+        status.failed_seeds += done.failed_seeds
+        first, last = spans.get(done.holder, (done.started_at_s, done.completed_at_s))
+        spans[done.holder] = (min(first, done.started_at_s), max(last, done.completed_at_s))
+    for holder, (first, last) in spans.items():
+        status = by_holder[holder]
+        status.seeds_per_s = status.seeds_done / (last - first) if last > first else 0.0
+    return FleetStatus(
+        run=run, watermark=state.watermark, done_above_watermark=above, leases=lease_count,
+        instances=[by_holder[h] for h in sorted(by_holder)],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The daemon's seed source
+
+
+class RecordedBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch whose done record is ours: archive its failures (exactly once, fleet-wide)."""
+
+    batch: int
+    seeds: range
+    failed_seeds: list[int]
+
+
+class _Running:
+    def __init__(self, lease: Lease, renewal: asyncio.Task[None], started_at_s: float) -> None:
+        self.lease = lease
+        self.renewal = renewal
+        self.next_index = 0
+        self.results: dict[int, bool] = {}  # seed -> failed
+        self.started_at_s = started_at_s
+
+
+class FleetSeedSource:
+    """Seeds for the daemon's dispatcher, batch by batch, from the fleet's leases.
+
+        async with FleetSeedSource(fleet, on_lost=cancel_seeds) as source:
+            while (seed := await source.next_seed()) is not None:   # None: the run is done
+                dispatch(seed)                                        # ...later, per result:
+            recorded = await source.seed_done(seed, failed)           # RecordedBatch | None
+
+    Seeds come in order; results may arrive out of order. Once every seed of a batch has a
+    result, the batch is recorded done and `seed_done` returns a RecordedBatch (archive its
+    failures then). If a lease is lost, `on_lost(batch, seeds)` is called so the daemon can stop
+    those seeds; their results are ignored. Leaving the block (drain) releases unfinished batches.
+    At most `batches_held_max` batches are held at once (the next is claimed while the last
+    seeds of the previous one run, so workers do not idle at batch boundaries).
+    """
+
+    def __init__(
+        self,
+        fleet: FleetCoordinator,
+        on_lost: Callable[[int, range], None] | None = None,
+        batches_held_max: int = 2,
+    ) -> None:
+        assert batches_held_max >= 1
+        self.fleet = fleet
+        self.on_lost = on_lost
+        self.batches_held_max = batches_held_max
+        self.running: dict[int, _Running] = {}  # batch -> state, in claim order
+        self.finished = False
+        self.claiming = asyncio.Lock()  # concurrent next_seed calls claim one batch at a time
+
+    async def __aenter__(self) -> FleetSeedSource:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for batch in list(self.running):
+            running = self.running.pop(batch)
+            await self._stop_renewal(running)
+            if not running.lease.lost.is_set():
+                await self.fleet.release(running.lease)
+
+    async def _stop_renewal(self, running: _Running) -> None:
+        running.renewal.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running.renewal
+
+    def _watch(self, lease: Lease) -> None:
+        async def renew_then_report() -> None:
+            await self.fleet.keep_renewed(lease)
+            running = self.running.pop(lease.batch, None)
+            if running is not None and self.on_lost is not None:
+                self.on_lost(lease.batch, lease.seeds)
+
+        self.running[lease.batch] = _Running(
+            lease, asyncio.create_task(renew_then_report(), name=f"renew-{lease.batch}"),
+            self.fleet.wall())
+
+    async def next_seed(self) -> int | None:
+        """The next seed to run, claiming a batch when needed; None once the run is done."""
+        while True:  # each pass dispatches, finishes, sleeps or claims (which waits itself)
+            for running in self.running.values():
+                if running.next_index < len(running.lease.seeds):
+                    seed = running.lease.seeds[running.next_index]
+                    running.next_index += 1
+                    return seed
+            if self.finished:
+                return None
+            if len(self.running) >= self.batches_held_max:
+                await asyncio.sleep(self.fleet.timing.poll_s / 10)  # results will free a slot
+                continue
+            if self.claiming.locked():
+                async with self.claiming:
+                    continue  # another caller claimed meanwhile: look again
+            async with self.claiming:
+                lease = await self.fleet.claim()
+            if lease is None:
+                self.finished = True
+                return None
+            self._watch(lease)
+
+    async def seed_done(self, seed: int, failed: bool) -> RecordedBatch | None:
+        """Record one seed's result. Returns the batch if this completed it and our done record
+        is the batch's; None otherwise (batch not complete yet, lost, or recorded by another)."""
+        batch = self.fleet.space.batch_of(seed)
+        running = self.running.get(batch)
+        if running is None:
+            return None  # its lease was lost: another daemon runs the batch
+        assert seed in running.lease.seeds and seed not in running.results
+        running.results[seed] = failed
+        if len(running.results) < len(running.lease.seeds):
+            return None
+        del self.running[batch]
+        await self._stop_renewal(running)
+        failed_seeds = sorted(s for s, f in running.results.items() if f)
+        results = BatchResults(successes=len(running.lease.seeds) - len(failed_seeds),
+                               failed_seeds=failed_seeds, started_at_s=running.started_at_s)
+        if not await self.fleet.complete(running.lease, results):
+            return None
+        return RecordedBatch(batch=batch, seeds=running.lease.seeds, failed_seeds=failed_seeds)
