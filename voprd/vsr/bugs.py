@@ -1,0 +1,44 @@
+"""Planted bugs: realistic mistakes in the reference VSR, each switched on only by `--bug NAME`.
+
+They prove the simulator and its invariants can find bugs (`voprd selftest`). Off by default.
+"""
+
+from __future__ import annotations
+
+import sys
+
+BUGS: dict[str, str] = {
+    "commit_without_quorum":
+        "the primary commits an operation once its own log write is durable, without waiting "
+        "for a quorum of PrepareOk",
+    "view_change_own_log":
+        "a new primary keeps its own log instead of the DoViewChange log with the highest "
+        "(last normal view, op number)",
+    "ack_before_fsync":
+        "replicas send PrepareOk (and the primary counts itself) before the log write is durable",
+    "rejoin_without_recovery":
+        "a restarted replica rejoins its old view as normal from its durable log, without a view "
+        "change or the recovery protocol",
+    "start_view_commit_regress":
+        "StartView overwrites the backup's commit number with the (possibly older) one in the "
+        "message",
+    "backup_serves_reads":
+        "backups answer get requests from their local, possibly stale, state",
+    "no_client_table":
+        "the client table is not consulted: a retried request is executed twice",
+    "recovery_any_response":
+        "a recovering replica adopts the log of the first recovery response from any primary, "
+        "without waiting for a quorum (so a stale primary's log is taken)",
+}
+
+
+def validate_bugs(names: tuple[str, ...]) -> None:
+    unknown = [name for name in names if name not in BUGS]
+    if unknown:
+        raise ValueError(f"unknown bug {unknown[0]!r}; see voprd --list-bugs")
+
+
+def list_bugs_main() -> int:
+    for name, description in BUGS.items():
+        sys.stdout.write(f"{name}  {description}\n")
+    return 0

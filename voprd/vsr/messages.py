@@ -1,0 +1,101 @@
+"""VSR wire messages and log entries, as plain tuples (the simulator's hot path allocates many).
+
+Every message is a tuple whose first item is its type and second its sender node id. Entries form
+a hash chain: an entry's checksum covers its fields and its parent's checksum, so equal checksums
+at the same op number mean equal log prefixes, and a torn or misplaced sector is detected on read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+# An operation: (name, key, value, expected); name is get/put/append/cas.
+Operation = tuple[str, str, str | None, str | None]
+# A log entry: (op, view, client_id, request_number, operation, checksum).
+Entry = tuple[int, int, int, int, Operation, int]
+Message = tuple[Any, ...]
+
+E_OP, E_VIEW, E_CLIENT, E_REQUEST, E_OPERATION, E_CHECKSUM = range(6)
+
+# Message types (index 0 of every message).
+REQUEST = 0  # (REQUEST, src, client_id, request_number, operation)
+REPLY = 1  # (REPLY, src, view, client_id, request_number, result, op)
+PREPARE = 2  # (PREPARE, src, view, entry, commit)
+PREPARE_OK = 3  # (PREPARE_OK, src, view, op)
+COMMIT = 4  # (COMMIT, src, view, commit, op_number)
+START_VIEW_CHANGE = 5  # (SVC, src, view)
+DO_VIEW_CHANGE = 6  # (DVC, src, view, log, last_normal_view, commit)
+START_VIEW = 7  # (START_VIEW, src, view, log, commit)
+RECOVERY = 8  # (RECOVERY, src, nonce)
+RECOVERY_RESPONSE = 9  # (RECOVERY_RESPONSE, src, view, nonce, log | None, commit)
+GET_ENTRIES = 10  # (GET_ENTRIES, src, view, after_op)
+ENTRIES = 11  # (ENTRIES, src, view, entries, commit, op_number)
+
+MESSAGE_NAMES: tuple[str, ...] = (
+    "request", "reply", "prepare", "prepare_ok", "commit", "start_view_change",
+    "do_view_change", "start_view", "recovery", "recovery_response", "get_entries", "entries",
+)
+
+# Bound on entries carried by one ENTRIES message (message size bound).
+ENTRIES_PER_MESSAGE_MAX = 64
+
+
+def entry_checksum(
+    op: int, view: int, client_id: int, request: int, operation: Operation, parent: int
+) -> int:
+    text = f"{op}|{view}|{client_id}|{request}|{operation!r}|{parent}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+def make_entry(
+    op: int, view: int, client_id: int, request: int, operation: Operation, parent: int
+) -> Entry:
+    checksum = entry_checksum(op, view, client_id, request, operation, parent)
+    return (op, view, client_id, request, operation, checksum)
+
+
+def entry_valid(entry: Entry, parent: int) -> bool:
+    """True if the entry's checksum matches its fields and chains to `parent`."""
+    op, view, client_id, request, operation, checksum = entry
+    return entry_checksum(op, view, client_id, request, operation, parent) == checksum
+
+
+def describe(msg: Message) -> str:
+    """A short readable rendering of a message for the trace."""
+    kind = msg[0]
+    name = MESSAGE_NAMES[kind]
+    if kind == REQUEST:
+        return f"{name} c{msg[2]}#{msg[3]} {_op_text(msg[4])}"
+    if kind == REPLY:
+        return f"{name} v{msg[2]} c{msg[3]}#{msg[4]} op={msg[6]} -> {msg[5]!r}"
+    if kind == PREPARE:
+        entry = msg[3]
+        return f"{name} v{msg[2]} op={entry[0]} c{entry[2]}#{entry[3]} commit={msg[4]}"
+    if kind == PREPARE_OK:
+        return f"{name} v{msg[2]} op={msg[3]}"
+    if kind == COMMIT:
+        return f"{name} v{msg[2]} commit={msg[3]} op={msg[4]}"
+    if kind == START_VIEW_CHANGE:
+        return f"{name} v{msg[2]}"
+    if kind == DO_VIEW_CHANGE:
+        return f"{name} v{msg[2]} ops={len(msg[3])} lnv={msg[4]} commit={msg[5]}"
+    if kind == START_VIEW:
+        return f"{name} v{msg[2]} ops={len(msg[3])} commit={msg[4]}"
+    if kind == RECOVERY:
+        return f"{name} nonce={msg[2]}"
+    if kind == RECOVERY_RESPONSE:
+        ops = "-" if msg[4] is None else str(len(msg[4]))
+        return f"{name} v{msg[2]} ops={ops} commit={msg[5]}"
+    if kind == GET_ENTRIES:
+        return f"{name} v{msg[2]} after={msg[3]}"
+    return f"{name} v{msg[2]} n={len(msg[3])} commit={msg[4]} op={msg[5]}"
+
+
+def _op_text(operation: Operation) -> str:
+    name, key, value, expected = operation
+    if name == "get":
+        return f"get({key})"
+    if name == "cas":
+        return f"cas({key}, {expected!r}->{value!r})"
+    return f"{name}({key}, {value!r})"

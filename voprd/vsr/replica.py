@@ -1,0 +1,588 @@
+"""A Viewstamped Replication replica (Liskov & Cowling, "VR Revisited", 2012) with a durable log.
+
+The replica is a pure state machine driven by the simulator: `on_message`, `on_tick` and
+`on_write_done`; every effect goes through `ReplicaIO`. Durability rules that make it safe:
+- PrepareOk(op) (and the primary's own vote) only once every entry up to `op` is durable;
+- the view and last normal view are in the superblock before any view-change message is sent;
+- a restarted replica with an intact log starts a view change (it never resumes as primary of its
+  old view); one whose log is damaged (checksum, misplaced sector, gap) runs the recovery protocol
+  and does not vote until it has the current primary's log.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from voprd.sim.prng import Rng
+from voprd.vsr.messages import (
+    COMMIT,
+    DO_VIEW_CHANGE,
+    ENTRIES,
+    ENTRIES_PER_MESSAGE_MAX,
+    GET_ENTRIES,
+    PREPARE,
+    PREPARE_OK,
+    RECOVERY,
+    RECOVERY_RESPONSE,
+    REPLY,
+    REQUEST,
+    START_VIEW,
+    START_VIEW_CHANGE,
+    Entry,
+    Message,
+    make_entry,
+)
+from voprd.vsr.state_machine import KvStore, Result
+
+NORMAL = 0
+VIEW_CHANGE = 1
+RECOVERING = 2
+STATUS_NAMES = ("normal", "view_change", "recovering")
+
+HEARTBEAT_TICKS = 4
+RESEND_TICKS = 8
+LOG_OPS_MAX = 4096
+
+
+class ReplicaIO(Protocol):
+    def send(self, src: int, dst: int, msg: Message) -> None: ...
+    def disk_write(self, replica: int, entry: Entry, commit: int) -> None: ...
+    def disk_truncate(self, replica: int, op_count: int) -> None: ...
+    def persist(self, replica: int, view: int, last_normal_view: int) -> None: ...
+    def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None: ...
+    def on_status(self, replica: int) -> None: ...
+    def on_log_installed(self, replica: int, as_primary: bool) -> None: ...
+    def on_bound(self, name: str) -> None: ...
+
+
+class Replica:
+    __slots__ = (
+        "acked",
+        "bugs",
+        "client_table",
+        "commit",
+        "dvc_sent",
+        "dvcs",
+        "f",
+        "idle_ticks",
+        "io",
+        "kv",
+        "last_normal_view",
+        "last_ok_sent",
+        "log",
+        "logged",
+        "n",
+        "nonce",
+        "pending",
+        "quorum",
+        "recovery_responses",
+        "repair_tick",
+        "rid",
+        "rng",
+        "status",
+        "svc_mask",
+        "ticks",
+        "timeout_base_ticks",
+        "timeout_ticks",
+        "view",
+    )
+
+    def __init__(
+        self,
+        rid: int,
+        n: int,
+        io: ReplicaIO,
+        rng: Rng,
+        bugs: frozenset[str],
+        timeout_base_ticks: int,
+    ) -> None:
+        assert 0 <= rid < n and n in (1, 3, 5)
+        self.rid = rid
+        self.n = n
+        self.f = (n - 1) // 2
+        self.quorum = self.f + 1
+        self.io = io
+        self.rng = rng
+        self.bugs = bugs
+        self.timeout_base_ticks = timeout_base_ticks
+        self.view = 0
+        self.status = NORMAL
+        self.last_normal_view = 0
+        self.log: list[Entry] = []
+        self.commit = 0
+        self.kv = KvStore()
+        # client -> (request number, result) of the latest executed request (at-most-once).
+        self.client_table: dict[int, tuple[int, Result]] = {}
+        # client -> highest request number in the log (executed or not).
+        self.logged: dict[int, int] = {}
+        # slot -> number of writes in flight to it.
+        self.pending: dict[int, int] = {}
+        self.acked = [0] * n
+        self.svc_mask = 0
+        self.dvcs: dict[int, Message] = {}
+        self.dvc_sent = False
+        self.recovery_responses: dict[int, Message] = {}
+        self.nonce = 0
+        self.ticks = 0
+        self.idle_ticks = 0
+        self.repair_tick = -1
+        self.last_ok_sent = 0
+        self.timeout_ticks = self._draw_timeout()
+
+    # ---- start-up -------------------------------------------------------------------------
+    def restart(self, log: list[Entry], view: int, last_normal_view: int, damaged: bool) -> None:
+        """Resume after a crash from the durable log and superblock."""
+        self.log = log
+        self.view = view
+        self.last_normal_view = last_normal_view
+        self._rebuild_logged()
+        if damaged and "rejoin_without_recovery" not in self.bugs:
+            self.status = RECOVERING
+            self.nonce = self.rng.next_u64()
+            self._broadcast((RECOVERY, self.rid, self.nonce))
+            self.io.on_status(self.rid)
+        elif "rejoin_without_recovery" in self.bugs:
+            self.status = NORMAL
+            self.io.on_status(self.rid)
+        else:
+            self._start_view_change(view + 1)
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _draw_timeout(self) -> int:
+        base = self.timeout_base_ticks
+        return base + self.rng.below(base)
+
+    def primary_of(self, view: int) -> int:
+        return view % self.n
+
+    def is_primary(self) -> bool:
+        return self.view % self.n == self.rid
+
+    def durable_op(self) -> int:
+        if "ack_before_fsync" in self.bugs or not self.pending:
+            return len(self.log)
+        return min(min(self.pending) - 1, len(self.log))
+
+    def _broadcast(self, msg: Message) -> None:
+        send = self.io.send
+        rid = self.rid
+        for dst in range(self.n):
+            if dst != rid:
+                send(rid, dst, msg)
+
+    def _append(self, entry: Entry) -> None:
+        assert entry[0] == len(self.log) + 1
+        self.log.append(entry)
+        self._write(entry)
+
+    def _write(self, entry: Entry) -> None:
+        slot = entry[0]
+        self.pending[slot] = self.pending.get(slot, 0) + 1
+        self.io.disk_write(self.rid, entry, self.commit)
+
+    def _rebuild_logged(self) -> None:
+        logged: dict[int, int] = {}
+        for entry in self.log:
+            client = entry[2]
+            if entry[3] > logged.get(client, 0):
+                logged[client] = entry[3]
+        self.logged = logged
+
+    def _persist(self) -> None:
+        self.io.persist(self.rid, self.view, self.last_normal_view)
+
+    def _install_log(self, new_log: list[Entry]) -> None:
+        """Replace the log with `new_log`, rewriting only the entries that differ."""
+        log = self.log
+        same = 0
+        limit = min(len(log), len(new_log))
+        while same < limit and log[same][5] == new_log[same][5]:
+            same += 1
+        # Always truncate: sectors past the old log may hold damaged or stale data.
+        self.io.disk_truncate(self.rid, same)
+        for slot in [s for s in self.pending if s > same]:
+            del self.pending[slot]
+        self.log = list(new_log)
+        for entry in self.log[same:]:
+            self._write(entry)
+        self._rebuild_logged()
+        self.last_ok_sent = min(self.last_ok_sent, same)
+
+    # ---- commit / execute -----------------------------------------------------------------
+    def _commit_upto(self, target: int) -> None:
+        target = min(target, len(self.log))
+        if target <= self.commit:
+            return
+        primary = self.status == NORMAL and self.is_primary()
+        for op in range(self.commit + 1, target + 1):
+            entry = self.log[op - 1]
+            result = self._execute(entry)
+            self.commit = op
+            self.io.on_commit(self.rid, entry, self.kv.state_hash)
+            if primary:
+                self.io.send(
+                    self.rid, entry[2], (REPLY, self.rid, self.view, entry[2], entry[3], result, op)
+                )
+
+    def _execute(self, entry: Entry) -> Result:
+        client, request = entry[2], entry[3]
+        cached = self.client_table.get(client)
+        if cached is not None and request <= cached[0] and "no_client_table" not in self.bugs:
+            return cached[1] if request == cached[0] else None
+        result = self.kv.apply(entry[0], entry[4])
+        self.client_table[client] = (request, result)
+        return result
+
+    def _try_commit(self) -> None:
+        if self.status != NORMAL or not self.is_primary():
+            return
+        own = self.durable_op()
+        if "commit_without_quorum" in self.bugs:
+            candidate = own
+        else:
+            votes = sorted(self.acked[r] for r in range(self.n) if r != self.rid)
+            votes.append(own)
+            votes.sort(reverse=True)
+            candidate = votes[self.quorum - 1]
+        self._commit_upto(candidate)
+
+    # ---- events ---------------------------------------------------------------------------
+    def on_write_done(self, slot: int, ok: bool) -> None:
+        count = self.pending.get(slot)
+        if count is None:
+            return  # truncated away while in flight
+        if count <= 1:
+            del self.pending[slot]
+        else:
+            self.pending[slot] = count - 1
+        if not ok and slot <= len(self.log):
+            self._write(self.log[slot - 1])  # retry after a write error
+            return
+        if self.status == NORMAL:
+            if self.is_primary():
+                self._try_commit()
+            else:
+                self._send_prepare_ok(False)
+
+    def _caught_up(self, op_number: int) -> None:
+        """The primary reported `op_number`; if our log (a prefix of its log) is that long, it
+        holds the whole view's log, and this replica may vote in the view again."""
+        if self.last_normal_view != self.view and len(self.log) >= op_number:
+            self.last_normal_view = self.view
+            self._persist()
+
+    def _send_prepare_ok(self, force: bool) -> None:
+        if self.last_normal_view != self.view:
+            return  # still transferring state: not a full member of this view yet
+        durable = self.durable_op()
+        if durable > self.last_ok_sent or (force and durable > 0):
+            self.last_ok_sent = durable
+            self.io.send(
+                self.rid, self.primary_of(self.view), (PREPARE_OK, self.rid, self.view, durable)
+            )
+
+    def on_tick(self) -> None:
+        self.ticks += 1
+        status = self.status
+        if status == NORMAL:
+            if self.is_primary():
+                if self.ticks % HEARTBEAT_TICKS == 0:
+                    self._broadcast((COMMIT, self.rid, self.view, self.commit, len(self.log)))
+            else:
+                self.idle_ticks += 1
+                if self.idle_ticks > self.timeout_ticks:
+                    self._start_view_change(self.view + 1)
+        elif status == VIEW_CHANGE:
+            self.idle_ticks += 1
+            if self.idle_ticks > self.timeout_ticks:
+                self._start_view_change(self.view + 1)
+            elif self.idle_ticks % RESEND_TICKS == 0:
+                self._broadcast((START_VIEW_CHANGE, self.rid, self.view))
+                if self.dvc_sent:
+                    self._send_dvc()
+        elif self.ticks % RESEND_TICKS == 0:
+            self._broadcast((RECOVERY, self.rid, self.nonce))
+
+    def on_message(self, msg: Message) -> None:
+        kind = msg[0]
+        if kind == PREPARE:
+            self._on_prepare(msg)
+        elif kind == PREPARE_OK:
+            self._on_prepare_ok(msg)
+        elif kind == COMMIT:
+            self._on_commit_msg(msg)
+        elif kind == REQUEST:
+            self._on_request(msg)
+        elif kind == START_VIEW_CHANGE:
+            self._on_svc(msg)
+        elif kind == DO_VIEW_CHANGE:
+            self._on_dvc(msg)
+        elif kind == START_VIEW:
+            self._on_start_view(msg)
+        elif kind == GET_ENTRIES:
+            self._on_get_entries(msg)
+        elif kind == ENTRIES:
+            self._on_entries(msg)
+        elif kind == RECOVERY:
+            self._on_recovery(msg)
+        elif kind == RECOVERY_RESPONSE:
+            self._on_recovery_response(msg)
+
+    # ---- normal operation -----------------------------------------------------------------
+    def _on_request(self, msg: Message) -> None:
+        _, _, client, request, operation = msg
+        if self.status != NORMAL:
+            return
+        if not self.is_primary():
+            if "backup_serves_reads" in self.bugs and operation[0] == "get":
+                value = self.kv.data.get(operation[1], "")
+                self.io.send(
+                    self.rid, client, (REPLY, self.rid, self.view, client, request, value, 0)
+                )
+            return
+        cached = self.client_table.get(client)
+        if cached is not None and "no_client_table" not in self.bugs:
+            if request < cached[0]:
+                return
+            if request == cached[0]:
+                self.io.send(
+                    self.rid, client,
+                    (REPLY, self.rid, self.view, client, request, cached[1], 0),
+                )
+                return
+        if self.logged.get(client, 0) >= request and "no_client_table" not in self.bugs:
+            return  # in progress
+        if len(self.log) >= LOG_OPS_MAX:
+            self.io.on_bound("log_ops")
+            return
+        parent = self.log[-1][5] if self.log else 0
+        entry = make_entry(len(self.log) + 1, self.view, client, request, operation, parent)
+        self._append(entry)
+        self.logged[client] = request
+        self._broadcast((PREPARE, self.rid, self.view, entry, self.commit))
+        self._try_commit()
+
+    def _accept_view(self, view: int, src: int) -> bool:
+        """For normal-operation messages: True if this replica should process it in `view`."""
+        if self.status == RECOVERING or view < self.view or src != self.primary_of(view):
+            return False
+        if view > self.view or self.status != NORMAL:
+            self._transfer_to_view(view)
+        if src == self.primary_of(self.view):
+            self.idle_ticks = 0
+        return True
+
+    def _transfer_to_view(self, view: int) -> None:
+        """A view was established without us (we missed StartView): keep the committed prefix
+        and fetch the rest from the new primary (state transfer)."""
+        if len(self.log) > self.commit:
+            self.io.disk_truncate(self.rid, self.commit)
+            for slot in [s for s in self.pending if s > self.commit]:
+                del self.pending[slot]
+            del self.log[self.commit:]
+            self._rebuild_logged()
+        self.last_ok_sent = min(self.last_ok_sent, self.commit)
+        self.view = view
+        # last_normal_view stays old until the log has caught up with the primary's: a truncated
+        # log must not claim to be a view-`view` log in a later view change (nor vote for one).
+        self.status = NORMAL
+        self.idle_ticks = 0
+        self._persist()
+        self.io.on_status(self.rid)
+        self._request_entries(True)
+
+    def _request_entries(self, force: bool) -> None:
+        if not force and self.repair_tick == self.ticks:
+            return  # at most one repair request per tick
+        self.repair_tick = self.ticks
+        self.io.send(
+            self.rid, self.primary_of(self.view),
+            (GET_ENTRIES, self.rid, self.view, len(self.log)),
+        )
+
+    def _on_prepare(self, msg: Message) -> None:
+        _, src, view, entry, commit = msg
+        if not self._accept_view(view, src) or self.is_primary():
+            return
+        op = entry[0]
+        if op == len(self.log) + 1:
+            self._append(entry)
+            self._caught_up(op)
+        elif op > len(self.log) + 1:
+            self._request_entries(False)
+        self._send_prepare_ok(False)
+        self._commit_upto(commit)
+
+    def _on_prepare_ok(self, msg: Message) -> None:
+        _, src, view, op = msg
+        if view != self.view or self.status != NORMAL or not self.is_primary():
+            return
+        if op > self.acked[src]:
+            self.acked[src] = op
+            self._try_commit()
+
+    def _on_commit_msg(self, msg: Message) -> None:
+        _, src, view, commit, op_number = msg
+        if not self._accept_view(view, src) or self.is_primary():
+            return
+        if op_number > len(self.log):
+            self._request_entries(False)
+        self._caught_up(op_number)
+        self._commit_upto(commit)
+        self._send_prepare_ok(True)
+
+    def _on_get_entries(self, msg: Message) -> None:
+        _, src, view, after = msg
+        if view != self.view or self.status != NORMAL or not self.is_primary():
+            return
+        after = min(after, len(self.log))
+        chunk = tuple(self.log[after:after + ENTRIES_PER_MESSAGE_MAX])
+        self.io.send(
+            self.rid, src, (ENTRIES, self.rid, view, chunk, self.commit, len(self.log))
+        )
+
+    def _on_entries(self, msg: Message) -> None:
+        _, src, view, chunk, commit, op_number = msg
+        if not self._accept_view(view, src) or self.is_primary():
+            return
+        for entry in chunk:
+            if entry[0] == len(self.log) + 1:
+                self._append(entry)
+        if op_number > len(self.log):
+            self._request_entries(True)
+        self._caught_up(op_number)
+        self._commit_upto(commit)
+        self._send_prepare_ok(False)
+
+    # ---- view change ----------------------------------------------------------------------
+    def _start_view_change(self, view: int) -> None:
+        assert view > self.view or (view == self.view and self.status != NORMAL)
+        self.view = view
+        self.status = VIEW_CHANGE
+        self.svc_mask = 1 << self.rid
+        self.dvcs = {}
+        self.dvc_sent = False
+        self.idle_ticks = 0
+        self.timeout_ticks = self._draw_timeout()
+        self._persist()  # the promise not to accept older views must survive a crash
+        self.io.on_status(self.rid)
+        self._broadcast((START_VIEW_CHANGE, self.rid, view))
+        self._check_svc_quorum()
+
+    def _check_svc_quorum(self) -> None:
+        if not self.dvc_sent and self.svc_mask.bit_count() >= self.quorum:
+            self.dvc_sent = True
+            self._send_dvc()
+
+    def _send_dvc(self) -> None:
+        msg = (DO_VIEW_CHANGE, self.rid, self.view, tuple(self.log), self.last_normal_view,
+               self.commit)
+        primary = self.primary_of(self.view)
+        if primary == self.rid:
+            self._on_dvc(msg)
+        else:
+            self.io.send(self.rid, primary, msg)
+
+    def _on_svc(self, msg: Message) -> None:
+        _, src, view = msg
+        if self.status == RECOVERING:
+            return
+        if view > self.view:
+            self._start_view_change(view)
+        if view == self.view and self.status == VIEW_CHANGE:
+            self.svc_mask |= 1 << src
+            self._check_svc_quorum()
+
+    def _on_dvc(self, msg: Message) -> None:
+        src, view = msg[1], msg[2]
+        if self.status == RECOVERING:
+            return
+        if view > self.view:
+            self._start_view_change(view)
+        if view != self.view or self.status != VIEW_CHANGE or self.primary_of(view) != self.rid:
+            return
+        self.dvcs[src] = msg
+        if len(self.dvcs) >= self.quorum and self.rid in self.dvcs:
+            self._become_primary()
+
+    def _become_primary(self) -> None:
+        candidates = [self.dvcs[r] for r in sorted(self.dvcs)]
+        if "view_change_own_log" in self.bugs:
+            best = self.dvcs[self.rid]
+        else:
+            best = candidates[0]
+            for dvc in candidates[1:]:
+                if (dvc[4], len(dvc[3])) > (best[4], len(best[3])):
+                    best = dvc
+        commit = max(dvc[5] for dvc in candidates)
+        self._install_log(list(best[3]))
+        self.status = NORMAL
+        self.last_normal_view = self.view
+        self.acked = [0] * self.n
+        self.idle_ticks = 0
+        self._persist()
+        self.io.on_status(self.rid)
+        self.io.on_log_installed(self.rid, True)
+        self._broadcast((START_VIEW, self.rid, self.view, tuple(self.log), commit))
+        self._commit_upto(commit)
+        self._try_commit()
+
+    def _on_start_view(self, msg: Message) -> None:
+        _, _src, view, log, commit = msg
+        if self.status == RECOVERING or view < self.view:
+            return
+        if view == self.view and self.status == NORMAL:
+            return
+        self._install_log(list(log))
+        self.view = view
+        self.status = NORMAL
+        self.last_normal_view = view
+        self.idle_ticks = 0
+        self._persist()
+        self.io.on_status(self.rid)
+        self.io.on_log_installed(self.rid, False)
+        if "start_view_commit_regress" in self.bugs and commit < self.commit:
+            self.commit = commit
+        self._commit_upto(commit)
+        self._send_prepare_ok(True)
+
+    # ---- recovery -------------------------------------------------------------------------
+    def _on_recovery(self, msg: Message) -> None:
+        _, src, nonce = msg
+        if self.status != NORMAL:
+            return
+        log = None
+        if self.is_primary():
+            log = tuple(self.log)
+            self.acked[src] = 0  # its old votes may refer to entries it has lost
+        self.io.send(
+            self.rid, src, (RECOVERY_RESPONSE, self.rid, self.view, nonce, log, self.commit)
+        )
+
+    def _on_recovery_response(self, msg: Message) -> None:
+        _, src, _view, nonce, log, _commit = msg
+        if self.status != RECOVERING or nonce != self.nonce:
+            return
+        self.recovery_responses[src] = msg
+        if "recovery_any_response" in self.bugs and log is not None:
+            chosen: Message | None = msg
+        else:
+            if len(self.recovery_responses) < self.quorum:
+                return
+            view_max = max(r[2] for r in self.recovery_responses.values())
+            chosen = self.recovery_responses.get(view_max % self.n)
+            if chosen is None or chosen[2] != view_max or chosen[4] is None:
+                return
+        assert chosen is not None
+        self.recovery_responses = {}
+        self.view = chosen[2]
+        self._install_log(list(chosen[4]))
+        self.status = NORMAL
+        self.last_normal_view = self.view
+        self.idle_ticks = 0
+        self.last_ok_sent = 0
+        self._persist()
+        self.io.on_status(self.rid)
+        self.io.on_log_installed(self.rid, False)
+        self._commit_upto(chosen[5])
+        self._send_prepare_ok(True)
