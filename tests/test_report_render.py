@@ -108,7 +108,8 @@ def test_explanation_lists_the_longest_order_then_the_blocker() -> None:
     picture = synthetic_picture(3, "linearizability")
     page = report_html(picture)
     explanation = picture.linearizability.explanations[0]
-    listed = [int(x) for x in re.findall(r'<li class="lin-op[^"]*" data-goto-op="(\d+)"', page)]
+    items = re.findall(r'<li class="lin-op[^"]*"[^>]* data-goto-op="(\d+)"', page)
+    listed = [int(x) for x in items]
     assert listed == [*explanation.prefix, explanation.blocker]
     assert "cannot be placed" in page
 

@@ -10,6 +10,9 @@ import msgspec
 
 from voprd.report.model import ClientOp, Density, Message, NodeEvent, RunPicture, TimeWindow
 
+# How many of the last operations of a longest linearizable order the focus window includes.
+FOCUS_PREFIX_OPS = 8
+
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """How much a report draws individually; everything beyond is counted in `Density`."""
@@ -43,10 +46,16 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 def focus_window(picture: RunPicture) -> TimeWindow | None:
     """The stretch of time the failure is about: the explanation's operations and the moment the
     failure was detected, with a margin. None for a passing run with nothing to point at."""
-    highlighted = set(picture.linearizability.highlighted_ops())
+    # The end of the explanation is what matters: the blocker and the last operations before it
+    # (the order found may start at the beginning of the run).
+    near: set[int] = set()
+    for explanation in picture.linearizability.explanations:
+        near.update(explanation.prefix[-FOCUS_PREFIX_OPS:])
+        if explanation.blocker is not None:
+            near.add(explanation.blocker)
     times: list[int] = []
     for op in picture.ops:
-        if op.id in highlighted:
+        if op.id in near:
             times.append(op.call_us)
             if op.return_us is not None:
                 times.append(op.return_us)

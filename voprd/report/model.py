@@ -154,6 +154,13 @@ class TimeWindow(msgspec.Struct, kw_only=True):
     label: str = ""
 
 
+class TimeMarker(msgspec.Struct, kw_only=True):
+    """A moment that concerns the whole run (e.g. the start of the liveness phase)."""
+
+    time_us: int
+    label: str
+
+
 class RunPicture(msgspec.Struct, kw_only=True):
     format_version: int = PICTURE_FORMAT_VERSION
     title: str = ""
@@ -166,6 +173,7 @@ class RunPicture(msgspec.Struct, kw_only=True):
     messages: list[Message] = msgspec.field(default_factory=list)
     node_events: list[NodeEvent] = msgspec.field(default_factory=list)
     faults: list[FaultEvent] = msgspec.field(default_factory=list)
+    markers: list[TimeMarker] = msgspec.field(default_factory=list)
     # Filled by `voprd.report.collapse`: the region kept in full detail, the counts, and one
     # sentence per thing that was collapsed or left out.
     focus: TimeWindow | None = None

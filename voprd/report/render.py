@@ -30,6 +30,8 @@ _FAULT_COLORS = {
 }
 # Faults that make (part of) the cluster unavailable: shaded across the client timeline too.
 _BAND_KINDS = ("partition", "crash", "pause")
+# Operations of a long linearizable order listed before the rest is folded away.
+PREFIX_SHOWN = 8
 _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
     "img-src data:; base-uri 'none'; form-action 'none'"
@@ -184,16 +186,25 @@ def _linearizability(picture: RunPicture) -> str:
             + (", then the operation that cannot be placed:" if blocker else ":")
             + "</p><ol>"
         )
-        for op_id in explanation.prefix:
+        earlier = max(0, len(explanation.prefix) - PREFIX_SHOWN)
+        for position, op_id in enumerate(explanation.prefix):
             op = ops.get(op_id)
             text = (
                 f"{describe_op(op)} (process {op.process}, {_op_span(op)})"
                 if op
                 else "(not in the picture)"
             )
+            if position == 0 and earlier:
+                parts.append(
+                    f'<li class="more"><details><summary>{earlier} earlier operations</summary>'
+                    f'<ol class="earlier">'
+                )
             parts.append(
-                f'<li class="lin-op" data-goto-op="{op_id}">#{op_id} {_e(text)}</li>'
+                f'<li class="lin-op" value="{position + 1}" data-goto-op="{op_id}">'
+                f"#{op_id} {_e(text)}</li>"
             )
+            if earlier and position == earlier - 1:
+                parts.append("</ol></details></li>")
         if blocker is not None:
             parts.append(
                 f'<li class="lin-op blocker" data-goto-op="{blocker.id}">✗ #{blocker.id} '

@@ -136,6 +136,16 @@
     svgEl("rect", { "class": "focus-band", x: cx(X(P.focus.start_us)), y: 0,
       width: Math.max(0, cx(X(P.focus.end_us)) - cx(X(P.focus.start_us))), height: height }, g);
   }
+  // Run-wide moments (phase changes): a dotted line with its label in the fault track.
+  function markerLines(g, height) {
+    (P.markers || []).forEach(function (m) {
+      if (!inView(m.time_us, m.time_us)) return;
+      var x = X(m.time_us), mg = svgEl("g", { "class": "marker" }, g);
+      svgEl("line", { x1: x, x2: x, y1: AXIS_H, y2: height, stroke: "#5d6778", "stroke-width": 1, "stroke-dasharray": "1 3" }, mg);
+      svgText(mg, x + 3, AXIS_H + FAULT_H - 2, m.label).setAttribute("fill", "#5d6778");
+      svgTitle(mg, m.label + " at " + fmt(m.time_us));
+    });
+  }
   function failureLine(g, height) {
     if (P.verdict.failure_us === null || P.verdict.failure_us === undefined) return;
     var x = X(P.verdict.failure_us);
@@ -216,6 +226,7 @@
         svgTitle(og, (blockers[op.id] ? "cannot be placed: " : "linearized #" + highlight[op.id] + ": ") + describeOp(op));
       }
     });
+    markerLines(g, height);
     failureLine(g, height);
     axis(svg, height);
     return stride > 1 ? "client operations: drawing " + drawn + " of " + visible.length + " in view (zoom in for all)" : "";
@@ -293,7 +304,7 @@
       commitStride = commits > MAX_DRAW_COMMITS ? Math.ceil(commits / MAX_DRAW_COMMITS) : 1;
       if (commitStride > 1) status.push("commits: drawing every " + commitStride + "th of " + commits + " in view");
     }
-    var commitN = 0;
+    var commitN = 0, lastLabelX = {};
     P.node_events.forEach(function (e, i) {
       if (!inView(e[0], e[0]) || laneY[e[1]] === undefined) return;
       if (e[2] === "commit") { if (!show.commits || (commitN++ % commitStride)) return; }
@@ -312,7 +323,11 @@
           break;
         case "view_change":
           svgEl("path", { d: "M" + x + " " + (yy - 8) + "L" + (x + 7) + " " + yy + "L" + x + " " + (yy + 8) + "L" + (x - 7) + " " + yy + "Z", fill: "#6e4bd8" }, ev);
-          svgText(ev, x + 8, yy - 8, e[3] || "view change").setAttribute("fill", "#6e4bd8");
+          // Label only where it does not overlap the previous label on this lane.
+          if (x > (lastLabelX[e[1]] === undefined ? -1e9 : lastLabelX[e[1]]) + 70) {
+            lastLabelX[e[1]] = x;
+            svgText(ev, x + 8, yy - 8, (e[3] || "view change").split(/[,(]/)[0]).setAttribute("fill", "#6e4bd8");
+          }
           break;
         case "commit":
           svgEl("line", { x1: x, x2: x, y1: yy - 9, y2: yy + 9, stroke: "#4a78c2", "stroke-width": 1.4 }, ev);
@@ -322,6 +337,7 @@
       }
       svgTitle(ev, nodeName(e[1]) + ": " + e[2] + " at " + fmt(e[0]) + (e[3] ? " · " + e[3] : ""));
     });
+    markerLines(g, height);
     failureLine(g, height);
     axis(svg, height);
     return status.join("; ");
