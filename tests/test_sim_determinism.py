@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -75,7 +76,7 @@ def test_history_is_recorded_with_call_and_return_times() -> None:
     for op in outcome.history:
         by_process.setdefault(op.process, []).append((op.call_us, op.return_us))
     for ops in by_process.values():
-        for (_, ret), (call, _) in zip(ops, ops[1:], strict=False):
+        for (_, ret), (call, _) in itertools.pairwise(ops):
             assert ret is not None and ret <= call
 
 

@@ -20,7 +20,7 @@ from voprd.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, build_setti
 from voprd.options import parse_faults
 
 # Imported lazily so `voprd --once` does not pay for the daemon or AWS imports.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {"lincheck": "voprd.check.cli"}
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:

@@ -259,9 +259,8 @@ def _kv_event(
         raise ValueError(f"unknown function :{f}")
     if not isinstance(key, str):
         raise ValueError(f":key must be a string, got {key!r}")
-    if value is not None and not isinstance(value, str):
-        if not (isinstance(value, tuple) and value == ("keyword", "timed-out")):
-            raise ValueError(f":value must be a string or nil, got {value!r}")
+    if value is not None and not isinstance(value, str) and value != ("keyword", "timed-out"):
+        raise ValueError(f":value must be a string or nil, got {value!r}")
     if kind == "invoke":
         if process in open_calls:
             raise ValueError(f"process {process} invokes while its call on line "

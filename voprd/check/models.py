@@ -129,9 +129,12 @@ class BaseModel:
         return True
 
     def describe(self, op: Operation) -> str:
-        args = [repr(v) for v in (op.expected, op.value) if v is not None]
-        out = "?" if op.unknown else repr(op.output)
-        return f"{op.f}({', '.join(args)}) -> {out}"
+        args = ", ".join(repr(v) for v in (op.expected, op.value) if v is not None)
+        if op.unknown:
+            return f"{op.f}({args}) -> ? (unknown outcome)"
+        if op.output is None and self.read_only(op) is False:
+            return f"{op.f}({args})"
+        return f"{op.f}({args}) -> {op.output!r}"
 
     def describe_state(self, state: State) -> str:
         return repr(state)

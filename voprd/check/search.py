@@ -107,7 +107,7 @@ def plain_search(model: Model, ops: Sequence[Operation], step_limit: int) -> Sea
             entry_op.append(~index)
     tail = len(entry_op)
     entry_op.append(0)
-    nxt = list(range(1, tail + 1)) + [tail]
+    nxt = [*range(1, tail + 1), tail]
     prv = [0, *range(0, tail)]
     fns = [model.compile(op) for op in ops]
     state: Any = model.init()
@@ -175,6 +175,7 @@ def fast_search(
     prune_readonly: bool = True,
     prune_symmetric: bool = True,
     prune_bound: bool = True,
+    lookahead: int = 16,
 ) -> SearchGen:
     """The refined search (see the module docstring). Indices in the outcome refer to `ops`."""
     kept = [i for i, op in enumerate(ops) if not (op.unknown and model.read_only(op))]
@@ -196,10 +197,9 @@ def fast_search(
             entry_op.append(~index)
     tail = len(entry_op)
     entry_op.append(0)
-    nxt = list(range(1, tail + 1)) + [tail]
+    nxt = [*range(1, tail + 1), tail]
     prv = [0, *range(0, tail)]
-    event_times = [local_ops[index].call if kind == 0 else local_ops[index].ret
-                   for _t, kind, index in events]
+    event_times = [time for time, _kind, _index in events]
     # An optional op is a candidate when the walk stops at return entry e iff its call is
     # earlier than e: the number of mandatory events before its call is < e.
     opt_rank = [_count_before(event_times, local_ops[k].call) for k in range(m, count)]
@@ -234,17 +234,38 @@ def fast_search(
                     if local_ops[j].call < ret:
                         reach_mask[k] |= bits[j]
     may_reach = model.may_reach
+    if not prune_bound:
+        lookahead = 0
 
+    n_opt = len(opt_ids)
     state: Any = model.init()
     linearized = 0
-    cache: set[tuple[int, Any]] = set()
+    mand_mask = (1 << m) - 1
+    # Failed configurations: (mandatory bits, state) -> optional-bit masks. A configuration is
+    # recorded when its whole subtree has failed (on backtrack). One with the same mandatory
+    # bits and state and a superset of linearized optional ops has fewer options left
+    # (optional ops can always go last), so it fails too: dominance, see the docstring (0).
+    failed: dict[tuple[int, Any], list[int]] = {}
+    failed_exact: set[tuple[int, Any]] = set()
+    exact_only = not n_opt
+
+    def known_failed(new_linearized: int, new_state: Any) -> bool:
+        if (new_linearized, new_state) in failed_exact:
+            return True
+        if not n_opt:
+            return False
+        masks = failed.get((new_linearized & mand_mask, new_state))
+        if masks is None:
+            return False
+        optional_bits = new_linearized & ~mand_mask
+        return any(mask & optional_bits == mask for mask in masks)
+
     # Frame: (local op, state before, forced, optional-scan position, stop entry)
     stack: list[tuple[int, Any, bool, int, int]] = []
     steps = 0
     best: list[int] = []
     blocker: int | None = None
     blocker_state: Any = None
-    n_opt = len(opt_ids)
 
     while True:
         # Arrived at a new configuration.
@@ -270,12 +291,22 @@ def fast_search(
                     break
             entry = nxt[entry]
             x = entry_op[entry]
+        if lookahead and forced < 0 and dead < 0:
+            # Bound (c) holds for pending reads beyond the frontier too: look a little ahead.
+            for _ahead in range(lookahead):
+                entry = nxt[entry]
+                x = entry_op[entry]
+                if entry == tail:
+                    break
+                if x >= 0 and bounded[x] and (linearized & reach_mask[x]) == reach_mask[x] \
+                        and not may_reach(state, local_ops[x]):
+                    dead = x
+                    break
         if forced >= 0:
-            key = (linearized | bits[forced], state)
-            if key not in cache:
-                cache.add(key)
+            new_linearized = linearized | bits[forced]
+            if not known_failed(new_linearized, state):
                 stack.append((forced, state, True, 0, 0))
-                linearized = key[0]
+                linearized = new_linearized
                 c, r = call_entry[forced], ret_entry[forced]
                 nxt[prv[c]] = nxt[c]
                 prv[nxt[c]] = prv[c]
@@ -300,12 +331,12 @@ def fast_search(
                     if not readonly[x] and (linearized & pre[x]) == pre[x]:
                         new_state = fns[x](state)
                         if new_state is not ILLEGAL:
-                            key = (linearized | bits[x], new_state)
-                            if key not in cache:
-                                cache.add(key)
+                            new_linearized = linearized | bits[x]
+                            if not ((new_linearized, new_state) in failed_exact if exact_only
+                                    else known_failed(new_linearized, new_state)):
                                 stack.append((x, state, False, 0, 0))
                                 state = new_state
-                                linearized = key[0]
+                                linearized = new_linearized
                                 c, r = entry, ret_entry[x]
                                 nxt[prv[c]] = nxt[c]
                                 prv[nxt[c]] = prv[c]
@@ -328,12 +359,12 @@ def fast_search(
                         break
                     if (linearized & bits[k]) == 0 and (linearized & pre[k]) == pre[k]:
                         new_state = fns[k](state)
-                        key = (linearized | bits[k], new_state)
-                        if key not in cache:
-                            cache.add(key)
+                        new_linearized = linearized | bits[k]
+                        # An optional op that leaves the state as is can wait until the end.
+                        if new_state != state and not known_failed(new_linearized, new_state):
                             stack.append((k, state, False, opt_pos, stop))
                             state = new_state
-                            linearized = key[0]
+                            linearized = new_linearized
                             pushed = True
                             break
                 if pushed:
@@ -356,6 +387,9 @@ def fast_search(
                         linearizable=False, steps=steps, prefix=best, blocker=blocker,
                         blocker_state=blocker_state,
                     )
+                failed_exact.add((linearized, state))
+                if n_opt:
+                    _remember_failed(failed, linearized, mand_mask, state)
                 x, state, was_forced, opt_pos, stop = stack.pop()
                 linearized &= ~bits[x]
                 if x < m:
@@ -370,6 +404,28 @@ def fast_search(
                 if not was_forced:
                     break
             # Resume the parent's walk after the candidate just undone.
+
+
+DOMINANCE_MASKS_MAX = 8
+
+
+def _remember_failed(
+    failed: dict[tuple[int, Any], list[int]], linearized: int, mand_mask: int, state: Any
+) -> None:
+    """Keep a few optional-op masks per (mandatory bits, state): the fewest-bit ones prune most.
+    Forgetting a mask only costs pruning, never soundness."""
+    key = (linearized & mand_mask, state)
+    mask = linearized & ~mand_mask
+    masks = failed.get(key)
+    if masks is None:
+        failed[key] = [mask]
+        return
+    if len(masks) < DOMINANCE_MASKS_MAX:
+        masks.append(mask)
+        return
+    worst = max(range(len(masks)), key=lambda i: masks[i].bit_count())
+    if mask.bit_count() < masks[worst].bit_count():
+        masks[worst] = mask
 
 
 def _ret_key(op: Operation) -> tuple[int, int]:

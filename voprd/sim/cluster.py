@@ -378,8 +378,8 @@ class Simulation:
         self.replicas[r] = replica
         self._fault(r, "restart", len(log), int(damaged),
                     detail=f"log ops={len(log)} damaged={damaged} view={disk.superblock[0]}")
-        view, last_normal_view = disk.superblock
-        replica.restart(log, view, last_normal_view, damaged)
+        view, last_normal_view, lnv_base = disk.superblock
+        replica.restart(log, view, last_normal_view, lnv_base, damaged)
         self.commit_seen[r] = replica.commit
         self._push(self.now + 1 + self.plan.offset_us[r], EV_TICK, r, inc)
 
@@ -423,8 +423,8 @@ class Simulation:
     def disk_truncate(self, replica: int, op_count: int) -> None:
         self.disks[replica].truncate(op_count)
 
-    def persist(self, replica: int, view: int, last_normal_view: int) -> None:
-        self.disks[replica].superblock = (view, last_normal_view)
+    def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
+        self.disks[replica].superblock = (view, last_normal_view, lnv_base)
 
     # ---- invariants (ReplicaIO) -----------------------------------------------------------
     def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None:

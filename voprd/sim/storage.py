@@ -3,8 +3,8 @@
 Writes complete after a latency; until then they are unsynced and a crash loses (or, on replicas
 the fault atlas allows, tears) them. Reading the log back verifies every sector's checksum, its
 position and the hash chain, so torn writes, read corruption and misdirected writes are detected.
-The superblock (view, last normal view) is written atomically and synchronously (as if kept in
-redundant copies that are never all torn at once).
+The superblock (view, last normal view, lnv_base) is written atomically and synchronously (as if
+kept in redundant copies that are never all torn at once).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Disk:
         self.sectors: dict[int, Sector] = {}
         self.pending: dict[int, PendingWrite] = {}
         self.next_write_id = 0
-        self.superblock = (0, 0)  # (view, last normal view)
+        self.superblock = (0, 0, -1)  # (view, last normal view, lnv_base)
 
     def submit(self, slot: int, entry: Entry, ok: bool) -> int:
         write_id = self.next_write_id

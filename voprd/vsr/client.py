@@ -105,7 +105,8 @@ class Client:
         key = rng.pick(self.workload.keys)
         roll = rng.below(1_000_000)
         mix = self.workload.mix_ppm
-        value = f"{self.node}.{self.request + 1}"
+        # Unique, delimited values: a duplicated append shows up in every later read.
+        value = f"{self.node}:{self.request + 1},"
         if roll < mix[0]:
             return ("get", key, None, None)
         if roll < mix[1]:

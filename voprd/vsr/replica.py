@@ -3,7 +3,11 @@
 The replica is a pure state machine driven by the simulator: `on_message`, `on_tick` and
 `on_write_done`; every effect goes through `ReplicaIO`. Durability rules that make it safe:
 - PrepareOk(op) (and the primary's own vote) only once every entry up to `op` is durable;
-- the view and last normal view are in the superblock before any view-change message is sent;
+- the view is in the superblock before any view-change message is sent;
+- the superblock's last normal view advances only once the whole log of that view is durable;
+  until then it records `lnv_base`, the prefix shared with the previous log, and a restart cuts
+  the log back to it, so a durable (last normal view, log) pair is never a mixture of two views;
+- a replica votes (PrepareOk, or the primary's own vote) only once that pair is durable;
 - a restarted replica with an intact log starts a view change (it never resumes as primary of its
   old view); one whose log is damaged (checksum, misplaced sector, gap) runs the recovery protocol
   and does not vote until it has the current primary's log.
@@ -48,7 +52,8 @@ class ReplicaIO(Protocol):
     def send(self, src: int, dst: int, msg: Message) -> None: ...
     def disk_write(self, replica: int, entry: Entry, commit: int) -> None: ...
     def disk_truncate(self, replica: int, op_count: int) -> None: ...
-    def persist(self, replica: int, view: int, last_normal_view: int) -> None: ...
+    def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
+        ...
     def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None: ...
     def on_status(self, replica: int) -> None: ...
     def on_log_installed(self, replica: int, as_primary: bool) -> None: ...
@@ -69,11 +74,14 @@ class Replica:
         "kv",
         "last_normal_view",
         "last_ok_sent",
+        "lnv_base",
+        "lnv_target",
         "log",
         "logged",
         "n",
         "nonce",
         "pending",
+        "persisted_lnv",
         "quorum",
         "recovery_responses",
         "repair_tick",
@@ -108,6 +116,9 @@ class Replica:
         self.view = 0
         self.status = NORMAL
         self.last_normal_view = 0
+        self.persisted_lnv = 0
+        self.lnv_base = -1
+        self.lnv_target = 0
         self.log: list[Entry] = []
         self.commit = 0
         self.kv = KvStore()
@@ -130,11 +141,18 @@ class Replica:
         self.timeout_ticks = self._draw_timeout()
 
     # ---- start-up -------------------------------------------------------------------------
-    def restart(self, log: list[Entry], view: int, last_normal_view: int, damaged: bool) -> None:
+    def restart(
+        self, log: list[Entry], view: int, last_normal_view: int, lnv_base: int, damaged: bool
+    ) -> None:
         """Resume after a crash from the durable log and superblock."""
+        if lnv_base >= 0 and len(log) > lnv_base:
+            del log[lnv_base:]  # an unfinished install: keep only the prefix of the durable view
+            self.io.disk_truncate(self.rid, lnv_base)
         self.log = log
         self.view = view
-        self.last_normal_view = last_normal_view
+        self.last_normal_view = self.persisted_lnv = last_normal_view
+        self.lnv_base = -1
+        self._persist()
         self._rebuild_logged()
         if damaged and "rejoin_without_recovery" not in self.bugs:
             self.status = RECOVERING
@@ -189,9 +207,29 @@ class Replica:
         self.logged = logged
 
     def _persist(self) -> None:
-        self.io.persist(self.rid, self.view, self.last_normal_view)
+        self.io.persist(self.rid, self.view, self.persisted_lnv, self.lnv_base)
 
-    def _install_log(self, new_log: list[Entry]) -> None:
+    def _begin_view_log(self, base: int, target: int) -> None:
+        """The in-memory log became this view's log, sharing `base` entries with the durable one;
+        the superblock's last normal view follows once `target` entries are durable."""
+        self.lnv_base = base if self.lnv_base < 0 else min(self.lnv_base, base)
+        self.lnv_target = target
+        self._persist()
+        self._check_view_log_durable()
+
+    def _check_view_log_durable(self) -> None:
+        if (
+            self.lnv_base >= 0 and self.last_normal_view == self.view
+            and self.durable_op() >= self.lnv_target
+        ):
+            self.persisted_lnv = self.view
+            self.lnv_base = -1
+            self._persist()
+
+    def _voting(self) -> bool:
+        return self.persisted_lnv == self.view and self.lnv_base < 0
+
+    def _install_log(self, new_log: list[Entry]) -> int:
         """Replace the log with `new_log`, rewriting only the entries that differ."""
         log = self.log
         same = 0
@@ -207,6 +245,7 @@ class Replica:
             self._write(entry)
         self._rebuild_logged()
         self.last_ok_sent = min(self.last_ok_sent, same)
+        return same
 
     # ---- commit / execute -----------------------------------------------------------------
     def _commit_upto(self, target: int) -> None:
@@ -236,7 +275,7 @@ class Replica:
     def _try_commit(self) -> None:
         if self.status != NORMAL or not self.is_primary():
             return
-        own = self.durable_op()
+        own = self.durable_op() if self._voting() else 0
         if "commit_without_quorum" in self.bugs:
             candidate = own
         else:
@@ -258,6 +297,7 @@ class Replica:
         if not ok and slot <= len(self.log):
             self._write(self.log[slot - 1])  # retry after a write error
             return
+        self._check_view_log_durable()
         if self.status == NORMAL:
             if self.is_primary():
                 self._try_commit()
@@ -269,11 +309,11 @@ class Replica:
         holds the whole view's log, and this replica may vote in the view again."""
         if self.last_normal_view != self.view and len(self.log) >= op_number:
             self.last_normal_view = self.view
-            self._persist()
+            self._begin_view_log(self.commit, len(self.log))
 
     def _send_prepare_ok(self, force: bool) -> None:
-        if self.last_normal_view != self.view:
-            return  # still transferring state: not a full member of this view yet
+        if not self._voting():
+            return  # not a durable member of this view yet (state transfer or install)
         durable = self.durable_op()
         if durable > self.last_ok_sent or (force and durable > 0):
             self.last_ok_sent = durable
@@ -387,6 +427,7 @@ class Replica:
         # log must not claim to be a view-`view` log in a later view change (nor vote for one).
         self.status = NORMAL
         self.idle_ticks = 0
+        self.lnv_base = self.commit if self.lnv_base < 0 else min(self.lnv_base, self.commit)
         self._persist()
         self.io.on_status(self.rid)
         self._request_entries(True)
@@ -515,12 +556,12 @@ class Replica:
                 if (dvc[4], len(dvc[3])) > (best[4], len(best[3])):
                     best = dvc
         commit = max(dvc[5] for dvc in candidates)
-        self._install_log(list(best[3]))
+        same = self._install_log(list(best[3]))
         self.status = NORMAL
         self.last_normal_view = self.view
         self.acked = [0] * self.n
         self.idle_ticks = 0
-        self._persist()
+        self._begin_view_log(same, len(self.log))
         self.io.on_status(self.rid)
         self.io.on_log_installed(self.rid, True)
         self._broadcast((START_VIEW, self.rid, self.view, tuple(self.log), commit))
@@ -533,12 +574,12 @@ class Replica:
             return
         if view == self.view and self.status == NORMAL:
             return
-        self._install_log(list(log))
+        same = self._install_log(list(log))
         self.view = view
         self.status = NORMAL
         self.last_normal_view = view
         self.idle_ticks = 0
-        self._persist()
+        self._begin_view_log(same, len(self.log))
         self.io.on_status(self.rid)
         self.io.on_log_installed(self.rid, False)
         if "start_view_commit_regress" in self.bugs and commit < self.commit:
@@ -576,12 +617,12 @@ class Replica:
         assert chosen is not None
         self.recovery_responses = {}
         self.view = chosen[2]
-        self._install_log(list(chosen[4]))
+        same = self._install_log(list(chosen[4]))
         self.status = NORMAL
         self.last_normal_view = self.view
         self.idle_ticks = 0
         self.last_ok_sent = 0
-        self._persist()
+        self._begin_view_log(same, len(self.log))
         self.io.on_status(self.rid)
         self.io.on_log_installed(self.rid, False)
         self._commit_upto(chosen[5])

@@ -1,0 +1,96 @@
+"""`voprd lincheck [--model register|kv] [--json] [--budget-ms N] FILE...`
+
+One line per file (`FILE: VERDICT (N ops, T ms)` plus the explanation, indented), or with
+`--json` one object per file: {"file", "verdict", "ops", "elapsed_ms", "explanation"}.
+Exit 0 if every file is linearizable, 1 if any is not (and none failed to be decided), 2 on any
+error (unreadable or malformed file, operation outside the model) or `unknown` verdict.
+Without --model the model follows the format: etcd -> register, kv and voprd -> kv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from voprd.check.checker import DEFAULT_BUDGET_MS, ModelMismatchError, check_operations
+from voprd.check.formats import DEFAULT_MODEL, HistoryParseError, load_history
+from voprd.check.models import MODELS, get_model
+
+
+class FileResult(msgspec.Struct):
+    file: str
+    verdict: Literal["linearizable", "not_linearizable", "unknown", "error"]
+    ops: int
+    elapsed_ms: float
+    explanation: str
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voprd lincheck",
+        description="Check recorded histories for linearizability (format detected per file).",
+    )
+    parser.add_argument(
+        "--model", choices=sorted(MODELS),
+        help="sequential model (default: register for etcd logs, kv otherwise)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per file")
+    parser.add_argument(
+        "--budget-ms", dest="budget_ms", type=_positive_float, default=DEFAULT_BUDGET_MS,
+        help=f"search time budget per file; past it the verdict is unknown "
+             f"(default {DEFAULT_BUDGET_MS:g})",
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    return parser
+
+
+def check_file(path: Path, model_name: str | None, budget_ms: float) -> FileResult:
+    try:
+        history = load_history(path)
+        model = get_model(model_name or DEFAULT_MODEL[history.format])
+        verdict = check_operations(history.ops, model, budget_ms=budget_ms)
+    except (OSError, HistoryParseError) as exc:
+        return FileResult(str(path), "error", 0, 0.0, str(exc))
+    except ModelMismatchError as exc:
+        return FileResult(str(path), "error", 0, 0.0, f"{path}:{exc}")
+    return FileResult(
+        str(path), verdict.verdict, verdict.ops, verdict.elapsed_ms, verdict.explanation
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    results = [check_file(path, args.model, args.budget_ms) for path in args.files]
+    encoder = msgspec.json.Encoder()
+    for result in results:
+        if args.json:
+            sys.stdout.write(encoder.encode(result).decode() + "\n")
+            continue
+        if result.verdict == "error":
+            sys.stdout.write(f"{result.file}: error: {result.explanation}\n")
+            continue
+        sys.stdout.write(
+            f"{result.file}: {result.verdict} ({result.ops} ops, {result.elapsed_ms:.1f} ms)\n"
+        )
+        if result.explanation:
+            sys.stdout.write("".join(f"    {line}\n" for line in result.explanation.splitlines()))
+    sys.stdout.flush()
+    verdicts = {result.verdict for result in results}
+    if verdicts & {"error", "unknown"}:
+        return 2
+    return 1 if "not_linearizable" in verdicts else 0
