@@ -51,8 +51,10 @@ def once_main(settings: Settings, command: dict[str, Any]) -> int:
         sys.stderr.write("voprd: error: argument --target: --once runs the builtin target only\n")
         return 2
     if command.get("report") is not None:
-        sys.stderr.write("voprd: error: argument --report: the HTML report is not built in yet\n")
-        return 2
+        from voprd.report import write_report_for_seed
+
+        size_bytes = write_report_for_seed(settings.seed, options, command["report"])
+        sys.stderr.write(f"voprd: report written to {command['report']} ({size_bytes} bytes)\n")
     trace_file: Path | None = command.get("trace_file")
     history_file: Path | None = command.get("history_file")
     record_trace = settings.verbose or trace_file is not None

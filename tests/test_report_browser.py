@@ -1,0 +1,119 @@
+"""Reports in a real headless Chromium: the page loads without console errors or network requests,
+the highlighted operations and the fault events are in the DOM, zoom/pan/hover work, and a
+screenshot is saved to test-artifacts/report-*.png."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.report_browser import PageResult, chromium_path, load_page
+from tests.report_synth import synthetic_picture
+from voprd.report import write_report
+from voprd.report.model import RunPicture
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    chromium_path() is None, reason="chromium not installed (.ci/run installs it)"
+)
+
+PROBES = {
+    "title": "document.title",
+    "badge": "document.getElementById('verdict').textContent",
+    "highlighted": "Array.from(document.querySelectorAll('#client-svg .op.highlighted'))"
+    ".map(e => +e.getAttribute('data-op-id'))",
+    "blockers": "document.querySelectorAll('#client-svg .op.blocker').length",
+    "ops_drawn": "document.querySelectorAll('#client-svg .op').length",
+    "client_faults": "Array.from(document.querySelectorAll('#client-svg .fault'))"
+    ".map(e => +e.getAttribute('data-fault-id'))",
+    "space_faults": "Array.from(document.querySelectorAll('#space-svg .fault'))"
+    ".map(e => +e.getAttribute('data-fault-id'))",
+    "fault_rows": "Array.from(document.querySelectorAll('tr.fault-row'))"
+    ".map(e => +e.getAttribute('data-fault-id'))",
+    "messages_drawn": "document.querySelectorAll('#space-svg .msg').length",
+    "readout_before": "document.getElementById('readout').textContent",
+    # Interactions: hover an operation, then zoom out to the whole run, then zoom with the wheel.
+    "hover": """(() => {
+        const op = document.querySelector('#client-svg .op');
+        op.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
+        return document.getElementById('details').textContent; })()""",
+    "whole_run": """new Promise(resolve => {
+        document.getElementById('view-all').click();
+        requestAnimationFrame(() => requestAnimationFrame(() => resolve(
+            document.getElementById('readout').textContent))); })""",
+    "ops_whole_run": "document.querySelectorAll('#client-svg .op').length",
+    "crashes_whole_run": "document.querySelectorAll('#space-svg .ev-crash').length",
+    "faults_whole_run": "Array.from(document.querySelectorAll('#client-svg .fault'))"
+    ".map(e => +e.getAttribute('data-fault-id'))",
+    "wheel": """new Promise(resolve => {
+        const box = document.getElementById('clients'), r = box.getBoundingClientRect();
+        box.dispatchEvent(new WheelEvent('wheel', {deltaY: -100, bubbles: true, cancelable: true,
+            clientX: r.left + r.width * 0.6, clientY: r.top + 40}));
+        requestAnimationFrame(() => requestAnimationFrame(() => resolve(
+            document.getElementById('readout').textContent))); })""",
+}
+
+
+def open_report(picture: RunPicture, name: str, tmp_path: Path) -> PageResult:
+    page = tmp_path / f"{name}.html"
+    write_report(picture, page)
+    return asyncio.run(load_page(page, PROBES, ARTIFACTS / f"report-{name}.png"))
+
+
+def assert_clean_load(result: PageResult, page_name: str) -> None:
+    assert result.console_errors == []
+    # The only request is the file itself: no scripts, fonts, images or favicon from anywhere.
+    assert len(result.requests) == 1 and result.requests[0].endswith(f"/{page_name}.html")
+    assert result.screenshot_bytes > 10_000
+
+
+def assert_interactive(probes: dict[str, Any]) -> None:
+    assert "client operation #" in probes["hover"]
+    assert probes["whole_run"] != probes["readout_before"] or probes["readout_before"]
+    assert probes["wheel"] != probes["whole_run"]  # the wheel zoomed in
+    assert probes["ops_whole_run"] > 0
+
+
+@pytest.mark.parametrize("scenario", ["pass", "linearizability", "liveness"])
+def test_report_loads_cleanly_in_chromium(scenario: str, tmp_path: Path) -> None:
+    picture = synthetic_picture(3, scenario)  # type: ignore[arg-type]
+    result = open_report(picture, f"synthetic-{scenario}", tmp_path)
+    assert_clean_load(result, f"synthetic-{scenario}")
+    probes = result.probes
+    assert probes["title"].startswith(f"voprd seed {picture.config.seed}")
+    fault_ids = sorted(f.id for f in picture.faults)
+    assert sorted(probes["fault_rows"]) == fault_ids
+    # The whole run is in view after "whole run": every fault is drawn in the client timeline.
+    assert sorted(set(probes["faults_whole_run"])) == fault_ids
+    assert probes["space_faults"], "fault events overlaid on the replica diagram"
+    assert probes["messages_drawn"] > 0
+    assert_interactive(probes)
+    highlighted = picture.linearizability.highlighted_ops()
+    if scenario == "linearizability":
+        assert probes["badge"] == "FAILED: invariant · linearizability"
+        assert sorted(probes["highlighted"]) == sorted(highlighted)
+        assert probes["blockers"] == 1
+    else:
+        assert probes["highlighted"] == [] and highlighted == []
+    if scenario == "liveness":
+        assert probes["badge"] == "FAILED: liveness · liveness"
+        assert probes["crashes_whole_run"] == 2  # one healed, one never healed
+    if scenario == "pass":
+        assert probes["badge"] == "PASSED"
+
+
+def test_large_collapsed_report_loads_cleanly(tmp_path: Path) -> None:
+    picture = synthetic_picture(
+        5, "linearizability", ops_count=12_000, client_count=8, keys=tuple("abcdefgh")
+    )
+    result = open_report(picture, "synthetic-large", tmp_path)
+    assert_clean_load(result, "synthetic-large")
+    assert sorted(result.probes["highlighted"]) == sorted(
+        picture.linearizability.highlighted_ops()
+    )
+    assert_interactive(result.probes)

@@ -1,0 +1,151 @@
+"""Reports of real simulator runs, through `voprd --once --seed N [--bug B] --report F`, opened in
+headless Chromium: a passing seed, a planted-bug linearizability failure, a liveness failure."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.report_browser import chromium_path, load_page
+from tests.test_report_browser import ARTIFACTS, PROBES
+from tests.test_report_render import assert_self_contained, embedded_data
+from voprd.check.checker import check_history
+from voprd.options import RunOptions
+from voprd.report import REPORT_BYTES_MAX, build_report
+from voprd.report.from_sim import picture_for_seed
+from voprd.report.model import RunPicture
+from voprd.sim.run import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCAN_SEEDS_MAX = 80
+
+
+@functools.cache
+def first_seed(name: str) -> tuple[str, int, tuple[str, ...]]:
+    """The first seed that shows `name` (so the tests follow changes to the simulator):
+    `pass` a passing run of 3+ replicas with faults; `linearizability` a history the checker
+    refutes under the backup_serves_reads bug; `liveness` a liveness failure."""
+    bugs = {
+        "pass": (),
+        "linearizability": ("backup_serves_reads",),
+        "liveness": ("rejoin_without_recovery",),
+    }[name]
+    for seed in range(SCAN_SEEDS_MAX):
+        outcome = simulate(seed, RunOptions(bugs=bugs))
+        result = outcome.result
+        if name == "pass":
+            found = result.status == "ok" and sum(outcome.fault_counts.values()) > 0
+            found = found and "replicas=1 " not in outcome.environment
+            found = found and check_history(outcome.history).verdict == "linearizable"
+        elif name == "linearizability":
+            found = result.invariant == "linearizability" or (
+                result.status == "ok"
+                and check_history(outcome.history).verdict == "not_linearizable"
+            )
+        else:
+            found = result.kind == "liveness"
+        if found:
+            return name, seed, bugs
+    raise AssertionError(f"no seed below {SCAN_SEEDS_MAX} shows {name}")
+
+
+def run_cli(seed: int, bugs: tuple[str, ...], report: Path) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "voprd", "--once", "--seed", str(seed)]
+    for bug in bugs:
+        args += ["--bug", bug]
+    return subprocess.run(
+        [*args, "--report", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def picture_in(page: str) -> RunPicture:
+    return msgspec.convert(embedded_data(page)["picture"], RunPicture)
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="chromium not installed (.ci/run installs it)")
+@pytest.mark.parametrize("case", ["pass", "linearizability", "liveness"])
+def test_cli_report_of_a_real_run_loads_in_chromium(case: str, tmp_path: Path) -> None:
+    name, seed, bugs = first_seed(case)
+    report = tmp_path / f"sim-{name}.html"
+    proc = run_cli(seed, bugs, report)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert f"report written to {report}" in proc.stderr
+    page = report.read_text(encoding="utf-8")
+    assert len(page.encode()) <= REPORT_BYTES_MAX
+    assert_self_contained(page)
+    picture = picture_in(page)
+    result = asyncio.run(load_page(report, PROBES, ARTIFACTS / f"report-sim-{name}.png"))
+    assert result.console_errors == []
+    assert len(result.requests) == 1
+    probes = result.probes
+    fault_ids = sorted(f.id for f in picture.faults)
+    assert fault_ids, "every chosen seed injects faults"
+    assert sorted(probes["fault_rows"]) == fault_ids
+    assert sorted(set(probes["faults_whole_run"])) == fault_ids
+    assert probes["messages_drawn"] > 0
+    assert "client operation #" in probes["hover"]
+    if name == "pass":
+        assert proc.returncode == 0
+        assert probes["badge"] == "PASSED"
+        assert picture.linearizability.verdict == "linearizable"
+        assert probes["highlighted"] == []
+    elif name == "linearizability":
+        assert probes["badge"] == "FAILED: invariant · linearizability"
+        lin = picture.linearizability
+        assert lin.verdict == "not_linearizable" and lin.explanations
+        blocker = lin.explanations[0].blocker
+        assert blocker is not None
+        # The blocker and the end of the longest order are in the initial (focused) view.
+        assert blocker in probes["highlighted"]
+        assert set(lin.explanations[0].prefix[-3:]) <= set(probes["highlighted"])
+        assert probes["blockers"] == 1
+    else:
+        assert proc.returncode == 1
+        assert probes["badge"] == "FAILED: liveness · liveness"
+        assert picture.verdict.failure_us is not None
+        assert any(m.label.startswith("liveness core") for m in picture.markers)
+        assert "did not finish" in (picture.verdict.message or "")
+
+
+def test_picture_matches_the_run_it_reports() -> None:
+    _name, seed, bugs = first_seed("liveness")
+    options = RunOptions(bugs=bugs)
+    outcome = simulate(seed, options, record_trace=True)
+    picture = picture_for_seed(seed, options)
+    assert outcome.trace is not None
+    trace = outcome.trace
+    assert picture.verdict.trace_hash == outcome.result.trace_hash
+    assert picture.verdict.status == outcome.result.status == "failed"
+    assert len(picture.ops) == len(outcome.history)
+    assert [(o.call_us, o.return_us) for o in picture.ops] == [
+        (h.call_us, h.return_us) for h in outcome.history
+    ]
+    count = {k: sum(e.kind == k for e in trace) for k in ("crash", "deliver", "commit")}
+    assert sum(f.kind == "crash" for f in picture.faults) == count["crash"]
+    assert sum(e.kind == "commit" for e in picture.node_events) == count["commit"]
+    arrived = [m for m in picture.messages if m.deliver_us is not None]
+    # Every arrival in the trace is a drawn message (delivered, or dropped at a down receiver).
+    assert len(arrived) == count["deliver"]
+    for message in picture.messages:
+        assert 0 <= message.src < len(picture.nodes) and 0 <= message.dst < len(picture.nodes)
+        assert message.deliver_us is None or message.deliver_us >= message.send_us
+
+
+def test_report_is_deterministic_in_seed_and_options() -> None:
+    _name, seed, bugs = first_seed("linearizability")
+    first = build_report(seed, RunOptions(bugs=bugs))
+    assert build_report(seed, RunOptions(bugs=bugs)) == first
+    assert re.search(r'id="verdict">FAILED', first)
+
+
+def test_reports_need_the_builtin_target() -> None:
+    with pytest.raises(ValueError, match="builtin"):
+        build_report(1, RunOptions(target="exec", exec_cmd="true"))

@@ -1,0 +1,279 @@
+"""RunPicture from a simulator run: rerun the seed with its trace, keep every message put on the
+network, check the client history, and translate it all into the report's model.
+
+The trace records a delivered message only at its arrival, so `_RecordingSimulation` also notes
+each message when it is queued (send and arrival time). It only observes: the run's trace hash is
+checked against the plain run's, so the picture is of exactly the run `voprd --once` reports.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from voprd.check.checker import DEFAULT_BUDGET_MS, check_history
+from voprd.check.formats import from_history_ops
+from voprd.check.history import HistoryOp
+from voprd.check.models import get_model
+from voprd.check.search import SearchOutcome, fast_search
+from voprd.options import RunOptions, reproduce_command
+from voprd.report.model import (
+    ClientOp,
+    FaultEvent,
+    Linearizability,
+    LinExplanation,
+    Message,
+    Node,
+    NodeEvent,
+    RunConfig,
+    RunPicture,
+    TimeMarker,
+    Verdict,
+    op_outcome,
+)
+from voprd.sim.cluster import EV_DELIVER, Simulation
+from voprd.sim.run import simulate
+from voprd.sim.trace import TraceEvent
+from voprd.vsr.messages import MESSAGE_NAMES, describe
+
+# Bound on the search that rebuilds the explanation of a refuted key (the checker already decided
+# it, so this only repeats the search on one part).
+EXPLAIN_STEPS_MAX = 5_000_000
+_EXPLAIN_SLICE_STEPS = 65_536
+_DROP_KINDS = frozenset({"drop_partition", "drop_loss", "drop_capacity"})
+_STORAGE_KINDS = frozenset({"disk_write_error", "disk_misdirect", "disk_torn", "disk_read_corrupt"})
+_NODE_NAME = re.compile(r"^([rc])(\d+)$")
+
+
+class _RecordingSimulation(Simulation):
+    """The simulation, also keeping (send_us, arrival_us, src, dst, message) per queued message."""
+
+    def __init__(self, seed: int, options: RunOptions) -> None:
+        self.queued: list[tuple[int, int, int, int, Any]] = []
+        super().__init__(seed, options, record_trace=True)
+        # What the seed drew, before the liveness phase changes any of it.
+        plan = self.plan
+        self.drawn = {name: str(getattr(plan, name)) for name in sorted(type(plan).__slots__)}
+
+    def _push(self, time_us: int, kind: int, a: int, b: Any) -> None:
+        if kind == EV_DELIVER:
+            self.queued.append((self.now, time_us, b[1], a, b))
+        super()._push(time_us, kind, a, b)
+
+
+def _node_index(name: str, replicas: int) -> int | None:
+    found = _NODE_NAME.match(name)
+    if found is None:
+        return None
+    number = int(found.group(2))
+    return number if found.group(1) == "r" else replicas + number
+
+
+def _partition_nodes(detail: str, replicas: int) -> list[int]:
+    """The side a partition cuts off: `isolate r1` -> [1]; `[0] <-/-> [1, 2]` -> [0]."""
+    isolated = re.match(r"isolate r(\d+)", detail)
+    if isolated:
+        return [int(isolated.group(1))]
+    side = re.match(r"\[([\d, ]*)\]", detail)
+    if side:
+        return [int(x) for x in side.group(1).split(",") if x.strip()]
+    return list(range(replicas))
+
+
+def _messages(
+    sim: _RecordingSimulation, trace: list[TraceEvent], replicas: int
+) -> list[Message]:
+    end_us = sim.now
+    # Arrivals at a crashed or paused replica are dropped there (`drop_down` at arrival time).
+    dropped_at_arrival: dict[tuple[int, int, int, str], int] = {}
+    drops_at_send: list[Message] = []
+    for event in trace:
+        if event.kind == "drop_down":
+            node, peer = _node_index(event.node, replicas), _node_index(event.peer, replicas)
+            if node is not None and peer is not None:
+                key = (event.time_us, peer, node, event.detail)
+                dropped_at_arrival[key] = dropped_at_arrival.get(key, 0) + 1
+        elif event.kind in _DROP_KINDS:
+            node, peer = _node_index(event.node, replicas), _node_index(event.peer, replicas)
+            if node is not None and peer is not None:
+                kind = event.detail.split(" ", 1)[0] if event.detail else "message"
+                drops_at_send.append(Message(
+                    event.time_us, None, node, peer, kind, "dropped",
+                    f"{event.kind}: {event.detail}",
+                ))
+    messages: list[Message] = []
+    for send_us, arrive_us, src, dst, msg in sim.queued:
+        name = MESSAGE_NAMES[msg[0]]
+        key = (arrive_us, src, dst, name)
+        if arrive_us > end_us:
+            messages.append(Message(send_us, None, src, dst, name, "in_flight", describe(msg)))
+        elif dropped_at_arrival.get(key, 0) > 0:
+            dropped_at_arrival[key] -= 1
+            messages.append(Message(
+                send_us, arrive_us, src, dst, name, "dropped",
+                "drop_down (receiver crashed or paused): " + describe(msg),
+            ))
+        else:
+            messages.append(Message(send_us, arrive_us, src, dst, name, "delivered", describe(msg)))
+    messages.extend(drops_at_send)
+    messages.sort(key=lambda m: (m.send_us, m.src, m.dst))
+    return messages
+
+
+def _events_and_faults(
+    trace: list[TraceEvent], replicas: int, end_us: int
+) -> tuple[list[NodeEvent], list[FaultEvent], list[TimeMarker]]:
+    events: list[NodeEvent] = []
+    faults: list[FaultEvent] = []
+    markers: list[TimeMarker] = []
+    open_interval: dict[tuple[str, int], FaultEvent] = {}
+    open_partition: FaultEvent | None = None
+    normal_view: dict[int, str] = {}
+
+    def add_fault(kind: str, start_us: int, nodes: list[int], detail: str) -> FaultEvent:
+        fault = FaultEvent(id=len(faults), kind=kind, start_us=start_us, nodes=nodes,
+                           detail=detail)
+        faults.append(fault)
+        return fault
+
+    for event in trace:
+        kind, t = event.kind, event.time_us
+        node = _node_index(event.node, replicas)
+        if kind == "phase":
+            markers.append(TimeMarker(time_us=t, label=event.detail.split(" replicas=")[0]))
+        elif kind == "partition":
+            open_partition = add_fault(
+                "partition", t, _partition_nodes(event.detail, replicas), event.detail
+            )
+        elif kind == "heal" and open_partition is not None:
+            open_partition.end_us = t
+            open_partition = None
+        elif node is None:
+            continue
+        elif kind in ("crash", "pause"):
+            open_interval[(kind, node)] = add_fault(kind, t, [node], event.detail)
+            events.append(NodeEvent(t, node, kind, event.detail))
+        elif kind in ("restart", "resume"):
+            started = open_interval.pop(("crash" if kind == "restart" else "pause", node), None)
+            if started is not None:
+                started.end_us = t
+            events.append(NodeEvent(t, node, kind, event.detail))
+        elif kind == "clock_skew":
+            fault = add_fault("clock", t, [node], event.detail)
+            fault.end_us = end_us
+        elif kind in _STORAGE_KINDS:
+            add_fault("storage", t, [node], f"{kind} {event.detail}")
+        elif kind == "commit":
+            events.append(NodeEvent(t, node, "commit", event.detail))
+        elif kind == "status":
+            status, _, rest = event.detail.partition(" ")
+            view = rest.split(" ", 1)[0]
+            # A view change ends when the replica is normal in a new view: that is the diamond.
+            if status == "normal" and normal_view.get(node) != view:
+                normal_view[node] = view
+                label = view.replace("=", " ") + ", " + rest
+                events.append(NodeEvent(t, node, "view_change", label))
+            elif status == "view_change":
+                events.append(NodeEvent(t, node, "view_change_start", rest))
+            elif status != "normal":
+                events.append(NodeEvent(t, node, status, rest))
+        elif kind in ("log_installed", "retry"):
+            events.append(NodeEvent(t, node, kind, event.detail))
+    for fault in [*open_interval.values(), *([open_partition] if open_partition else [])]:
+        fault.open_ended = True
+    return events, faults, markers
+
+
+def _explanation(history: list[HistoryOp], key: str) -> LinExplanation | None:
+    """The longest linearizable order and the blocking operation for one refuted key."""
+    model = get_model("kv")
+    parts = model.partition(from_history_ops(enumerate(history, start=1)))
+    part = next((p for p in parts if p and p[0].key == key), None)
+    if part is None:
+        return None
+    search = fast_search(model, part, _EXPLAIN_SLICE_STEPS)
+    outcome: SearchOutcome | None = None
+    used = 0
+    try:
+        used = next(search)
+        while used < EXPLAIN_STEPS_MAX:
+            used = search.send(used + _EXPLAIN_SLICE_STEPS)
+    except StopIteration as stop:
+        outcome = stop.value
+    search.close()
+    if outcome is None or outcome.linearizable:
+        return None
+    return LinExplanation(
+        key=key,
+        prefix=[part[i].line for i in outcome.prefix],
+        blocker=None if outcome.blocker is None else part[outcome.blocker].line,
+        state_after_prefix=model.describe_state(outcome.blocker_state),
+    )
+
+
+def _linearizability(history: list[HistoryOp]) -> Linearizability:
+    verdict = check_history(history, model="kv", budget_ms=DEFAULT_BUDGET_MS)
+    lin = Linearizability(verdict=verdict.verdict, model="kv")
+    if verdict.verdict == "unknown":
+        lin.message = verdict.explanation
+    for key in verdict.failing_keys:
+        explanation = _explanation(history, key)
+        if explanation is not None:
+            lin.explanations.append(explanation)
+    return lin
+
+
+def picture_for_seed(seed: int, options: RunOptions) -> RunPicture:
+    """Run `seed` (as `voprd --once` does) and again with recording; picture the run."""
+    official = simulate(seed, options)
+    result = official.result
+    sim = _RecordingSimulation(seed, options)
+    sim.run()
+    # The recording run must be the very run that was reported.
+    assert sim.trace_hash() == result.trace_hash, "recording changed the run"
+    trace = sim.trace() or []
+    replicas = sim.n
+    history = sim.history_ops()
+    nodes = [Node(name=f"r{r}", kind="replica") for r in range(replicas)]
+    nodes += [Node(name=f"c{c}", kind="client") for c in range(len(sim.clients))]
+    ops = [
+        ClientOp(
+            id=line, process=op.process, key=op.key, op=op.op, call_us=op.call_us,
+            return_us=op.return_us, value=op.value, expected=op.expected, output=op.output,
+            outcome=op_outcome(op.op, op.return_us, op.output),
+        )
+        for line, op in enumerate(history, start=1)
+    ]
+    end_us = sim.now
+    events, faults, markers = _events_and_faults(trace, replicas, end_us)
+    lin = _linearizability(history)
+    status, kind, invariant, message = result.status, result.kind, result.invariant, result.message
+    if status == "ok" and lin.verdict == "not_linearizable":
+        # The simulator reports this itself once the checker is in its HISTORY_CHECKS.
+        status, kind, invariant = "failed", "invariant", "linearizability"
+        message = check_history(history, model="kv").explanation
+    failure_us = next(
+        (m.time_us for m in reversed(markers)
+         if m.label.startswith(("violation", "liveness failure", "exception"))),
+        None,
+    )
+    return RunPicture(
+        config=RunConfig(
+            seed=seed, target=options.target, faults=list(options.faults),
+            bugs=list(options.bugs), max_events=options.max_events, replica_count=replicas,
+            client_count=len(sim.clients), drawn=sim.drawn,
+        ),
+        verdict=Verdict(
+            status=status, kind=kind, invariant=invariant, message=message,
+            failure_us=failure_us, events=result.events, simulated_time_us=end_us,
+            trace_hash=result.trace_hash, bounds_reached=list(result.bounds_reached),
+        ),
+        reproduce=reproduce_command(seed, options),
+        nodes=nodes,
+        ops=ops,
+        linearizability=lin,
+        messages=_messages(sim, trace, replicas),
+        node_events=events,
+        faults=faults,
+        markers=markers,
+    )
