@@ -13,6 +13,7 @@ import base64
 import os
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,6 +80,10 @@ def deployed() -> Iterator[Deployed]:
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         }
         endpoint = f"http://{host}:{port}"
+        # moto's backends are process-wide: clear what other tests' servers left behind.
+        urllib.request.urlopen(
+            urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10
+        ).close()
         # The guide's quick-start command, plus the emulator's endpoint.
         proc = subprocess.run(
             [
