@@ -628,6 +628,10 @@ class Replica:
             if len(self.recovery_responses) < self.quorum:
                 return
             view_max = max(r[2] for r in self.recovery_responses.values())
+            if view_max < self.view:
+                # We promised (StartViewChange/DoViewChange) not to go back below self.view
+                # before crashing; wait until a view at least that high is known.
+                return
             chosen = self.recovery_responses.get(view_max % self.n)
             if chosen is None or chosen[2] != view_max or chosen[4] is None:
                 return
