@@ -13,8 +13,10 @@ The replica is a pure state machine driven by the simulator: `on_message`, `on_t
 - state transfer (a replica that missed a StartView) collects the primary's log after its commit
   number in a separate buffer and installs it only when complete;
 - a restarted replica with an intact log starts a view change (it never resumes as primary of its
-  old view); one whose log is damaged (checksum, misplaced sector, gap) runs the recovery protocol
-  and does not vote until it has the current primary's log.
+  old view); one whose log is damaged (checksum or misplaced sector) runs the recovery protocol
+  and does not vote until it has the log of the current primary of a view at least as high as
+  the one it last promised. A gap (writes lost at a crash) just ends the log: entries after it
+  were never acknowledged.
 """
 
 from __future__ import annotations
