@@ -16,9 +16,27 @@ from voprd.options import RunOptions
 from voprd.sim.faults import FaultPlan
 from voprd.sim.prng import Streams
 from voprd.sim.storage import Disk
-from voprd.sim.trace import NODE_SIM, K, Record, Trace, build_trace, node_name, trace_hash
+from voprd.sim.trace import (
+    KINDS,
+    NODE_SIM,
+    QUIET_KINDS,
+    K,
+    Record,
+    Trace,
+    build_trace,
+    format_event,
+    node_name,
+    trace_hash,
+)
 from voprd.vsr.client import Client, Workload
-from voprd.vsr.messages import MESSAGE_NAMES, Entry, Message, Operation, describe
+from voprd.vsr.messages import (
+    MESSAGE_NAMES,
+    Entry,
+    Message,
+    Operation,
+    describe,
+    operation_text,
+)
 from voprd.vsr.replica import NORMAL, STATUS_NAMES, Replica
 from voprd.vsr.state_machine import Result
 
@@ -387,8 +405,8 @@ class Simulation:
         self.replicas[r] = replica
         self._fault(r, "restart", len(log), int(damaged),
                     detail=f"log ops={len(log)} damaged={damaged} view={disk.superblock[0]}")
-        view, last_normal_view, lnv_base = disk.superblock
-        replica.restart(log, view, last_normal_view, lnv_base, damaged)
+        view, last_normal_view, _ = disk.superblock
+        replica.restart(log, view, last_normal_view, damaged)
         self.commit_seen[r] = replica.commit
         self._push(self.now + 1 + self.plan.offset_us[r], EV_TICK, r, inc)
 
@@ -409,12 +427,16 @@ class Simulation:
         ):
             ok = False
             self._fault(replica, "disk_write_error", slot, detail=f"slot {slot}")
-        elif (plan.misdirect_ppm and replica in self.faulty and commit >= 1 and not healthy
-              and rng.chance(plan.misdirect_ppm)):
-            slot = rng.between(1, commit)
-            if slot != entry[0]:
-                self._fault(replica, "disk_misdirect", entry[0], slot,
-                            detail=f"slot {entry[0]} written to {slot}")
+        elif (plan.misdirect_ppm and replica in self.faulty and min(commit, slot - 1) >= 1
+              and not healthy and rng.chance(plan.misdirect_ppm)):
+            # The atlas: the write lands on an earlier, committed, durable sector that nothing
+            # will rewrite, so reading the log back meets the misplaced sector before the gap.
+            target = rng.between(1, min(commit, slot - 1))
+            disk = self.disks[replica]
+            if target in disk.sectors and all(w[0] != target for w in disk.pending.values()):
+                self._fault(replica, "disk_misdirect", slot, target,
+                            detail=f"slot {slot} written to {target}")
+                slot = target
         write_id = self.disks[replica].submit(slot, entry, ok)
         self._push(self.now + latency_us, EV_DISK, replica, (self.incarnation[replica], write_id))
 
@@ -438,7 +460,12 @@ class Simulation:
         self.disks[replica].truncate(op_count)
 
     def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
-        self.disks[replica].superblock = (view, last_normal_view, lnv_base)
+        disk = self.disks[replica]
+        disk.superblock = (view, last_normal_view, lnv_base)
+        if lnv_base >= 0:
+            disk.begin_install()
+        else:
+            disk.end_install()
 
     # ---- invariants (ReplicaIO) -----------------------------------------------------------
     def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None:
@@ -505,7 +532,7 @@ class Simulation:
     # ---- clients (ClientIO) ---------------------------------------------------------------
     def history_call(self, client: int, operation: Operation) -> int:
         self.history.append([client - self.n, operation, self.now, None, None])
-        self._note(client, "call", len(self.history), 0, detail=describe_op(operation))
+        self._note(client, "call", len(self.history), 0, detail=operation_text(operation))
         return len(self.history) - 1
 
     def history_return(self, index: int, result: Result, op: int) -> None:
@@ -513,7 +540,7 @@ class Simulation:
         record[3] = self.now
         record[4] = result
         self._note(record[0] + self.n, "return", index + 1, op,
-                   detail=f"{describe_op(record[1])} -> {result!r} (op {op})")
+                   detail=f"{operation_text(record[1])} -> {result!r} (op {op})")
         if op > 0:
             if op > len(self.committed):
                 raise Violation(
@@ -616,8 +643,6 @@ class Simulation:
         return build_trace(self.records, self.details, self.peers, self.n)
 
     def trace_tail(self, count: int) -> list[str]:
-        from voprd.sim.trace import KINDS, QUIET_KINDS, format_event
-
         if self.record_trace:
             trace = self.trace()
             assert trace is not None
@@ -628,11 +653,3 @@ class Simulation:
             for t, node, k, a, b in tail
         ]
 
-
-def describe_op(operation: Operation) -> str:
-    name, key, value, expected = operation
-    if name == "get":
-        return f"get({key})"
-    if name == "cas":
-        return f"cas({key}, {expected!r}->{value!r})"
-    return f"{name}({key}, {value!r})"
