@@ -142,6 +142,11 @@ def explain(model: Model, part: Sequence[Operation], outcome: SearchOutcome) -> 
             f"then cannot linearize {_describe(model, part[outcome.blocker])} "
             f"(state after the prefix: {model.describe_state(outcome.blocker_state)})"
         )
+    if outcome.reason is not None:
+        lines.append(
+            f"  because afterwards {_describe(model, part[outcome.reason])} could never be "
+            f"linearized"
+        )
     return "\n".join(lines)
 
 

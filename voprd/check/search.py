@@ -78,6 +78,8 @@ class SearchOutcome(msgspec.Struct, kw_only=True):
     prefix: list[int] = msgspec.field(default_factory=list)
     blocker: int | None = None
     blocker_state: Any = None
+    # When bound (c) excluded the blocker: the pending read it would have made unreachable.
+    reason: int | None = None
 
 
 def _event_order(ops: Sequence[Operation]) -> list[tuple[int, int, int]]:
@@ -271,6 +273,7 @@ def fast_search(
     best: list[int] = []
     blocker: int | None = None
     blocker_state: Any = None
+    reason: int | None = None
 
     while True:
         # Arrived at a new configuration.
@@ -391,19 +394,25 @@ def fast_search(
             if len(stack) > len(best) or blocker is None:
                 best = [order[frame[0]] for frame in stack]
                 if dead >= 0:
-                    blocker = order[dead]
+                    blocker, reason = order[dead], None
                 else:
                     first_ret = nxt[0]
                     while entry_op[first_ret] >= 0:
                         first_ret = nxt[first_ret]
                     blocker = order[~entry_op[first_ret]] if first_ret != tail else None
+                    reason = None
+                    local = ~entry_op[first_ret]
+                    if target >= 0 and first_ret != tail and grows[local]:
+                        after = fns[local](state)
+                        if after is not ILLEGAL and not may_reach(after, local_ops[target]):
+                            reason = order[target]
                 blocker_state = state
             dead = -1
             while True:
                 if not stack:
                     return SearchOutcome(
                         linearizable=False, steps=steps, prefix=best, blocker=blocker,
-                        blocker_state=blocker_state,
+                        blocker_state=blocker_state, reason=reason,
                     )
                 failed_exact.add((linearized, state))
                 if n_opt:
