@@ -94,17 +94,15 @@ def _event_order(ops: Sequence[Operation]) -> list[tuple[int, int, int]]:
     return events
 
 
-def plain_search(model: Model, ops: Sequence[Operation], step_limit: int) -> SearchGen:
-    """Porcupine's algorithm, no pruning. Indices in the outcome refer to `ops`."""
-    count = len(ops)
-    pending = [i for i in sorted(range(count), key=lambda i: ops[i].call) if ops[i].ret is None]
-    events = _event_order(ops)
-    end_events = [(0, 1, i) for i in pending]
-    # Entry ids: 0 head, 1..2n events in time order, 2n+1 tail.
+def _linked_entries(
+    events: Sequence[tuple[int, int, int]], count: int
+) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+    """The doubly linked list of entries: ids 0 (head), 1..len(events) in the given order, and a
+    tail; entry_op[e] is the op index of a call entry and ~index of a return entry."""
     entry_op: list[int] = [0]
     call_entry = [0] * count
     ret_entry = [0] * count
-    for _time, kind, index in events + end_events:
+    for _time, kind, index in events:
         if kind == 0:
             call_entry[index] = len(entry_op)
             entry_op.append(index)
@@ -115,6 +113,17 @@ def plain_search(model: Model, ops: Sequence[Operation], step_limit: int) -> Sea
     entry_op.append(0)
     nxt = [*range(1, tail + 1), tail]
     prv = [0, *range(0, tail)]
+    return entry_op, call_entry, ret_entry, nxt, prv
+
+
+def plain_search(model: Model, ops: Sequence[Operation], step_limit: int) -> SearchGen:
+    """Porcupine's algorithm, no pruning. Indices in the outcome refer to `ops`."""
+    count = len(ops)
+    pending = [i for i in sorted(range(count), key=lambda i: ops[i].call) if ops[i].ret is None]
+    events = _event_order(ops)
+    end_events = [(0, 1, i) for i in pending]
+    entry_op, call_entry, ret_entry, nxt, prv = _linked_entries(events + end_events, count)
+    tail = len(entry_op) - 1
     fns = [model.compile(op) for op in ops]
     state: Any = model.init()
     linearized = 0
@@ -191,20 +200,8 @@ def fast_search(
     local_ops = [ops[i] for i in order]
     m, count = len(mandatory), len(order)
     events = _event_order(local_ops[:m])
-    entry_op: list[int] = [0]
-    call_entry = [0] * m
-    ret_entry = [0] * m
-    for _time, kind, index in events:
-        if kind == 0:
-            call_entry[index] = len(entry_op)
-            entry_op.append(index)
-        else:
-            ret_entry[index] = len(entry_op)
-            entry_op.append(~index)
-    tail = len(entry_op)
-    entry_op.append(0)
-    nxt = [*range(1, tail + 1), tail]
-    prv = [0, *range(0, tail)]
+    entry_op, call_entry, ret_entry, nxt, prv = _linked_entries(events, m)
+    tail = len(entry_op) - 1
     event_times = [time for time, _kind, _index in events]
     # An optional op is a candidate when the walk stops at return entry e iff its call is
     # earlier than e: the number of mandatory events before its call is < e.
