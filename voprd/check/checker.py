@@ -62,6 +62,8 @@ def check_operations(
     clock: Callable[[], float] = time.perf_counter,
 ) -> Verdict:
     """Decide linearizability of `ops` under `model` within the budgets."""
+    if budget_ms is None and max_steps is None:
+        raise ValueError("a check needs a budget: budget_ms and/or max_steps")
     validate_ops(model, ops)
     started = clock()
     deadline = None if budget_ms is None else started + budget_ms / 1000.0

@@ -216,12 +216,15 @@ def fast_search(
         for k, op in enumerate(local_ops):
             groups.setdefault(_identity(op), []).append(k)
         for members in groups.values():
-            for b in members:
-                ob = local_ops[b]
-                for a in members:
-                    oa = local_ops[a]
-                    if oa.call < ob.call and _ret_key(oa) < _ret_key(ob):
-                        pre[b] |= bits[a]
+            # Any subset of the "a before b" constraints is sound; the latest-called predecessor
+            # (found within a bounded look-back, to keep setup linear) carries the chain.
+            members.sort(key=lambda k: local_ops[k].call)
+            for position, b in enumerate(members):
+                ret_b = _ret_key(local_ops[b])
+                for a in reversed(members[max(0, position - SYMMETRY_LOOKBACK):position]):
+                    if _ret_key(local_ops[a]) < ret_b:
+                        pre[b] = bits[a]
+                        break
     # Bound (c): for each read-only op, the resetting ops that could run before it returns.
     bounded = [False] * count
     reach_mask = [0] * count
@@ -431,6 +434,7 @@ def fast_search(
 
 
 DOMINANCE_MASKS_MAX = 8
+SYMMETRY_LOOKBACK = 32
 
 
 def _remember_failed(
