@@ -229,15 +229,27 @@ def fast_search(
     bounded = [False] * count
     reach_mask = [0] * count
     if prune_bound:
-        resetting = [k for k in range(count) if model.resets(local_ops[k])]
+        resetting = sorted((k for k in range(count) if model.resets(local_ops[k])),
+                           key=lambda k: local_ops[k].call)
+        reset_calls = [local_ops[k].call for k in resetting]
+        # prefix_mask[i]: every resetting op among the i earliest-called ones.
+        prefix_mask = [0]
+        for k in resetting:
+            prefix_mask.append(prefix_mask[-1] | bits[k])
         for k in range(m):
             op = local_ops[k]
             if model.read_only(op) and not op.unknown:
                 bounded[k] = True
                 ret = op.ret
                 assert ret is not None
-                for j in resetting:
-                    if local_ops[j].call < ret and model.helps(local_ops[j], op):
+                before = _count_before(reset_calls, ret)
+                if before > HELPS_REFINE_MAX:
+                    # Counting every earlier reset (helping or not) only weakens the bound;
+                    # it keeps the setup linear for long single-key histories.
+                    reach_mask[k] = prefix_mask[before]
+                    continue
+                for j in resetting[:before]:
+                    if model.helps(local_ops[j], op):
                         reach_mask[k] |= bits[j]
     may_reach = model.may_reach
     grows = [prune_bound and not model.resets(op) and not model.read_only(op) for op in local_ops]
@@ -435,6 +447,7 @@ def fast_search(
 
 DOMINANCE_MASKS_MAX = 8
 SYMMETRY_LOOKBACK = 32
+HELPS_REFINE_MAX = 256
 
 
 def _remember_failed(
