@@ -147,3 +147,26 @@ def test_check_history_verdict_fields_and_step_budget() -> None:
     starved = check_history(bad, budget_ms=None, max_steps=1)
     assert starved.verdict == "unknown"
     assert "budget" in starved.explanation
+
+
+def test_every_check_needs_a_budget_and_step_budgets_are_deterministic() -> None:
+    ops = [hop(i, "append", i * 10, i * 10 + 50, key=str(i % 2), value=str(i)) for i in range(12)]
+    ops.append(hop(30, "get", 500, 510, key="0", output="02468a"))
+    with pytest.raises(ValueError, match="budget"):
+        check_history(ops, budget_ms=None, max_steps=None)
+    first = check_history(ops, budget_ms=None, max_steps=10**5)
+    second = check_history(ops, budget_ms=None, max_steps=10**5)
+    assert first.verdict == "not_linearizable"
+    assert (first.steps, first.explanation) == (second.steps, second.explanation)
+
+
+def test_time_budget_gives_unknown() -> None:
+    # Bound (c) off and many concurrent appends: far more work than a 1 ms budget allows.
+    ops = [Operation(process=i, f="append", value=f"<{i}>", call=i + 1, ret=100 + i)
+           for i in range(14)]
+    ops.append(Operation(process=99, f="get", output="<13>", call=200, ret=201))
+    ticks = iter(range(10**6))
+    verdict = check_operations(ops, KV, budget_ms=1.0, prunings={"prune_bound": False},
+                               clock=lambda: next(ticks) / 1000.0)
+    assert verdict.verdict == "unknown"
+    assert "budget exhausted (1 ms)" in verdict.explanation

@@ -23,7 +23,9 @@ A model is a small object (see `Model`), in the spirit of Porcupine's `Init/Step
   be True whenever some state that extends `s` makes the read-only `op` legal. When no
   resetting operation can still be linearized before a read-only `op` returns and
   `may_reach(s, op)` is False, `op` can never become legal and the configuration is dead.
-  `resets` returning True and `may_reach` returning True switch the bound off (always sound).
+  `helps(reset, op)` may narrow which resetting operations count: it must be True whenever
+  some state that extends `step(s, reset)` (for some s) makes `op` legal.
+  `resets` returning True, `helps` and `may_reach` returning True switch the bound off.
 - `describe(op)` / `describe_state(state)` -> short human text for explanations.
 
 To add a model: write a class with these methods (subclass `BaseModel` for the defaults),
@@ -91,6 +93,8 @@ class Model(Protocol):
 
     def may_reach(self, state: State, op: Operation) -> bool: ...
 
+    def helps(self, reset: Operation, op: Operation) -> bool: ...
+
     def describe(self, op: Operation) -> str: ...
 
     def describe_state(self, state: State) -> str: ...
@@ -128,6 +132,9 @@ class BaseModel:
     def may_reach(self, state: State, op: Operation) -> bool:
         return True
 
+    def helps(self, reset: Operation, op: Operation) -> bool:
+        return True
+
     def describe(self, op: Operation) -> str:
         args = ", ".join(repr(v) for v in (op.expected, op.value) if v is not None)
         if op.unknown:
@@ -138,6 +145,21 @@ class BaseModel:
 
     def describe_state(self, state: State) -> str:
         return repr(state)
+
+
+def _cas_step(state: State, op: Operation) -> Any:
+    """cas(expected, value): swaps iff the state is `expected`; a known output must agree."""
+    swapped = state == op.expected
+    if not op.unknown and swapped != (op.output is True):
+        return ILLEGAL
+    return op.value if swapped else state
+
+
+def _compile_cas(op: Operation) -> StepFn:
+    expected, new = op.expected, op.value
+    if op.output is True:
+        return lambda s: new if s == expected else ILLEGAL
+    return lambda s: ILLEGAL if s == expected else s
 
 
 class RegisterModel(BaseModel):
@@ -163,12 +185,7 @@ class RegisterModel(BaseModel):
         if f == "write":
             return op.value
         if f == "cas":
-            swapped = state == op.expected
-            if op.unknown:
-                return op.value if swapped else state
-            if swapped != (op.output is True):
-                return ILLEGAL
-            return op.value if swapped else state
+            return _cas_step(state, op)
         raise ValueError(f"register model: unknown operation {f!r}")
 
     def compile(self, op: Operation) -> StepFn:
@@ -182,10 +199,7 @@ class RegisterModel(BaseModel):
             value = op.value
             return lambda s: value
         if f == "cas":
-            expected, new = op.expected, op.value
-            if op.output is True:
-                return lambda s: new if s == expected else ILLEGAL
-            return lambda s: ILLEGAL if s == expected else s
+            return _compile_cas(op)
         raise ValueError(f"register model: unknown operation {f!r}")
 
     def read_only(self, op: Operation) -> bool:
@@ -197,6 +211,13 @@ class RegisterModel(BaseModel):
     def may_reach(self, state: State, op: Operation) -> bool:
         # Only read-only operations can follow, so the state stays what it is.
         return self.step(state, op) is not ILLEGAL
+
+    def helps(self, reset: Operation, op: Operation) -> bool:
+        # A write or cas that sets V (if it takes effect) only helps a read of V, or a failed
+        # cas expecting something other than V.
+        if op.f == "read":
+            return reset.value == op.output
+        return reset.value != op.expected
 
     def describe_state(self, state: State) -> str:
         return "no value" if state is None else repr(state)
@@ -232,12 +253,7 @@ class KvModel(BaseModel):
         if f == "append":
             return state + str(op.value)
         if f == "cas":
-            swapped = state == op.expected
-            if op.unknown:
-                return op.value if swapped else state
-            if swapped != (op.output is True):
-                return ILLEGAL
-            return op.value if swapped else state
+            return _cas_step(state, op)
         raise ValueError(f"kv model: unknown operation {f!r}")
 
     def compile(self, op: Operation) -> StepFn:
@@ -254,10 +270,7 @@ class KvModel(BaseModel):
             suffix = str(op.value)
             return lambda s: s + suffix
         if f == "cas":
-            expected, new = op.expected, op.value
-            if op.output is True:
-                return lambda s: new if s == expected else ILLEGAL
-            return lambda s: ILLEGAL if s == expected else s
+            return _compile_cas(op)
         raise ValueError(f"kv model: unknown operation {f!r}")
 
     def read_only(self, op: Operation) -> bool:
@@ -270,6 +283,12 @@ class KvModel(BaseModel):
         if op.f == "get" and not op.unknown:
             assert isinstance(state, str)
             return self._got(op).startswith(state)
+        return True
+
+    def helps(self, reset: Operation, op: Operation) -> bool:
+        # put/cas set V, and appends then extend V: only reads of strings starting with V.
+        if op.f == "get" and not op.unknown:
+            return self._got(op).startswith(str(reset.value))
         return True
 
     def describe_state(self, state: State) -> str:

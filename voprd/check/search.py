@@ -43,9 +43,13 @@ tests hold the fast search to, and the baseline of the benchmarks.
    Unknown operations all return at the end in call order, so identical ones always qualify.
 
 (c) `prune_bound`. A model-specific bound (see `voprd.check.models`): if no unlinearized
-   resetting operation has a call before the return of a pending read-only operation r, every
-   operation linearized before r only moves the state forward in the model's extension order, so
-   if `may_reach(s, r)` is False, r can never be placed: the configuration is dead. For the kv
+   resetting operation that `helps` r has a call before the return of a pending read-only
+   operation r, then r can only become legal in a state that extends the current one: the last
+   reset before r (if any) must help r, else the state after it (and its forward moves) never
+   makes r legal; no helping reset can still run before r returns; so every op between now
+   and r moves the state forward. If `may_reach(s, r)` is False, r can never be placed: the
+   configuration is dead. The same argument prunes a candidate that only moves the state
+   forward (not a reset) when it makes such a pending r unreachable (`target` below). For the kv
    model: with no put/cas left that could run first, a get must return a string that starts
    with the current state; for the register: with no write/cas left, a read must match now.
 
@@ -74,6 +78,8 @@ class SearchOutcome(msgspec.Struct, kw_only=True):
     prefix: list[int] = msgspec.field(default_factory=list)
     blocker: int | None = None
     blocker_state: Any = None
+    # When bound (c) excluded the blocker: the pending read it would have made unreachable.
+    reason: int | None = None
 
 
 def _event_order(ops: Sequence[Operation]) -> list[tuple[int, int, int]]:
@@ -88,17 +94,15 @@ def _event_order(ops: Sequence[Operation]) -> list[tuple[int, int, int]]:
     return events
 
 
-def plain_search(model: Model, ops: Sequence[Operation], step_limit: int) -> SearchGen:
-    """Porcupine's algorithm, no pruning. Indices in the outcome refer to `ops`."""
-    count = len(ops)
-    pending = [i for i in sorted(range(count), key=lambda i: ops[i].call) if ops[i].ret is None]
-    events = _event_order(ops)
-    end_events = [(0, 1, i) for i in pending]
-    # Entry ids: 0 head, 1..2n events in time order, 2n+1 tail.
+def _linked_entries(
+    events: Sequence[tuple[int, int, int]], count: int
+) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+    """The doubly linked list of entries: ids 0 (head), 1..len(events) in the given order, and a
+    tail; entry_op[e] is the op index of a call entry and ~index of a return entry."""
     entry_op: list[int] = [0]
     call_entry = [0] * count
     ret_entry = [0] * count
-    for _time, kind, index in events + end_events:
+    for _time, kind, index in events:
         if kind == 0:
             call_entry[index] = len(entry_op)
             entry_op.append(index)
@@ -109,6 +113,17 @@ def plain_search(model: Model, ops: Sequence[Operation], step_limit: int) -> Sea
     entry_op.append(0)
     nxt = [*range(1, tail + 1), tail]
     prv = [0, *range(0, tail)]
+    return entry_op, call_entry, ret_entry, nxt, prv
+
+
+def plain_search(model: Model, ops: Sequence[Operation], step_limit: int) -> SearchGen:
+    """Porcupine's algorithm, no pruning. Indices in the outcome refer to `ops`."""
+    count = len(ops)
+    pending = [i for i in sorted(range(count), key=lambda i: ops[i].call) if ops[i].ret is None]
+    events = _event_order(ops)
+    end_events = [(0, 1, i) for i in pending]
+    entry_op, call_entry, ret_entry, nxt, prv = _linked_entries(events + end_events, count)
+    tail = len(entry_op) - 1
     fns = [model.compile(op) for op in ops]
     state: Any = model.init()
     linearized = 0
@@ -185,20 +200,8 @@ def fast_search(
     local_ops = [ops[i] for i in order]
     m, count = len(mandatory), len(order)
     events = _event_order(local_ops[:m])
-    entry_op: list[int] = [0]
-    call_entry = [0] * m
-    ret_entry = [0] * m
-    for _time, kind, index in events:
-        if kind == 0:
-            call_entry[index] = len(entry_op)
-            entry_op.append(index)
-        else:
-            ret_entry[index] = len(entry_op)
-            entry_op.append(~index)
-    tail = len(entry_op)
-    entry_op.append(0)
-    nxt = [*range(1, tail + 1), tail]
-    prv = [0, *range(0, tail)]
+    entry_op, call_entry, ret_entry, nxt, prv = _linked_entries(events, m)
+    tail = len(entry_op) - 1
     event_times = [time for time, _kind, _index in events]
     # An optional op is a candidate when the walk stops at return entry e iff its call is
     # earlier than e: the number of mandatory events before its call is < e.
@@ -213,27 +216,43 @@ def fast_search(
         for k, op in enumerate(local_ops):
             groups.setdefault(_identity(op), []).append(k)
         for members in groups.values():
-            for b in members:
-                ob = local_ops[b]
-                for a in members:
-                    oa = local_ops[a]
-                    if oa.call < ob.call and _ret_key(oa) < _ret_key(ob):
-                        pre[b] |= bits[a]
+            # Any subset of the "a before b" constraints is sound; the latest-called predecessor
+            # (found within a bounded look-back, to keep setup linear) carries the chain.
+            members.sort(key=lambda k: local_ops[k].call)
+            for position, b in enumerate(members):
+                ret_b = _ret_key(local_ops[b])
+                for a in reversed(members[max(0, position - SYMMETRY_LOOKBACK):position]):
+                    if _ret_key(local_ops[a]) < ret_b:
+                        pre[b] = bits[a]
+                        break
     # Bound (c): for each read-only op, the resetting ops that could run before it returns.
     bounded = [False] * count
     reach_mask = [0] * count
     if prune_bound:
-        resetting = [k for k in range(count) if model.resets(local_ops[k])]
+        resetting = sorted((k for k in range(count) if model.resets(local_ops[k])),
+                           key=lambda k: local_ops[k].call)
+        reset_calls = [local_ops[k].call for k in resetting]
+        # prefix_mask[i]: every resetting op among the i earliest-called ones.
+        prefix_mask = [0]
+        for k in resetting:
+            prefix_mask.append(prefix_mask[-1] | bits[k])
         for k in range(m):
             op = local_ops[k]
             if model.read_only(op) and not op.unknown:
                 bounded[k] = True
                 ret = op.ret
                 assert ret is not None
-                for j in resetting:
-                    if local_ops[j].call < ret:
+                before = _count_before(reset_calls, ret)
+                if before > HELPS_REFINE_MAX:
+                    # Counting every earlier reset (helping or not) only weakens the bound;
+                    # it keeps the setup linear for long single-key histories.
+                    reach_mask[k] = prefix_mask[before]
+                    continue
+                for j in resetting[:before]:
+                    if model.helps(local_ops[j], op):
                         reach_mask[k] |= bits[j]
     may_reach = model.may_reach
+    grows = [prune_bound and not model.resets(op) and not model.read_only(op) for op in local_ops]
     if not prune_bound:
         lookahead = 0
 
@@ -261,11 +280,12 @@ def fast_search(
         return any(mask & optional_bits == mask for mask in masks)
 
     # Frame: (local op, state before, forced, optional-scan position, stop entry)
-    stack: list[tuple[int, Any, bool, int, int]] = []
+    stack: list[tuple[int, Any, bool, int, int, int]] = []
     steps = 0
     best: list[int] = []
     blocker: int | None = None
     blocker_state: Any = None
+    reason: int | None = None
 
     while True:
         # Arrived at a new configuration.
@@ -277,6 +297,9 @@ def fast_search(
             step_limit = yield steps
         forced = -1
         dead = -1
+        # A pending read-only op that (by bound c) every state until it is placed must be able
+        # to reach: candidates that only move the state forward must keep it reachable.
+        target = -1
         entry = nxt[0]
         x = entry_op[entry]
         while x >= 0:
@@ -285,10 +308,12 @@ def fast_search(
                     if (linearized & pre[x]) == pre[x]:
                         forced = x
                         break
-                elif bounded[x] and (linearized & reach_mask[x]) == reach_mask[x] \
-                        and not may_reach(state, local_ops[x]):
-                    dead = x
-                    break
+                elif bounded[x] and (linearized & reach_mask[x]) == reach_mask[x]:
+                    if not may_reach(state, local_ops[x]):
+                        dead = x
+                        break
+                    if target < 0:
+                        target = x
             entry = nxt[entry]
             x = entry_op[entry]
         if lookahead and forced < 0 and dead < 0:
@@ -298,14 +323,16 @@ def fast_search(
                 x = entry_op[entry]
                 if entry == tail:
                     break
-                if x >= 0 and bounded[x] and (linearized & reach_mask[x]) == reach_mask[x] \
-                        and not may_reach(state, local_ops[x]):
-                    dead = x
-                    break
+                if x >= 0 and bounded[x] and (linearized & reach_mask[x]) == reach_mask[x]:
+                    if not may_reach(state, local_ops[x]):
+                        dead = x
+                        break
+                    if target < 0:
+                        target = x
         if forced >= 0:
             new_linearized = linearized | bits[forced]
             if not known_failed(new_linearized, state):
-                stack.append((forced, state, True, 0, 0))
+                stack.append((forced, state, True, 0, 0, target))
                 linearized = new_linearized
                 c, r = call_entry[forced], ret_entry[forced]
                 nxt[prv[c]] = nxt[c]
@@ -330,11 +357,14 @@ def fast_search(
                 while x >= 0:
                     if not readonly[x] and (linearized & pre[x]) == pre[x]:
                         new_state = fns[x](state)
-                        if new_state is not ILLEGAL:
+                        if new_state is not ILLEGAL and not (
+                            target >= 0 and grows[x]
+                            and not may_reach(new_state, local_ops[target])
+                        ):
                             new_linearized = linearized | bits[x]
                             if not ((new_linearized, new_state) in failed_exact if exact_only
                                     else known_failed(new_linearized, new_state)):
-                                stack.append((x, state, False, 0, 0))
+                                stack.append((x, state, False, 0, 0, target))
                                 state = new_state
                                 linearized = new_linearized
                                 c, r = entry, ret_entry[x]
@@ -361,8 +391,11 @@ def fast_search(
                         new_state = fns[k](state)
                         new_linearized = linearized | bits[k]
                         # An optional op that leaves the state as is can wait until the end.
-                        if new_state != state and not known_failed(new_linearized, new_state):
-                            stack.append((k, state, False, opt_pos, stop))
+                        if new_state != state and not (
+                            target >= 0 and grows[k]
+                            and not may_reach(new_state, local_ops[target])
+                        ) and not known_failed(new_linearized, new_state):
+                            stack.append((k, state, False, opt_pos, stop, target))
                             state = new_state
                             linearized = new_linearized
                             pushed = True
@@ -373,24 +406,30 @@ def fast_search(
             if len(stack) > len(best) or blocker is None:
                 best = [order[frame[0]] for frame in stack]
                 if dead >= 0:
-                    blocker = order[dead]
+                    blocker, reason = order[dead], None
                 else:
                     first_ret = nxt[0]
                     while entry_op[first_ret] >= 0:
                         first_ret = nxt[first_ret]
                     blocker = order[~entry_op[first_ret]] if first_ret != tail else None
+                    reason = None
+                    local = ~entry_op[first_ret]
+                    if target >= 0 and first_ret != tail and grows[local]:
+                        after = fns[local](state)
+                        if after is not ILLEGAL and not may_reach(after, local_ops[target]):
+                            reason = order[target]
                 blocker_state = state
             dead = -1
             while True:
                 if not stack:
                     return SearchOutcome(
                         linearizable=False, steps=steps, prefix=best, blocker=blocker,
-                        blocker_state=blocker_state,
+                        blocker_state=blocker_state, reason=reason,
                     )
                 failed_exact.add((linearized, state))
                 if n_opt:
                     _remember_failed(failed, linearized, mand_mask, state)
-                x, state, was_forced, opt_pos, stop = stack.pop()
+                x, state, was_forced, opt_pos, stop, target = stack.pop()
                 linearized &= ~bits[x]
                 if x < m:
                     c, r = call_entry[x], ret_entry[x]
@@ -407,6 +446,8 @@ def fast_search(
 
 
 DOMINANCE_MASKS_MAX = 8
+SYMMETRY_LOOKBACK = 32
+HELPS_REFINE_MAX = 256
 
 
 def _remember_failed(
