@@ -190,6 +190,7 @@ class Daemon:
                 self.emit("stdout_closed", "warning")
 
     def emit(self, event: str, severity: Severity, **fields: Any) -> None:
+        """A log event. Sentence-like events carry a stable `type` field for filtering."""
         self.backend.events.emit(event, severity, fields)
 
     # --- start-up ---------------------------------------------------------------------------
@@ -299,8 +300,8 @@ class Daemon:
                                invariant=result.invariant, message=message, reproduce=reproduce,
                                archive=location)
             self.emit(f"seed {seed} failed: {info.invariant_or_kind}: {message} "
-                      f"(reproduce: {reproduce})", "warning", seed=seed, kind=kind,
-                      invariant=result.invariant, fingerprint=fp, archive=location,
+                      f"(reproduce: {reproduce})", "warning", type="seed_failed", seed=seed,
+                      kind=kind, invariant=result.invariant, fingerprint=fp, archive=location,
                       reproduce=reproduce)
             if self.policy.observe(fp, info, time.time()):
                 alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
@@ -365,7 +366,7 @@ class Daemon:
                 self.notifier.send(status=self.status_line())
                 last_status_s = now
             if now - last_progress_s >= PROGRESS_LOG_INTERVAL_S:
-                self.emit(f"progress: {self.status_line()}", "info",
+                self.emit(f"progress: {self.status_line()}", "info", type="progress",
                           seeds_done=self.progress.total_iterations, rate_per_s=self.rate())
                 last_progress_s = now
 
@@ -448,7 +449,7 @@ class Daemon:
             message = (f"run already finished: seeds {self.progress.first_seed}.."
                        f"{self.progress.watermark - 1} are done ({self.progress.total_iterations} "
                        f"seeds, {self.progress.total_failures} failed); --reset starts it over")
-            self.emit(message, "info", finished=True)
+            self.emit(message, "info", type="run_already_finished")
             if not self.settings.json:
                 print(message, file=sys.stderr)
             await self.backend.close()
@@ -506,7 +507,7 @@ class Daemon:
             rate=round(self.done_this_start / max(elapsed_s, 1e-6), 3),
             failed_seeds=self.failures_this_start,
         ))
-        self.emit(self.status_line(), "info",
+        self.emit(self.status_line(), "info", type="batch_complete",
                   seeds_done_this_start=self.done_this_start,
                   failures_this_start=len(self.failures_this_start))
         await self.backend.flush()
