@@ -52,6 +52,24 @@ def plain_loop(target_spec: str, first: int, count: int) -> tuple[float, float]:
     return count / (time.perf_counter() - started), cpu_per_seed
 
 
+def split_loops(target_spec: str, first: int, count: int, processes: int) -> float:
+    """Seeds/s of `processes` independent plain loops, each over its share of the seeds, started
+    together: the ideal a pool could reach on this machine right now (no dispatch, no
+    checkpoints). Comparing the daemon with it separates daemon overhead from machine load."""
+    share = -(-count // processes)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen([sys.executable, __file__, "--target", target_spec, "--loop-part",
+                          str(first + index * share), str(min(share, count - index * share))],
+                         cwd=ROOT, env=env)
+        for index in range(processes)
+    ]
+    for proc in procs:
+        assert proc.wait() == 0
+    return count / (time.perf_counter() - started)
+
+
 def through_daemon(target_spec: str, first: int, count: int, workers: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="voprd-bench-") as state:
         argv = [sys.executable, "-m", "voprd", "--state-dir", state, "--target", target_spec,
@@ -86,11 +104,12 @@ def through_daemon(target_spec: str, first: int, count: int, workers: int) -> di
     assert len(iteration_times) == count, f"daemon reported {len(iteration_times)} of {count}"
     first_t, last_t = iteration_times[0], iteration_times[-1]
     window = [(t, c) for t, c in samples if first_t <= t <= last_t]
-    assert len(window) >= 2, "run too short to sample the main process; raise -n"
+    if len(window) < 2:  # too short to sample (the 2-seed start-up run)
+        window = samples[-2:] if len(samples) >= 2 else [(0.0, 0.0), (1.0, 0.0)]
     steady_cpu_s = window[-1][1] - window[0][1]
     steady_wall_s = window[-1][0] - window[0][0]
     return {
-        "rate_steady": (count - 1) / (last_t - first_t),
+        "rate_steady": (count - 1) / max(last_t - first_t, 1e-9),
         "rate_wall": count / total_wall_s,
         "main_cpu_pct_steady": 100 * steady_cpu_s / steady_wall_s,
         "main_cpu_pct_lifetime": 100 * samples[-1][1] / (samples[-1][0] - launched),
@@ -105,24 +124,43 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1, help="alternate loop/daemon N times")
+    parser.add_argument("--loop-part", nargs=2, type=int, metavar=("FIRST", "COUNT"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.loop_part:
+        plain_loop(args.target, args.loop_part[0], args.loop_part[1])
+        return 0
     load_before = os.getloadavg()[0]
     print(f"target {args.target}, {args.n} seeds from {args.seed}, {os.cpu_count()} cores, "
           f"load average {load_before:.1f} before")
     for round_index in range(args.rounds):
         loop_rate, loop_cpu_per_seed = plain_loop(args.target, args.seed, args.n)
         daemon = through_daemon(args.target, args.seed, args.n, args.workers)
+        split_rate = split_loops(args.target, args.seed, args.n, args.workers)
         efficiency = loop_cpu_per_seed / daemon["tree_cpu_per_seed_s"]
+        # Start-up (imports of the daemon and each worker) measured with a 2-seed run, so the
+        # steady-state efficiency can be told apart from a cost paid once per start.
+        tiny = through_daemon(args.target, args.seed, 2, args.workers)
+        startup_cpu_s = max(2 * tiny["tree_cpu_per_seed_s"] - 2 * loop_cpu_per_seed, 0.0)
+        steady_cpu_per_seed = daemon["tree_cpu_per_seed_s"] - startup_cpu_s / args.n
+        steady_efficiency = loop_cpu_per_seed / steady_cpu_per_seed
         print(f"round {round_index + 1}:")
         print(f"  plain loop, 1 process:        {loop_rate:8.2f} seeds/s "
               f"({1000 / loop_rate:.1f} ms/seed, {1000 * loop_cpu_per_seed:.1f} ms CPU/seed)")
         print(f"  daemon, {args.workers} workers, steady:    {daemon['rate_steady']:8.2f} seeds/s  "
               f"ratio {daemon['rate_steady'] / loop_rate:.2f}x")
+        print(f"  {args.workers} independent plain loops: {split_rate:8.2f} seeds/s  "
+              f"ratio {split_rate / loop_rate:.2f}x (the machine's ceiling right now); "
+              f"daemon steady / this = {daemon['rate_steady'] / split_rate:.2f}")
         print(f"  daemon, wall incl. start-up:  {daemon['rate_wall']:8.2f} seeds/s  "
               f"ratio {daemon['rate_wall'] / loop_rate:.2f}x")
         print(f"  daemon CPU/seed, all processes incl. start-up: "
               f"{1000 * daemon['tree_cpu_per_seed_s']:.1f} ms -> CPU efficiency "
               f"{efficiency:.3f}, i.e. {args.workers * efficiency:.2f}x on "
+              f"{args.workers} idle cores")
+        print(f"  start-up CPU (daemon + workers, from a 2-seed run): {startup_cpu_s:.2f} s; "
+              f"steady CPU/seed {1000 * steady_cpu_per_seed:.1f} ms -> efficiency "
+              f"{steady_efficiency:.3f}, i.e. {args.workers * steady_efficiency:.2f}x on "
               f"{args.workers} idle cores")
         print(f"  daemon main process CPU: {daemon['main_cpu_pct_steady']:.2f}% of one core "
               f"(steady), {daemon['main_cpu_pct_lifetime']:.2f}% over its lifetime")

@@ -114,6 +114,21 @@ def test_loader_resolves_paths_and_explains_failures() -> None:
     assert load_target("exec", "true").name == "exec"
 
 
+def test_loader_finds_entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = tmp_path / "voprd_plugin_example-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: voprd-plugin-example\n"
+                                   "Version: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[voprd.targets]\nexample = tests.targets_for_tests:Flaky\n"
+        "broken = tests.targets_for_tests:Missing\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_target("example").name == "flaky"
+    with pytest.raises(TargetNotFound, match="does not load"):
+        load_target("broken")
+
+
 def test_contiguous_runs() -> None:
     assert contiguous_runs([5, 1, 2, 3, 9, 10]) == [(1, 3), (5, 1), (9, 2)]
     assert contiguous_runs([]) == []

@@ -205,6 +205,8 @@ class Daemon:
             raise Refused(f"--target: {exc}") from exc
         self.backend = make_backend(self.settings, self.state_dir, self.instance)
         await self.backend.start()
+        # A backend that knows better (the EC2 instance id) names this machine in alerts.
+        self.instance = getattr(self.backend, "instance_id", None) or self.instance
         current = run_fingerprint(self.settings)
         end_seed = (None if self.settings.iterations is None
                     else self.settings.seed + self.settings.iterations)
@@ -238,10 +240,10 @@ class Daemon:
             resumable = header is not None and decision == "resume"
             run_id = header.run_id if header is not None and resumable else uuid.uuid4().hex
             self.progress = RunProgress(run_id=run_id, fingerprint=current, end_seed=end_seed)
+        self.policy = AlertPolicy(stored.alerts if stored and decision == "resume" else ())
         replayed = 0
         if header is not None and header.run_id == self.progress.run_id:
-            replayed = sum(self.progress.record(record) for record in records)
-        self.policy = AlertPolicy(stored.alerts if stored and decision == "resume" else ())
+            replayed = sum(self._replay(record) for record in records)
         self.journal = ProgressJournal(journal_path)
         if decision == "resume":
             self.emit("run_resumed", "info", source=loaded.source,
@@ -250,6 +252,18 @@ class Daemon:
         # Compact what we loaded into a fresh checkpoint + empty journal before running anything.
         await self.write_checkpoint(final=False)
         return not self.progress.finished
+
+    def _replay(self, record: JournalRecord) -> bool:
+        """Apply a journalled result. Its alert went out right after it was journalled, so its
+        fingerprint is known from now on (a repeat is counted, not alerted again)."""
+        if not self.progress.record(record):
+            return False
+        if record.failed and record.fingerprint:
+            self.policy.observe(record.fingerprint, FailureInfo(
+                seed=record.seed, batch_start=record.seed, kind="invariant",
+                invariant=record.invariant, message="", reproduce="", archive="",
+            ), time.time())
+        return True
 
     # --- per-seed handling ------------------------------------------------------------------
 
