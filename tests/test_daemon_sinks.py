@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from pathlib import Path
@@ -71,6 +72,16 @@ async def test_failure_archive_is_idempotent_per_run_and_seed(tmp_path: Path) ->
     other = await again.put(record(7, run_id="other", unix_ts=3000))
     assert other != first
     assert len(list((tmp_path / "failures").glob("*.json"))) == 2
+
+
+async def test_concurrent_puts_after_a_restart_create_no_duplicate(tmp_path: Path) -> None:
+    (tmp_path / "failures").mkdir()
+    await LocalFailureArchive(tmp_path / "failures").put(record(3))
+    fresh = LocalFailureArchive(tmp_path / "failures")  # a restarted daemon: index not built yet
+    locations = await asyncio.gather(*(fresh.put(record(seed, unix_ts=5000 + seed))
+                                       for seed in [3, 4, 3, 4, 5, 3] * 3))
+    assert len(set(locations)) == 3
+    assert len(list((tmp_path / "failures").glob("*.json"))) == 3
 
 
 def test_progress_journal_group_commit_and_restart(tmp_path: Path) -> None:

@@ -469,7 +469,7 @@ class Daemon:
             await self.backend.close()
             return EXIT_OK
         workers = self.settings.workers or os.cpu_count() or 1
-        batch_size = self.settings.batch_size or (16 if self.settings.target == "exec" else 2)
+        batch_size = self.settings.batch_size or (16 if self.settings.target == "exec" else 4)
         self.supervisor = Supervisor(
             config=WorkerConfig(target=self.settings.target, exec_cmd=self.settings.exec_cmd,
                                 options=self.options, memory_mb=self.settings.worker_memory_mb),
