@@ -158,3 +158,11 @@ def test_notifier_sends_datagrams_and_reads_the_watchdog(tmp_path: Path) -> None
     other_pid = Notifier({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "1", "WATCHDOG_PID": "1"})
     assert other_pid.watchdog_interval_s is None
     assert not Notifier({}).enabled and not Notifier({}).send(ready="1")
+
+
+def test_status_cli_without_a_daemon_says_so(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from voprd.service.status_cli import main
+
+    assert main(["--state-dir", str(tmp_path)]) == 1
+    assert f"no daemon is running on {tmp_path}" in capsys.readouterr().out
