@@ -206,6 +206,9 @@ def test_sigusr1_status_dump_and_sigterm_drain(tmp_path: Path) -> None:
         text = shown.stdout.decode()
         assert f"voprd pid {proc.pid}: running" in text and "seeds done:" in text
         assert text.count("    #") == 2 and "backend: local healthy" in text
+        second = run(state, "--target", FLAKY, "--workers", "1")
+        assert second.returncode == 2
+        assert f"another voprd (pid {proc.pid}) is running" in second.stderr.decode()
         status = msgspec.json.decode((state / "status.json").read_bytes(), type=StatusData)
         assert status.pid == proc.pid and status.seeds_done >= 20 and len(status.workers) == 2
         assert status.failures_by_fingerprint and status.failures_by_fingerprint[0].count >= 1
