@@ -193,6 +193,7 @@ class Daemon:
                 self.emit("stdout_closed", "warning")
 
     def emit(self, event: str, severity: Severity, **fields: Any) -> None:
+        """A log event. Sentence-like events carry a stable `type` field for filtering."""
         self.backend.events.emit(event, severity, fields)
 
     # --- start-up ---------------------------------------------------------------------------
@@ -209,6 +210,8 @@ class Daemon:
             self.instance = await spot.instance_id(spot.imds_endpoint(self.env)) or self.instance
         self.backend = make_backend(self.settings, self.state_dir, self.instance)
         await self.backend.start()
+        # A backend that knows better (the EC2 instance id) names this machine in alerts.
+        self.instance = getattr(self.backend, "instance_id", None) or self.instance
         current = run_fingerprint(self.settings)
         end_seed = (None if self.settings.iterations is None
                     else self.settings.seed + self.settings.iterations)
@@ -242,10 +245,10 @@ class Daemon:
             resumable = header is not None and decision == "resume"
             run_id = header.run_id if header is not None and resumable else uuid.uuid4().hex
             self.progress = RunProgress(run_id=run_id, fingerprint=current, end_seed=end_seed)
+        self.policy = AlertPolicy(stored.alerts if stored and decision == "resume" else ())
         replayed = 0
         if header is not None and header.run_id == self.progress.run_id:
-            replayed = sum(self.progress.record(record) for record in records)
-        self.policy = AlertPolicy(stored.alerts if stored and decision == "resume" else ())
+            replayed = sum(self._replay(record) for record in records)
         self.journal = ProgressJournal(journal_path)
         if decision == "resume":
             self.emit("run_resumed", "info", source=loaded.source,
@@ -254,6 +257,18 @@ class Daemon:
         # Compact what we loaded into a fresh checkpoint + empty journal before running anything.
         await self.write_checkpoint(final=False)
         return not self.progress.finished
+
+    def _replay(self, record: JournalRecord) -> bool:
+        """Apply a journalled result. Its alert went out right after it was journalled, so its
+        fingerprint is known from now on (a repeat is counted, not alerted again)."""
+        if not self.progress.record(record):
+            return False
+        if record.failed and record.fingerprint:
+            self.policy.observe(record.fingerprint, FailureInfo(
+                seed=record.seed, batch_start=record.seed, kind="invariant",
+                invariant=record.invariant, message="", reproduce="", archive="",
+            ), time.time())
+        return True
 
     # --- per-seed handling ------------------------------------------------------------------
 
@@ -306,8 +321,8 @@ class Daemon:
                                invariant=result.invariant, message=message, reproduce=reproduce,
                                archive=location)
             self.emit(f"seed {seed} failed: {info.invariant_or_kind}: {message} "
-                      f"(reproduce: {reproduce})", "warning", seed=seed, kind=kind,
-                      invariant=result.invariant, fingerprint=fp, archive=location,
+                      f"(reproduce: {reproduce})", "warning", type="seed_failed", seed=seed,
+                      kind=kind, invariant=result.invariant, fingerprint=fp, archive=location,
                       reproduce=reproduce)
             if self.policy.observe(fp, info, time.time()):
                 alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
@@ -375,7 +390,7 @@ class Daemon:
                 self.notifier.send(status=self.status_line())
                 last_status_s = now
             if now - last_progress_s >= PROGRESS_LOG_INTERVAL_S:
-                self.emit(f"progress: {self.status_line()}", "info",
+                self.emit(f"progress: {self.status_line()}", "info", type="progress",
                           seeds_done=self.progress.total_iterations, rate_per_s=self.rate())
                 last_progress_s = now
 
@@ -471,13 +486,13 @@ class Daemon:
             message = (f"run already finished: seeds {self.progress.first_seed}.."
                        f"{self.progress.watermark - 1} are done ({self.progress.total_iterations} "
                        f"seeds, {self.progress.total_failures} failed); --reset starts it over")
-            self.emit(message, "info", finished=True)
+            self.emit(message, "info", type="run_already_finished")
             if not self.settings.json:
                 print(message, file=sys.stderr)
             await self.backend.close()
             return EXIT_OK
         workers = self.settings.workers or os.cpu_count() or 1
-        batch_size = self.settings.batch_size or (16 if self.settings.target == "exec" else 2)
+        batch_size = self.settings.batch_size or (16 if self.settings.target == "exec" else 4)
         self.supervisor = Supervisor(
             config=WorkerConfig(target=self.settings.target, exec_cmd=self.settings.exec_cmd,
                                 options=self.options, memory_mb=self.settings.worker_memory_mb),
@@ -531,7 +546,7 @@ class Daemon:
             rate=round(self.done_this_start / max(elapsed_s, 1e-6), 3),
             failed_seeds=self.failures_this_start,
         ))
-        self.emit(self.status_line(), "info",
+        self.emit(self.status_line(), "info", type="batch_complete",
                   seeds_done_this_start=self.done_this_start,
                   failures_this_start=len(self.failures_this_start))
         await self.backend.flush()

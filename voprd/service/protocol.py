@@ -1,12 +1,19 @@
-"""The pipe protocol between the daemon and its worker processes (msgpack frames, length-prefixed).
+"""The pipe protocol between the daemon and its worker processes (msgpack frames, length-prefixed),
+and the board: a 16-byte shared file where a worker posts the seed it is running.
 
 daemon -> worker: `Assign` (seeds to run, in order; an empty list means: exit).
-worker -> daemon: `Ready` once the target is loaded, then one `Result` per seed, in any order.
+worker -> daemon: `Ready` once the target is loaded, then `Results` (one or more seeds each, in any
+order). A worker sends results at least every RESULT_FLUSH_S and at the end of each assignment;
+because the board, not the pipe, says which seed is running, results can be coalesced without
+losing the ability to blame the right seed when a worker dies or hangs.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
+import time
 from typing import BinaryIO
 
 import msgspec
@@ -18,6 +25,12 @@ FRAME_BYTES_MAX = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 
 
+RESULT_FLUSH_S = 0.05
+IDLE_SEED = -1
+_BOARD = struct.Struct("<qd")  # seed (IDLE_SEED: none), time.monotonic() when it started
+BOARD_READS_MAX = 8
+
+
 class WorkerConfig(msgspec.Struct, kw_only=True):
     """argv[1] of a worker, JSON: what to load and its limits."""
 
@@ -25,6 +38,39 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     exec_cmd: str | None
     options: RunOptions
     memory_mb: int
+    board_path: str = ""
+
+
+class Board:
+    """The seed a worker is running and since when (CLOCK_MONOTONIC is shared by all processes).
+
+    Written by the worker before each seed (no syscall: a store into a shared mapping); read by
+    the supervisor only when it checks limits, handles a death or dumps status."""
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            if os.fstat(fd).st_size < _BOARD.size:
+                os.ftruncate(fd, _BOARD.size)
+            self._map = mmap.mmap(fd, _BOARD.size)
+        finally:
+            os.close(fd)
+
+    def post(self, seed: int, started_s: float | None = None) -> None:
+        _BOARD.pack_into(self._map, 0, seed, time.monotonic() if started_s is None else started_s)
+
+    def read(self) -> tuple[int, float]:
+        """(seed, started_s); two equal reads in a row, so a write in progress is never used."""
+        previous = _BOARD.unpack_from(self._map, 0)
+        for _ in range(BOARD_READS_MAX):
+            current = _BOARD.unpack_from(self._map, 0)
+            if current == previous:
+                break
+            previous = current
+        return int(previous[0]), float(previous[1])
+
+    def close(self) -> None:
+        self._map.close()
 
 
 class Assign(msgspec.Struct, tag="assign"):
@@ -35,26 +81,26 @@ class Ready(msgspec.Struct, tag="ready"):
     pid: int
 
 
-class Result(msgspec.Struct, tag="result"):
-    result: SeedResult
+class Results(msgspec.Struct, tag="results"):
+    results: list[SeedResult]
 
 
 ToWorker = Assign
-FromWorker = Ready | Result
+FromWorker = Ready | Results
 
 _encoder = msgspec.msgpack.Encoder()
 _to_worker = msgspec.msgpack.Decoder(ToWorker)
 _from_worker = msgspec.msgpack.Decoder(FromWorker)
 
 
-def frame(message: Assign | Ready | Result) -> bytes:
+def frame(message: Assign | Ready | Results) -> bytes:
     body = _encoder.encode(message)
     assert len(body) <= FRAME_BYTES_MAX
     return _HEADER.pack(len(body)) + body
 
 
-def decode_from_worker(body: bytes) -> Ready | Result:
-    message: Ready | Result = _from_worker.decode(body)
+def decode_from_worker(body: bytes) -> Ready | Results:
+    message: Ready | Results = _from_worker.decode(body)
     return message
 
 

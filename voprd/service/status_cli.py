@@ -69,7 +69,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--state-dir", help="the daemon's state directory")
     parser.add_argument("--json", action="store_true", help="print the raw status JSON")
     args = parser.parse_args(list(argv))
-    state_dir = resolve_state_dir(Settings(state_dir=args.state_dir))
+    state_dir = resolve_state_dir(
+        Settings(state_dir=args.state_dir or os.environ.get("VOPRD_STATE_DIR") or None)
+    )
     status_path = state_dir / STATUS_FILE
     pid = daemon_pid(state_dir)
     if pid is None:

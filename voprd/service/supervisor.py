@@ -15,17 +15,23 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
+
+import msgspec
 
 from voprd.core.records import Severity
 from voprd.events import FailureKind, SeedResult, WorkerStatus
 from voprd.service.protocol import (
     HEADER_BYTES,
+    IDLE_SEED,
     Assign,
+    Board,
     Ready,
-    Result,
+    Results,
     WorkerConfig,
     decode_from_worker,
     frame,
@@ -72,17 +78,24 @@ def rss_bytes(pid: int) -> int | None:
 
 
 class _Worker:
-    def __init__(self, index: int, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, index: int, proc: asyncio.subprocess.Process, board: Board) -> None:
         self.index = index
         self.proc = proc
+        self.board = board
         self.assigned: dict[int, int] = {}  # seed -> first seed of its batch, in dispatch order
-        self.seed_started_s = time.monotonic()
         self.kill_reason: tuple[FailureKind | None, str] | None = None
+        self.kill_seed: int | None = None  # the seed running when we decided to kill
         self.completed = 0
+
+    def running(self) -> tuple[int | None, float]:
+        """The seed the worker runs now (None: between seeds) and since when."""
+        seed, started_s = self.board.read()
+        return (seed if seed != IDLE_SEED else None), started_s
 
     def kill(self, kind: FailureKind | None, message: str) -> None:
         if self.kill_reason is None:
             self.kill_reason = (kind, message)
+            self.kill_seed = self.running()[0]
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
@@ -112,18 +125,25 @@ class Supervisor:
         self._workers: dict[int, _Worker] = {}
         self._restarts = [0] * workers
         self._stopping = False
-        self._config_json = _encode_config(config)
+        self._board_paths = [_board_file() for _ in range(workers)]
+        self._boards = [Board(path) for path in self._board_paths]
         self.last_completion_s = time.monotonic()
 
     # --- control ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run until the source is exhausted and all slots are idle, or until stopped."""
-        async with asyncio.TaskGroup() as group:
-            slots = [group.create_task(self._slot(index)) for index in range(self._slots)]
-            monitor = group.create_task(self._monitor())
-            await asyncio.gather(*slots)
-            monitor.cancel()
+        try:
+            async with asyncio.TaskGroup() as group:
+                slots = [group.create_task(self._slot(index)) for index in range(self._slots)]
+                monitor = group.create_task(self._monitor())
+                await asyncio.gather(*slots)
+                monitor.cancel()
+        finally:
+            for board in self._boards:
+                board.close()
+            for path in self._board_paths:
+                Path(path).unlink(missing_ok=True)
 
     def stop_dispatch(self) -> None:
         """Drain: no new seeds; workers exit once their queued seeds are done."""
@@ -143,11 +163,10 @@ class Supervisor:
         rows = []
         for index in range(self._slots):
             worker = self._workers.get(index)
-            seed = next(iter(worker.assigned), None) if worker else None
+            seed, started_s = worker.running() if worker else (None, now)
             rows.append(WorkerStatus(
                 index=index, pid=worker.proc.pid if worker else None, seed=seed,
-                running_s=round(now - worker.seed_started_s, 3) if worker and seed is not None
-                else 0.0,
+                running_s=round(now - started_s, 3) if seed is not None else 0.0,
                 restarts=self._restarts[index],
             ))
         return rows
@@ -189,12 +208,15 @@ class Supervisor:
                 self._restarts[index] += 1
 
     async def _spawn(self, index: int) -> _Worker:
+        board = self._boards[index]
+        board.post(IDLE_SEED, 0.0)
+        config = msgspec.structs.replace(self._config, board_path=self._board_paths[index])
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "voprd.service.worker", self._config_json,
+            sys.executable, "-m", "voprd.service.worker", msgspec.json.encode(config).decode(),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-        return _Worker(index, proc)
+        return _Worker(index, proc, board)
 
     async def _serve(self, worker: _Worker) -> bool:
         """Feed the worker and hand on its results until it exits. False if it never got ready."""
@@ -207,17 +229,16 @@ class Supervisor:
         if not worker.assigned:
             self._send_stop(worker)
         while (message := await _read_frame(reader)) is not None:
-            assert isinstance(message, Result), message
-            result = message.result
-            batch_start = worker.assigned.pop(result.seed, None)
-            if batch_start is None:  # a seed we did not assign: a broken target, never trusted
-                self._on_event("worker_unexpected_seed", "warning",
-                               {"worker": worker.index, "seed": result.seed})
-                continue
-            worker.seed_started_s = time.monotonic()
-            worker.completed += 1
-            self.last_completion_s = worker.seed_started_s
-            await self._on_result(result, batch_start)
+            assert isinstance(message, Results), message
+            for result in message.results:
+                batch_start = worker.assigned.pop(result.seed, None)
+                if batch_start is None:  # a seed we did not assign: a broken target, never trusted
+                    self._on_event("worker_unexpected_seed", "warning",
+                                   {"worker": worker.index, "seed": result.seed})
+                    continue
+                worker.completed += 1
+                self.last_completion_s = time.monotonic()
+                await self._on_result(result, batch_start)
             self._top_up(worker)
             if not worker.assigned:
                 self._send_stop(worker)
@@ -230,8 +251,6 @@ class Supervisor:
         seeds = self._source.dispatch(self._batch_size)
         if not seeds:
             return
-        if not worker.assigned:
-            worker.seed_started_s = time.monotonic()
         for seed in seeds:
             worker.assigned[seed] = seeds[0]
         self._write(worker, Assign(seeds=seeds))
@@ -255,10 +274,19 @@ class Supervisor:
             kind, message = "crash", f"worker killed by signal {_signal_name(-returncode)}"
         else:
             kind, message = "crash", f"worker exited with code {returncode}"
-        if kind is None:  # killed by us for a reason that is not the seed's fault (drain)
+        running, started_s = worker.running()
+        crashed = worker.kill_seed if worker.kill_reason is not None else running
+        if crashed not in worker.assigned:
+            # Between seeds (or the seed we killed it for reported just in time): nobody to blame.
+            if kind is not None:
+                self._on_event("worker_died_between_seeds", "warning", {
+                    "worker": worker.index, "reason": message, "requeued": len(seeds)})
+            kind = None
+        if kind is None:  # killed by us for a reason that is not a seed's fault (drain)
             self._source.requeue(seeds)
             return
-        crashed, rest = seeds[0], seeds[1:]
+        assert crashed is not None
+        rest = [seed for seed in seeds if seed != crashed]
         self._source.requeue(rest)
         self._on_event("worker_replaced", "warning", {
             "worker": worker.index, "seed": crashed, "kind": kind, "reason": message,
@@ -267,7 +295,7 @@ class Supervisor:
         result = SeedResult(
             seed=crashed, status="failed", kind=kind,
             message=f"{message} while running seed {crashed}",
-            duration_s=round(time.monotonic() - worker.seed_started_s, 6),
+            duration_s=round(max(time.monotonic() - started_s, 0.0), 6),
         )
         await self._on_result(result, worker.assigned[crashed])
 
@@ -280,8 +308,9 @@ class Supervisor:
             for worker in list(self._workers.values()):
                 if not worker.assigned or worker.kill_reason is not None:
                     continue
-                running_s = now - worker.seed_started_s
-                if running_s > self._seed_timeout_s:
+                seed, started_s = worker.running()
+                running_s = now - started_s
+                if seed is not None and running_s > self._seed_timeout_s:
                     worker.kill("timeout", f"seed ran {running_s:.1f} s, past --seed-timeout "
                                            f"{self._seed_timeout_s:g} s")
                     continue
@@ -291,7 +320,7 @@ class Supervisor:
                                        f"--worker-memory-mb {self._memory_bytes // (1024 * 1024)}")
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> Ready | Result | None:
+async def _read_frame(reader: asyncio.StreamReader) -> Ready | Results | None:
     try:
         header = await reader.readexactly(HEADER_BYTES)
         body = await reader.readexactly(header_length(header))
@@ -307,7 +336,9 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _encode_config(config: WorkerConfig) -> str:
-    import msgspec
-
-    return msgspec.json.encode(config).decode()
+def _board_file() -> str:
+    """A 16-byte file for one worker slot's board, in memory when /dev/shm is there."""
+    directory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    fd, path = tempfile.mkstemp(prefix="voprd-board-", dir=directory)
+    os.close(fd)
+    return path

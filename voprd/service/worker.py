@@ -14,6 +14,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,16 @@ import msgspec
 
 from voprd.events import SeedResult
 from voprd.options import RunOptions
-from voprd.service.protocol import Ready, Result, WorkerConfig, frame, read_assign
+from voprd.service.protocol import (
+    IDLE_SEED,
+    RESULT_FLUSH_S,
+    Board,
+    Ready,
+    Results,
+    WorkerConfig,
+    frame,
+    read_assign,
+)
 from voprd.targets.base import Target
 from voprd.targets.loader import BatchTarget, load_target
 
@@ -68,26 +78,76 @@ def run_one(target: Target, seed: int, options: RunOptions) -> SeedResult:
     return result
 
 
-def results_for(target: Target, seeds: Sequence[int], options: RunOptions) -> Iterator[SeedResult]:
+def results_for(
+    target: Target, seeds: Sequence[int], options: RunOptions, board: Board
+) -> Iterator[SeedResult]:
+    """Run `seeds`, posting on the board the seed that is running (for a batch target: the lowest
+    seed it has not reported yet, since the time of its last report)."""
     if isinstance(target, BatchTarget):
-        yield from target.run_batch(seeds, options)
+        remaining = sorted(seeds)
+        board.post(remaining[0])
+        for result in target.run_batch(seeds, options):
+            if result.seed in remaining:
+                remaining.remove(result.seed)
+            board.post(remaining[0] if remaining else IDLE_SEED)
+            yield result
     else:
         for seed in seeds:
+            board.post(seed)
             yield run_one(target, seed, options)
+    board.post(IDLE_SEED)
 
 
 def serve(config: WorkerConfig, commands: BinaryIO, replies: BinaryIO) -> None:
     target = load_target(config.target, config.exec_cmd)
+    board = Board(config.board_path)
     if not isinstance(target, BatchTarget):
         # A batch target runs external processes, which would inherit the limit: address-space
         # needs differ wildly between runtimes, so they are not limited this way.
         _limit_memory(config.memory_mb)
     replies.write(frame(Ready(pid=os.getpid())))
     replies.flush()
-    while (assign := read_assign(commands)) is not None and assign.seeds:
-        for result in results_for(target, assign.seeds, config.options):
-            replies.write(frame(Result(result=result)))
-            replies.flush()
+    outbox = _Outbox(replies)
+    flusher = threading.Thread(target=outbox.run, name="voprd-results", daemon=True)
+    flusher.start()
+    try:
+        while (assign := read_assign(commands)) is not None and assign.seeds:
+            for result in results_for(target, assign.seeds, config.options, board):
+                outbox.add(result)
+            outbox.flush()
+    finally:
+        outbox.stop()
+        flusher.join()
+
+
+class _Outbox:
+    """Results go out in groups: every RESULT_FLUSH_S from a small thread (so a result is never
+    held back by a long seed after it) and at the end of each assignment."""
+
+    def __init__(self, replies: BinaryIO) -> None:
+        self._replies = replies
+        self._lock = threading.Lock()
+        self._pending: list[SeedResult] = []
+        self._stopped = threading.Event()
+
+    def add(self, result: SeedResult) -> None:
+        with self._lock:
+            self._pending.append(result)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._pending:
+                self._replies.write(frame(Results(results=self._pending)))
+                self._replies.flush()
+                self._pending = []
+
+    def run(self) -> None:
+        while not self._stopped.wait(RESULT_FLUSH_S):
+            self.flush()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.flush()
 
 
 def _die_with_parent() -> None:

@@ -10,7 +10,7 @@ Contracts (the daemon relies on them):
   unreadable copy it kept aside in `problems`.
 - `FailureArchive.put` is idempotent per (record.run_id, record.seed): a seed re-run after a
   crash (its result was archived but not yet journalled) must not create a second record; return the
-  existing location instead.
+  existing location instead. `put` may be called concurrently (for different or equal seeds).
 """
 
 from __future__ import annotations

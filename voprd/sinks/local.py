@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -193,17 +194,24 @@ class LocalFailureArchive:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._by_seed: dict[int, list[Path]] | None = None
+        # Puts run in worker threads: one at a time, or two could both miss each other's record.
+        self._lock = threading.Lock()
 
     def _index(self) -> dict[int, list[Path]]:
         if self._by_seed is None:
-            self._by_seed = {}
+            by_seed: dict[int, list[Path]] = {}
             for path in sorted(self.directory.glob("seed-*-*.json")):
                 parts = path.stem.split("-")
                 if len(parts) == 3 and parts[1].isdigit():
-                    self._by_seed.setdefault(int(parts[1]), []).append(path)
+                    by_seed.setdefault(int(parts[1]), []).append(path)
+            self._by_seed = by_seed
         return self._by_seed
 
     def _put(self, record: FailureRecord) -> str:
+        with self._lock:
+            return self._put_locked(record)
+
+    def _put_locked(self, record: FailureRecord) -> str:
         index = self._index()
         for existing in index.get(record.seed, []):
             try:
