@@ -112,6 +112,10 @@ class AwsWorld:
 @pytest.fixture
 def aws(moto_server: MotoServer) -> AwsWorld:
     """Fresh moto state with the bucket (versioned), log group, topic and an SQS subscriber."""
+    return make_world(moto_server)
+
+
+def make_world(moto_server: MotoServer) -> AwsWorld:
     moto_server.reset()
     s3 = boto("s3")
     s3.create_bucket(Bucket=BUCKET)

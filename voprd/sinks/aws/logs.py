@@ -30,7 +30,7 @@ LOGS_LANE = "logs"
 # Events CloudWatch always gets (besides every warning and error); matched by prefix.
 FORWARDED_EVENT_PREFIXES: tuple[str, ...] = (
     "start", "batch_complete", "failure", "status", "stop", "shutdown", "drain", "spot",
-    "checkpoint_resumed", "alert",
+    "checkpoint", "alert", "progress", "run_", "finished", "stopped", "aws_",
 )
 ITERATION_EVENT = "iteration"
 WATCHTOWER_ATTEMPTS_MAX = 3  # inside one outbox attempt: covers creating the stream, then putting
