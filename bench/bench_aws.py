@@ -101,23 +101,11 @@ async def backend_latencies(world: Any, samples: int) -> dict[str, list[float]]:
     return {"alert": alert_s, "checkpoint": checkpoint_s}
 
 
-def daemon_env(world: Any, state: Path, imds_url: str | None) -> dict[str, str]:
-    from tests.aws_fixtures import AWS_ENV
+def daemon_env(world: Any, imds_url: str | None) -> dict[str, str]:
+    from tests.aws_fixtures import daemon_env as shared_daemon_env
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VOPRD_"))}
-    env.update(AWS_ENV)
-    env.update({
-        "AWS_ENDPOINT_URL": world.server.url, "VOPRD_BUCKET": world.bucket,
-        "VOPRD_SNS_TOPIC_ARN": world.topic_arn, "VOPRD_LOG_GROUP": world.log_group,
-        "VOPRD_TEST_WORK_MS": "20", "VOPRD_TEST_FAIL_EVERY": "1000000", "PYTHONPATH": str(ROOT),
-        "VOPRD_INSTANCE": "i-bench",
-    })
-    env.pop("AWS_EC2_METADATA_DISABLED")
-    if imds_url is None:
-        env["AWS_EC2_METADATA_DISABLED"] = "true"
-    else:
-        env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = imds_url
-    return env
+    return shared_daemon_env(world, imds_url, VOPRD_TEST_WORK_MS="20",
+                             VOPRD_TEST_FAIL_EVERY="1000000", VOPRD_INSTANCE="i-bench")
 
 
 def start_daemon(env: dict[str, str], state: Path) -> subprocess.Popen[bytes]:
@@ -128,11 +116,17 @@ def start_daemon(env: dict[str, str], state: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def latest_versions(bucket: str) -> list[dict[str, Any]]:
-    from tests.aws_fixtures import boto
+def latest_versions(world: Any) -> list[str]:
+    from tests.aws_fixtures import latest_checkpoint_versions
 
-    answer = boto("s3").list_object_versions(Bucket=bucket, Prefix="checkpoints/latest.json")
-    return list(answer.get("Versions", []))
+    return latest_checkpoint_versions(world)
+
+
+def wait_for_new_checkpoint(world: Any, before: int, timeout_s: float, poll_s: float
+                            ) -> float | None:
+    from tests.aws_fixtures import wait_for_new_checkpoint as wait
+
+    return wait(world, before, timeout_s, poll_s)
 
 
 def spot_run(world: Any) -> tuple[float, float, float]:
@@ -141,23 +135,18 @@ def spot_run(world: Any) -> tuple[float, float, float]:
 
     imds = FakeImds().start()
     with tempfile.TemporaryDirectory() as tmp:
-        daemon = start_daemon(daemon_env(world, Path(tmp), imds.url), Path(tmp))
+        daemon = start_daemon(daemon_env(world, imds.url), Path(tmp))
         try:
             for _ in range(600):
-                if latest_versions(world.bucket):
+                if latest_versions(world):
                     break
                 time.sleep(0.05)
             time.sleep(1.0)
-            before = len(latest_versions(world.bucket))
+            before = len(latest_versions(world))
             imds.set_notice()
             notice_wall_s = time.time()
             notice_s = time.monotonic()
-            stored_s = None
-            for _ in range(4000):
-                if len(latest_versions(world.bucket)) > before:
-                    stored_s = time.monotonic()
-                    break
-                time.sleep(0.005)
+            stored_s = wait_for_new_checkpoint(world, before, timeout_s=20.0, poll_s=0.005)
             assert stored_s is not None, "no checkpoint after the spot notice"
             out, _ = daemon.communicate(timeout=60)
         finally:
@@ -208,7 +197,7 @@ def count_calls(world: Any, seconds: float, recording: Path) -> tuple[Counter[st
     urllib.request.urlopen(urllib.request.Request(base + "reset-recording", method="POST"))
     urllib.request.urlopen(urllib.request.Request(base + "start-recording", method="POST"))
     with tempfile.TemporaryDirectory() as tmp:
-        daemon = start_daemon(daemon_env(world, Path(tmp), None), Path(tmp))
+        daemon = start_daemon(daemon_env(world, None), Path(tmp))
         try:
             time.sleep(8.0)  # start-up: validation, first checkpoint, log stream creation
             startup_lines = len(recording.read_text().splitlines()) if recording.exists() else 0
