@@ -74,7 +74,7 @@ class Misbehaving:
         if seed == 9:
             hoard = []
             while True:
-                hoard.append(bytearray(8 * 1024 * 1024))
+                hoard.append(bytearray(32 * 1024 * 1024))
                 time.sleep(0.001)
         if seed == 11:
             self._explode(seed)

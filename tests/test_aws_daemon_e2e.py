@@ -165,6 +165,10 @@ def test_spot_notice_checkpoints_to_s3_and_exits_cleanly(
     events = [json.loads(line) for line in log_messages(aws)]
     assert any(e["event"] == "drain" and e.get("reason") == "spot instance-action"
                for e in events)
+    # No VOPRD_INSTANCE: the instance id came from IMDS and names the log stream.
+    streams = boto("logs").describe_log_streams(logGroupName=aws.log_group)["logStreams"]
+    assert [s["logStreamName"] for s in streams] == [imds.instance_id]
+    assert {e["instance"] for e in events} == {imds.instance_id}
 
 
 def _has_checkpoint(aws: AwsWorld) -> bool:

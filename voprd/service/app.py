@@ -66,9 +66,9 @@ from voprd.sinks.local import (
 )
 from voprd.targets.loader import TargetNotFound, load_target
 
-GROUP_COMMIT_INTERVAL_S = 0.05
-CHECKPOINT_INTERVAL_S = 1.0
-HOUSEKEEPING_INTERVAL_S = 0.25
+GROUP_COMMIT_INTERVAL_S = 0.1
+CHECKPOINT_INTERVAL_S = 2.0
+HOUSEKEEPING_INTERVAL_S = 0.5
 NOTIFY_STATUS_INTERVAL_S = 5.0
 PROGRESS_LOG_INTERVAL_S = 60.0
 TRACE_TAIL_BYTES_MAX = 64 * 1024
@@ -178,9 +178,22 @@ class Daemon:
 
     def event(self, event_type: EventType, data: msgspec.Struct) -> None:
         if self.events_out is not None:
-            self.events_out.write(encode_event(event_type, data) + b"\n")
+            try:
+                self.events_out.write(encode_event(event_type, data) + b"\n")
+            except BrokenPipeError:  # the reader went away: keep running, keep checkpointing
+                self.events_out = None
+                self.emit("stdout_closed", "warning", dropped_event=event_type)
+
+    def flush_events(self) -> None:
+        if self.events_out is not None:
+            try:
+                self.events_out.flush()
+            except BrokenPipeError:
+                self.events_out = None
+                self.emit("stdout_closed", "warning")
 
     def emit(self, event: str, severity: Severity, **fields: Any) -> None:
+        """A log event. Sentence-like events carry a stable `type` field for filtering."""
         self.backend.events.emit(event, severity, fields)
 
     # --- start-up ---------------------------------------------------------------------------
@@ -193,10 +206,10 @@ class Daemon:
             load_target(self.settings.target, self.settings.exec_cmd)
         except TargetNotFound as exc:
             raise Refused(f"--target: {exc}") from exc
-        if spot.watch_enabled(self.settings.backend, self.env) and "VOPRD_INSTANCE" not in self.env:
-            self.instance = await spot.instance_id(spot.imds_endpoint(self.env)) or self.instance
         self.backend = make_backend(self.settings, self.state_dir, self.instance)
         await self.backend.start()
+        # A backend that knows better (the EC2 instance id) names this machine in alerts.
+        self.instance = getattr(self.backend, "instance_id", None) or self.instance
         current = run_fingerprint(self.settings)
         end_seed = (None if self.settings.iterations is None
                     else self.settings.seed + self.settings.iterations)
@@ -230,10 +243,10 @@ class Daemon:
             resumable = header is not None and decision == "resume"
             run_id = header.run_id if header is not None and resumable else uuid.uuid4().hex
             self.progress = RunProgress(run_id=run_id, fingerprint=current, end_seed=end_seed)
+        self.policy = AlertPolicy(stored.alerts if stored and decision == "resume" else ())
         replayed = 0
         if header is not None and header.run_id == self.progress.run_id:
-            replayed = sum(self.progress.record(record) for record in records)
-        self.policy = AlertPolicy(stored.alerts if stored and decision == "resume" else ())
+            replayed = sum(self._replay(record) for record in records)
         self.journal = ProgressJournal(journal_path)
         if decision == "resume":
             self.emit("run_resumed", "info", source=loaded.source,
@@ -243,6 +256,18 @@ class Daemon:
         await self.write_checkpoint(final=False)
         return not self.progress.finished
 
+    def _replay(self, record: JournalRecord) -> bool:
+        """Apply a journalled result. Its alert went out right after it was journalled, so its
+        fingerprint is known from now on (a repeat is counted, not alerted again)."""
+        if not self.progress.record(record):
+            return False
+        if record.failed and record.fingerprint:
+            self.policy.observe(record.fingerprint, FailureInfo(
+                seed=record.seed, batch_start=record.seed, kind="invariant",
+                invariant=record.invariant, message="", reproduce="", archive="",
+            ), time.time())
+        return True
+
     # --- per-seed handling ------------------------------------------------------------------
 
     async def on_result(self, result: SeedResult, batch_start: int) -> None:
@@ -250,9 +275,9 @@ class Daemon:
         if self.progress.is_done(seed):  # re-run of a done seed cannot happen; never count twice
             return
         failed = result.status == "failed"
-        reproduce = reproduce_command(seed, self.options)
         record: JournalRecord
         if failed:
+            reproduce = reproduce_command(seed, self.options)
             kind = result.kind or "invariant"
             message = result.message or "(no message)"
             fp = fingerprint(kind, result.invariant, message, result.trace_tail)
@@ -283,7 +308,8 @@ class Daemon:
             seed=seed, status=result.status, events=result.events,
             simulated_time_ms=result.simulated_time_ms, trace_hash=result.trace_hash,
             kind=result.kind or ("invariant" if failed else None), invariant=result.invariant,
-            message=result.message, reproduce=reproduce if failed else None,
+            message=result.message, reproduce=reproduce_command(seed, self.options) if failed
+            else None,
         )
         self.event("iteration", iteration)
         if self.settings.log_iterations:  # per-seed lines to the event log (CloudWatch) too
@@ -294,8 +320,8 @@ class Daemon:
                                invariant=result.invariant, message=message, reproduce=reproduce,
                                archive=location)
             self.emit(f"seed {seed} failed: {info.invariant_or_kind}: {message} "
-                      f"(reproduce: {reproduce})", "warning", seed=seed, kind=kind,
-                      invariant=result.invariant, fingerprint=fp, archive=location,
+                      f"(reproduce: {reproduce})", "warning", type="seed_failed", seed=seed,
+                      kind=kind, invariant=result.invariant, fingerprint=fp, archive=location,
                       reproduce=reproduce)
             if self.policy.observe(fp, info, time.time()):
                 alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
@@ -318,18 +344,16 @@ class Daemon:
         self.last_checkpoint_s = time.monotonic()
 
     async def _wait_stop(self, timeout_s: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stop_loops.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
+        # A plain sleep, not wait_for(event): these loops wake often and wait_for costs a task
+        # per wake-up; stopping is noticed within one interval.
+        await asyncio.sleep(timeout_s)
+        return self._stop_loops.is_set()
 
     async def persist_loop(self) -> None:
         """Group commit of the journal; periodic compaction into the checkpoint."""
         while not await self._wait_stop(GROUP_COMMIT_INTERVAL_S):
             await self.commit_journal()
-            if self.events_out is not None:
-                self.events_out.flush()
+            self.flush_events()
             assert self.last_checkpoint_s is not None
             due = time.monotonic() - self.last_checkpoint_s >= CHECKPOINT_INTERVAL_S
             if self._checkpoint_now:
@@ -365,7 +389,7 @@ class Daemon:
                 self.notifier.send(status=self.status_line())
                 last_status_s = now
             if now - last_progress_s >= PROGRESS_LOG_INTERVAL_S:
-                self.emit(f"progress: {self.status_line()}", "info",
+                self.emit(f"progress: {self.status_line()}", "info", type="progress",
                           seeds_done=self.progress.total_iterations, rate_per_s=self.rate())
                 last_progress_s = now
 
@@ -461,7 +485,7 @@ class Daemon:
             message = (f"run already finished: seeds {self.progress.first_seed}.."
                        f"{self.progress.watermark - 1} are done ({self.progress.total_iterations} "
                        f"seeds, {self.progress.total_failures} failed); --reset starts it over")
-            self.emit(message, "info", finished=True)
+            self.emit(message, "info", type="run_already_finished")
             if not self.settings.json:
                 print(message, file=sys.stderr)
             await self.backend.close()
@@ -521,13 +545,12 @@ class Daemon:
             rate=round(self.done_this_start / max(elapsed_s, 1e-6), 3),
             failed_seeds=self.failures_this_start,
         ))
-        self.emit(self.status_line(), "info",
+        self.emit(self.status_line(), "info", type="batch_complete",
                   seeds_done_this_start=self.done_this_start,
                   failures_this_start=len(self.failures_this_start))
         await self.backend.flush()
         await self.backend.close()
-        if self.events_out is not None:
-            self.events_out.flush()
+        self.flush_events()
         if self.progress.finished and self.progress.total_failures > 0:
             return EXIT_FAILURES
         return EXIT_OK

@@ -32,7 +32,7 @@ from voprd.service.protocol import (
     header_length,
 )
 
-MONITOR_INTERVAL_S = 0.1
+MONITOR_INTERVAL_S = 0.2
 BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 5.0
 STARTUP_FAILURES_MAX = 5
@@ -78,11 +78,13 @@ class _Worker:
         self.assigned: dict[int, int] = {}  # seed -> first seed of its batch, in dispatch order
         self.seed_started_s = time.monotonic()
         self.kill_reason: tuple[FailureKind | None, str] | None = None
+        self.kill_seed: int | None = None  # the seed running when we decided to kill
         self.completed = 0
 
     def kill(self, kind: FailureKind | None, message: str) -> None:
         if self.kill_reason is None:
             self.kill_reason = (kind, message)
+            self.kill_seed = next(iter(self.assigned), None)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
@@ -255,10 +257,14 @@ class Supervisor:
             kind, message = "crash", f"worker killed by signal {_signal_name(-returncode)}"
         else:
             kind, message = "crash", f"worker exited with code {returncode}"
+        if worker.kill_reason is not None and worker.kill_seed not in worker.assigned:
+            kind = None  # the seed we killed it for reported just in time: nobody is to blame
         if kind is None:  # killed by us for a reason that is not the seed's fault (drain)
             self._source.requeue(seeds)
             return
-        crashed, rest = seeds[0], seeds[1:]
+        crashed = worker.kill_seed if worker.kill_reason is not None else seeds[0]
+        assert crashed is not None
+        rest = [seed for seed in seeds if seed != crashed]
         self._source.requeue(rest)
         self._on_event("worker_replaced", "warning", {
             "worker": worker.index, "seed": crashed, "kind": kind, "reason": message,

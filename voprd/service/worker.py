@@ -40,7 +40,10 @@ def _vm_size_bytes() -> int:
 
 def _limit_memory(memory_mb: int) -> None:
     limit = _vm_size_bytes() + (memory_mb + ADDRESS_SPACE_HEADROOM_MB) * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:  # inherited (a worker inside a worker): only lower it
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def run_one(target: Target, seed: int, options: RunOptions) -> SeedResult:
@@ -75,7 +78,10 @@ def results_for(target: Target, seeds: Sequence[int], options: RunOptions) -> It
 
 def serve(config: WorkerConfig, commands: BinaryIO, replies: BinaryIO) -> None:
     target = load_target(config.target, config.exec_cmd)
-    _limit_memory(config.memory_mb)
+    if not isinstance(target, BatchTarget):
+        # A batch target runs external processes, which would inherit the limit: address-space
+        # needs differ wildly between runtimes, so they are not limited this way.
+        _limit_memory(config.memory_mb)
     replies.write(frame(Ready(pid=os.getpid())))
     replies.flush()
     while (assign := read_assign(commands)) is not None and assign.seeds:

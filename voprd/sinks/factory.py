@@ -19,7 +19,13 @@ def resolve_state_dir(settings: Settings, env: dict[str, str] | None = None) -> 
 
 def make_backend(settings: Settings, state_dir: Path, instance: str) -> Backend:
     """The backend for `settings`. `state_dir` is always local (the AWS outbox lives there too);
-    `instance` names this machine in alerts and log streams (instance id or host name)."""
+    `instance` names this machine (VOPRD_INSTANCE or the host name). A backend may expose an
+    `instance_id` attribute once `start()` returned (e.g. the EC2 instance id): the daemon then uses
+    it in alerts and failure records instead.
+
+    The AWS branch expects `voprd.sinks.aws.make_aws_backend(settings, state_dir, instance,
+    checkpoint_path)`, where checkpoint_path is `--checkpoint-file` or None (local default
+    STATE_DIR/checkpoint.json; the daemon keeps its progress journal next to it)."""
     checkpoint_path = Path(settings.checkpoint_file) if settings.checkpoint_file else None
     if settings.backend == "aws":
         # Added by the AWS backend (voprd.sinks.aws); imported lazily to keep local start-up light.

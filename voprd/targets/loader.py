@@ -72,4 +72,10 @@ def load_target(spec: str, exec_cmd: str | None = None) -> Target:
             f"unknown target {spec!r}: not an entry point in group {ENTRY_POINT_GROUP!r} "
             f"({', '.join(names)}) nor a module:attribute path"
         )
-    return _instantiate(found[0].load())
+    try:
+        loaded = found[0].load()
+    except (ImportError, AttributeError) as exc:
+        raise TargetNotFound(
+            f"entry point {spec!r} ({found[0].value}) does not load: {exc}"
+        ) from exc
+    return _instantiate(loaded)

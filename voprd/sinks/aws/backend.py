@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from voprd.core.records import (
     write_checkpoint,
 )
 from voprd.events import BackendHealth
+from voprd.service import spot
 from voprd.sinks.aws.clients import (
     BOTOCORE_ATTEMPTS_MAX,
     CONNECT_TIMEOUT_S,
@@ -231,6 +233,7 @@ class AwsBackend:
         self._last_upload_s = float("-inf")
         self._last_daily_s = float("-inf")
         self._closed = False
+        self.instance_id: str | None = None  # set by start() when IMDS knows better
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -242,6 +245,13 @@ class AwsBackend:
             await clients.__aexit__(None, None, None)
             raise
         self._clients = clients
+        if "VOPRD_INSTANCE" not in os.environ and spot.watch_enabled(self.name, os.environ):
+            # On EC2 the instance id names this machine (log stream, metric dimension, alerts).
+            found = await spot.instance_id(spot.imds_endpoint(os.environ))
+            if found:
+                self.instance_id = self.instance = found
+                self._handler.log_stream_name = _stream_name(found)
+                self.events.set_instance(found)
         self._handler.bind_client(await asyncio.to_thread(_logs_client, clients.region))
         lanes = [
             Lane(name=S3_LANE, send=self._send_s3),

@@ -155,6 +155,9 @@ class CloudWatchEventLog:
             return event
         raise structlog.DropEvent
 
+    def set_instance(self, instance: str) -> None:
+        self._cloudwatch = self._cloudwatch.bind(instance=instance)
+
     def emit(self, event: str, severity: Severity, fields: dict[str, Any]) -> None:
         getattr(self._local, severity)(event, **fields)
         self.cloudwatch(event, severity, fields)
