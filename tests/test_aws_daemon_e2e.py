@@ -205,7 +205,15 @@ def test_outage_mid_run_everything_arrives_exactly_once(aws: AwsWorld, tmp_path:
         aws.server.stop()
         try:
             before = seeds_run()
-            time.sleep(3.0)  # AWS is away; the simulation must keep going
+            time.sleep(2.5)  # AWS is away; the simulation must keep going
+            status_path = state_dir / "status.json"
+            status_path.unlink(missing_ok=True)
+            daemon.send_signal(signal.SIGUSR1)  # the status dump shows the backend's health
+            for _ in range(100):
+                if status_path.exists():
+                    break
+                time.sleep(0.05)
+            status = json.loads(status_path.read_text())
             during = seeds_run() - before
             assert daemon.poll() is None
         finally:
@@ -219,6 +227,9 @@ def test_outage_mid_run_everything_arrives_exactly_once(aws: AwsWorld, tmp_path:
             daemon.wait()
     assert daemon.returncode == 0, err.decode()[-3000:]
     assert during > 50, f"only {during} seeds ran during the outage"
+    backend = status["backend"]
+    assert backend["name"] == "aws" and backend["healthy"] is False
+    assert "retrying" in backend["detail"] and backend["outbox_pending"] > 0
 
     local = read_checkpoint((state_dir / "checkpoint.json").read_bytes())
     assert s3_checkpoint() == local
