@@ -86,3 +86,24 @@ def test_idle_minute_has_no_statistic_set() -> None:
         "IterationsCompleted", "FailuresDetected", "EventsSimulated",
     ]
     assert all(d["Value"] == 0.0 for d in data)
+
+
+def test_only_invalid_requests_are_permanent() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from voprd.sinks.aws.backend import is_permanent
+
+    def error(code: str, status: int) -> ClientError:
+        return ClientError(
+            {"Error": {"Code": code, "Message": "x"},
+             "ResponseMetadata": {"HTTPStatusCode": status}},
+            "PutLogEvents",
+        )
+
+    assert is_permanent(error("InvalidParameterException", 400))
+    assert is_permanent(error("EntityTooLarge", 413))
+    for code, status in (("ThrottlingException", 400), ("ResourceNotFoundException", 400),
+                         ("AccessDenied", 403), ("InternalError", 500), ("SlowDown", 503),
+                         ("ExpiredTokenException", 400)):
+        assert not is_permanent(error(code, status)), code
+    assert not is_permanent(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))

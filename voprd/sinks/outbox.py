@@ -1,9 +1,10 @@
 """Durable outbox: every AWS write is first a row in a local SQLite file, then sent by a drainer.
 
 Why SQLite: one file, atomic transactions, ordered ids, survives SIGKILL (WAL; essential rows are
-fsynced at commit, log rows are not), and it is in the standard library. The simulation only ever pays for a local insert; sending,
-retrying and backing off happen in `OutboxDrainer`, one ordered lane per AWS service, so an SNS
-outage does not hold back S3 and a replay keeps each service's writes in their original order.
+fsynced at commit, log rows are not), and it is in the standard library. The simulation only ever
+pays for a local insert; sending, retrying and backing off happen in `OutboxDrainer`, one
+ordered lane per AWS service, so an SNS outage does not hold back S3 and a replay keeps each
+service's writes in their original order.
 
 Deduplication: items may carry a `dedup_key`; once an item with that key was sent it is recorded in
 a durable ledger (`sent`) in the same transaction that removes it, so a re-enqueue (for example

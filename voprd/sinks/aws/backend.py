@@ -80,6 +80,12 @@ _THROTTLING = frozenset({
     "TooManyRequestsException", "SlowDown", "RequestTimeout", "RequestTimeoutException",
     "ProvisionedThroughputExceededException", "LimitExceededException",
 })
+# 4xx answers an operator can fix while the rows wait (a deleted log group, expired credentials).
+_FIXABLE = frozenset({
+    "ResourceNotFoundException", "NoSuchBucket", "NotFound", "AccessDenied",
+    "AccessDeniedException", "AuthorizationError", "ExpiredToken", "ExpiredTokenException",
+    "InvalidClientTokenId", "UnrecognizedClientException", "InvalidAccessKeyId",
+})
 
 
 class AwsTuning(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,7 +120,8 @@ def is_permanent(exc: BaseException) -> bool:
         return False
     error: dict[str, Any] = exc.response.get("Error", {})
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return status in (400, 413) and str(error.get("Code", "")) not in _THROTTLING
+    code = str(error.get("Code", ""))
+    return status in (400, 413) and code not in _THROTTLING and code not in _FIXABLE
 
 
 def _md5_hex(data: bytes) -> str:
@@ -499,6 +506,8 @@ class AwsBackend:
             parts.append(f"dropped: {dropped}")
         if stats.dead_items:
             parts.append(f"{stats.dead_items} item(s) set aside as unsendable")
+        if self._handler.rejected_batches:
+            parts.append(f"{self._handler.rejected_batches} log batch(es) partly rejected")
         return BackendHealth(
             name=self.name,
             healthy=not retrying and not stalled and stats.refused_essential == 0
