@@ -14,6 +14,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -112,6 +113,10 @@ class AwsWorld:
 @pytest.fixture
 def aws(moto_server: MotoServer) -> AwsWorld:
     """Fresh moto state with the bucket (versioned), log group, topic and an SQS subscriber."""
+    return make_world(moto_server)
+
+
+def make_world(moto_server: MotoServer) -> AwsWorld:
     moto_server.reset()
     s3 = boto("s3")
     s3.create_bucket(Bucket=BUCKET)
@@ -159,3 +164,57 @@ def log_messages(world: AwsWorld) -> list[str]:
         )["events"]
         messages.extend(event["message"] for event in events)
     return messages
+
+
+@pytest.fixture
+def imds() -> Iterator[Any]:
+    """A fake IMDSv2 server (tests/fake_imds.py) on a free loopback port."""
+    from tests.fake_imds import FakeImds
+
+    server = FakeImds().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def daemon_env(world: AwsWorld, imds_url: str | None, **extra: str) -> dict[str, str]:
+    """Environment for a real `python -m voprd` daemon against this moto server: the AWS backend
+    configured through VOPRD_* variables, the spot watcher on `imds_url` (off when None)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VOPRD_"))}
+    env.update(AWS_ENV)
+    env.update({
+        "AWS_ENDPOINT_URL": world.server.url,
+        "VOPRD_BUCKET": world.bucket,
+        "VOPRD_SNS_TOPIC_ARN": world.topic_arn,
+        "VOPRD_LOG_GROUP": world.log_group,
+        "PYTHONPATH": str(ROOT),
+    })
+    env.pop("AWS_EC2_METADATA_DISABLED")
+    if imds_url is None:
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
+    else:
+        env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = imds_url
+    env.update(extra)
+    return env
+
+
+def latest_checkpoint_versions(world: AwsWorld) -> list[str]:
+    """Version ids of checkpoints/latest.json (the test bucket is versioned), newest first."""
+    answer = boto("s3").list_object_versions(Bucket=world.bucket, Prefix="checkpoints/latest.json")
+    return [v["VersionId"] for v in answer.get("Versions", [])]
+
+
+def wait_for_new_checkpoint(world: AwsWorld, versions_before: int, timeout_s: float,
+                            poll_s: float) -> float | None:
+    """Monotonic time at which latest.json got a version beyond `versions_before`, or None."""
+    import time
+
+    for _ in range(int(timeout_s / poll_s) + 1):
+        if len(latest_checkpoint_versions(world)) > versions_before:
+            return time.monotonic()
+        time.sleep(poll_s)
+    return None

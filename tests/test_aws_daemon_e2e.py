@@ -10,47 +10,35 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.aws_fixtures import AWS_ENV, AwsWorld, boto, log_messages, sns_messages
+from tests.aws_fixtures import (
+    ROOT,
+    AwsWorld,
+    boto,
+    latest_checkpoint_versions,
+    log_messages,
+    sns_messages,
+    wait_for_new_checkpoint,
+)
+from tests.aws_fixtures import daemon_env as shared_daemon_env
 from tests.fake_imds import FakeImds
 from voprd.core.records import read_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET = "tests.targets_for_tests:Flaky"
 
 
 def daemon_env(
     aws: AwsWorld, tmp_path: Path, imds: FakeImds | None, **extra: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VOPRD_"))}
-    env.update(AWS_ENV)
-    env.update({
-        "AWS_ENDPOINT_URL": aws.server.url,
-        "VOPRD_BUCKET": aws.bucket,
-        "VOPRD_SNS_TOPIC_ARN": aws.topic_arn,
-        "VOPRD_LOG_GROUP": aws.log_group,
-        "VOPRD_TEST_RUN_LOG": str(tmp_path / "runs.log"),
-        "VOPRD_TEST_WORK_MS": "2",
-        "PYTHONPATH": str(ROOT),
-    })
-    env.pop("AWS_EC2_METADATA_DISABLED")
-    if imds is None:
-        env["AWS_EC2_METADATA_DISABLED"] = "true"
-    else:
-        env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = imds.url
-    env.update(extra)
-    return env
+    knobs = {"VOPRD_TEST_RUN_LOG": str(tmp_path / "runs.log"), "VOPRD_TEST_WORK_MS": "2"}
+    return shared_daemon_env(aws, imds.url if imds else None, **{**knobs, **extra})
 
 
 def voprd(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[bytes]:
@@ -72,15 +60,6 @@ def metric_total(name: str) -> float:
         EndTime=now + _dt.timedelta(hours=1), Period=60, Statistics=["Sum"],
     )
     return float(sum(point["Sum"] for point in answer["Datapoints"]))
-
-
-@pytest.fixture
-def imds() -> Iterator[FakeImds]:
-    server = FakeImds().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_bounded_run_then_fresh_instance_resumes_from_s3(aws: AwsWorld, tmp_path: Path) -> None:
@@ -156,14 +135,10 @@ def test_spot_notice_checkpoints_to_s3_and_exits_cleanly(
                 break
             assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
         time.sleep(1.0)  # let it run some seeds past the first checkpoint
-        versions_before = _latest_versions(aws)
+        versions_before = len(latest_checkpoint_versions(aws))
         imds.set_notice()
-        stored_s: float | None = None
-        for _ in range(400):  # the watcher polls every 5 s; allow it 20 s
-            if len(_latest_versions(aws)) > len(versions_before):
-                stored_s = time.monotonic()
-                break
-            time.sleep(0.05)
+        # The watcher polls every 5 s; allow it 20 s.
+        stored_s = wait_for_new_checkpoint(aws, versions_before, timeout_s=20.0, poll_s=0.05)
         assert stored_s is not None, "no checkpoint reached S3 after the spot notice"
         _, err = daemon.communicate(timeout=60)
     finally:
@@ -190,15 +165,14 @@ def test_spot_notice_checkpoints_to_s3_and_exits_cleanly(
     events = [json.loads(line) for line in log_messages(aws)]
     assert any(e["event"] == "drain" and e.get("reason") == "spot instance-action"
                for e in events)
+    # No VOPRD_INSTANCE: the instance id came from IMDS and names the log stream.
+    streams = boto("logs").describe_log_streams(logGroupName=aws.log_group)["logStreams"]
+    assert [s["logStreamName"] for s in streams] == [imds.instance_id]
+    assert {e["instance"] for e in events} == {imds.instance_id}
 
 
 def _has_checkpoint(aws: AwsWorld) -> bool:
-    return bool(_latest_versions(aws))
-
-
-def _latest_versions(aws: AwsWorld) -> list[str]:
-    answer = boto("s3").list_object_versions(Bucket=aws.bucket, Prefix="checkpoints/latest.json")
-    return [v["VersionId"] for v in answer.get("Versions", [])]
+    return bool(latest_checkpoint_versions(aws))
 
 
 def test_start_up_names_a_missing_bucket(aws: AwsWorld, tmp_path: Path) -> None:
@@ -231,7 +205,15 @@ def test_outage_mid_run_everything_arrives_exactly_once(aws: AwsWorld, tmp_path:
         aws.server.stop()
         try:
             before = seeds_run()
-            time.sleep(3.0)  # AWS is away; the simulation must keep going
+            time.sleep(2.5)  # AWS is away; the simulation must keep going
+            status_path = state_dir / "status.json"
+            status_path.unlink(missing_ok=True)
+            daemon.send_signal(signal.SIGUSR1)  # the status dump shows the backend's health
+            for _ in range(100):
+                if status_path.exists():
+                    break
+                time.sleep(0.05)
+            status = json.loads(status_path.read_text())
             during = seeds_run() - before
             assert daemon.poll() is None
         finally:
@@ -245,6 +227,9 @@ def test_outage_mid_run_everything_arrives_exactly_once(aws: AwsWorld, tmp_path:
             daemon.wait()
     assert daemon.returncode == 0, err.decode()[-3000:]
     assert during > 50, f"only {during} seeds ran during the outage"
+    backend = status["backend"]
+    assert backend["name"] == "aws" and backend["healthy"] is False
+    assert "retrying" in backend["detail"] and backend["outbox_pending"] > 0
 
     local = read_checkpoint((state_dir / "checkpoint.json").read_bytes())
     assert s3_checkpoint() == local

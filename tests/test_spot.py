@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import aiohttp
-import pytest
 import structlog
 
 from tests.aws_fixtures import free_port
 from tests.fake_imds import FakeImds
 from voprd.service.spot import SpotNotice, SpotWatcher, imds_endpoint
-
-
-@pytest.fixture
-def imds() -> Iterator[FakeImds]:
-    server = FakeImds().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_fake_imds_requires_a_token(imds: FakeImds) -> None:

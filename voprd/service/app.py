@@ -206,8 +206,6 @@ class Daemon:
             load_target(self.settings.target, self.settings.exec_cmd)
         except TargetNotFound as exc:
             raise Refused(f"--target: {exc}") from exc
-        if spot.watch_enabled(self.settings.backend, self.env) and "VOPRD_INSTANCE" not in self.env:
-            self.instance = await spot.instance_id(spot.imds_endpoint(self.env)) or self.instance
         self.backend = make_backend(self.settings, self.state_dir, self.instance)
         await self.backend.start()
         # A backend that knows better (the EC2 instance id) names this machine in alerts.

@@ -1,9 +1,10 @@
 """Durable outbox: every AWS write is first a row in a local SQLite file, then sent by a drainer.
 
-Why SQLite: one file, atomic transactions, ordered ids, survives SIGKILL (WAL, synchronous=FULL),
-and it is in the standard library. The simulation only ever pays for a local insert; sending,
-retrying and backing off happen in `OutboxDrainer`, one ordered lane per AWS service, so an SNS
-outage does not hold back S3 and a replay keeps each service's writes in their original order.
+Why SQLite: one file, atomic transactions, ordered ids, survives SIGKILL (WAL; essential rows are
+fsynced at commit, log rows are not), and it is in the standard library. The simulation only ever
+pays for a local insert; sending, retrying and backing off happen in `OutboxDrainer`, one
+ordered lane per AWS service, so an SNS outage does not hold back S3 and a replay keeps each
+service's writes in their original order.
 
 Deduplication: items may carry a `dedup_key`; once an item with that key was sent it is recorded in
 a durable ledger (`sent`) in the same transaction that removes it, so a re-enqueue (for example
@@ -155,6 +156,7 @@ class Outbox:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._synchronous_full = True
         self._db.executescript(_SCHEMA)
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM items"
@@ -192,6 +194,7 @@ class Outbox:
         with self._lock:
             if dedup_key is not None and self._known(dedup_key):
                 return False
+            self._set_synchronous(full=priority >= Priority.METRICS)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 if coalesce_key is not None:
@@ -226,6 +229,14 @@ class Outbox:
             self._bytes += size_bytes
         self._notify(lane)
         return True
+
+    def _set_synchronous(self, *, full: bool) -> None:
+        """Essential rows (and metric batches) are fsynced at commit; log rows only reach the
+        OS (WAL, synchronous=NORMAL): they survive a process crash, not a power cut, and cost the
+        event loop no fsync even with one row per seed (--log-iterations)."""
+        if full != self._synchronous_full:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            self._synchronous_full = full
 
     def _notify(self, lane: str) -> None:
         for listener in self._listeners:
@@ -312,6 +323,7 @@ class Outbox:
     def done(self, items: Sequence[OutboxItem]) -> None:
         """Remove sent items (only the revision that was sent) and record their dedup keys."""
         with self._lock:
+            self._set_synchronous(full=any(item.priority >= Priority.METRICS for item in items))
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for item in items:
@@ -346,6 +358,7 @@ class Outbox:
     def set_aside(self, item: OutboxItem, reason: str) -> None:
         """Move an item that can never be sent to the `dead` table (kept, counted, reported)."""
         with self._lock:
+            self._set_synchronous(full=True)
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute(
                 "DELETE FROM items WHERE item_id = ? RETURNING size_bytes", (item.item_id,)

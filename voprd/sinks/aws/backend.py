@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from voprd.core.records import (
     write_checkpoint,
 )
 from voprd.events import BackendHealth
+from voprd.service import spot
 from voprd.sinks.aws.clients import (
     BOTOCORE_ATTEMPTS_MAX,
     CONNECT_TIMEOUT_S,
@@ -78,6 +80,12 @@ _THROTTLING = frozenset({
     "TooManyRequestsException", "SlowDown", "RequestTimeout", "RequestTimeoutException",
     "ProvisionedThroughputExceededException", "LimitExceededException",
 })
+# 4xx answers an operator can fix while the rows wait (a deleted log group, expired credentials).
+_FIXABLE = frozenset({
+    "ResourceNotFoundException", "NoSuchBucket", "NotFound", "AccessDenied",
+    "AccessDeniedException", "AuthorizationError", "ExpiredToken", "ExpiredTokenException",
+    "InvalidClientTokenId", "UnrecognizedClientException", "InvalidAccessKeyId",
+})
 
 
 class AwsTuning(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,7 +120,8 @@ def is_permanent(exc: BaseException) -> bool:
         return False
     error: dict[str, Any] = exc.response.get("Error", {})
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return status in (400, 413) and str(error.get("Code", "")) not in _THROTTLING
+    code = str(error.get("Code", ""))
+    return status in (400, 413) and code not in _THROTTLING and code not in _FIXABLE
 
 
 def _md5_hex(data: bytes) -> str:
@@ -231,6 +240,7 @@ class AwsBackend:
         self._last_upload_s = float("-inf")
         self._last_daily_s = float("-inf")
         self._closed = False
+        self.instance_id: str | None = None  # set by start() when IMDS knows better
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -242,6 +252,13 @@ class AwsBackend:
             await clients.__aexit__(None, None, None)
             raise
         self._clients = clients
+        if "VOPRD_INSTANCE" not in os.environ and spot.watch_enabled(self.name, os.environ):
+            # On EC2 the instance id names this machine (log stream, metric dimension, alerts).
+            found = await spot.instance_id(spot.imds_endpoint(os.environ))
+            if found:
+                self.instance_id = self.instance = found
+                self._handler.log_stream_name = _stream_name(found)
+                self.events.set_instance(found)
         self._handler.bind_client(await asyncio.to_thread(_logs_client, clients.region))
         lanes = [
             Lane(name=S3_LANE, send=self._send_s3),
@@ -489,6 +506,8 @@ class AwsBackend:
             parts.append(f"dropped: {dropped}")
         if stats.dead_items:
             parts.append(f"{stats.dead_items} item(s) set aside as unsendable")
+        if self._handler.rejected_batches:
+            parts.append(f"{self._handler.rejected_batches} log batch(es) partly rejected")
         return BackendHealth(
             name=self.name,
             healthy=not retrying and not stalled and stats.refused_essential == 0

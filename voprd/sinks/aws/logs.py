@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import structlog
 import watchtower
+from botocore.exceptions import ClientError
 
 from voprd.core.records import Severity
 from voprd.sinks.outbox import Outbox, OutboxItem, Priority
@@ -30,7 +31,7 @@ LOGS_LANE = "logs"
 # Events CloudWatch always gets (besides every warning and error); matched by prefix.
 FORWARDED_EVENT_PREFIXES: tuple[str, ...] = (
     "start", "batch_complete", "failure", "status", "stop", "shutdown", "drain", "spot",
-    "checkpoint_resumed", "alert",
+    "checkpoint", "alert", "progress", "run_", "finished", "stopped", "aws_",
 )
 ITERATION_EVENT = "iteration"
 WATCHTOWER_ATTEMPTS_MAX = 3  # inside one outbox attempt: covers creating the stream, then putting
@@ -72,6 +73,7 @@ class OutboxCloudWatchHandler(watchtower.CloudWatchLogHandler):
         # The boto3 client is bound at start-up (`bind_client`); emitting only needs the outbox.
         self._recording = _RecordingClient(None)
         self._submit_lock = threading.Lock()
+        self.rejected_batches = 0
         super().__init__(
             log_group_name=log_group_name,
             log_stream_name=log_stream_name,
@@ -111,10 +113,13 @@ class OutboxCloudWatchHandler(watchtower.CloudWatchLogHandler):
             )
             response, error = self._recording.last_response, self._recording.last_error
         if response is None:
+            if isinstance(error, ClientError):
+                raise error  # classified by the drainer: retried, or set aside if invalid
             raise LogDeliveryError(f"PutLogEvents failed: {error!r}")
-        rejected = response.get("rejectedLogEventsInfo")
-        if rejected:
-            raise LogDeliveryError(f"PutLogEvents rejected events: {rejected}")
+        if response.get("rejectedLogEventsInfo"):
+            # The other events of the batch were stored: resending would duplicate them, and
+            # the rejected ones (too old or too new) can never be accepted. Counted in health.
+            self.rejected_batches += 1
 
 
 class CloudWatchEventLog:
@@ -154,6 +159,9 @@ class CloudWatchEventLog:
         if name.startswith(FORWARDED_EVENT_PREFIXES):
             return event
         raise structlog.DropEvent
+
+    def set_instance(self, instance: str) -> None:
+        self._cloudwatch = self._cloudwatch.bind(instance=instance)
 
     def emit(self, event: str, severity: Severity, fields: dict[str, Any]) -> None:
         getattr(self._local, severity)(event, **fields)
