@@ -188,7 +188,13 @@ def test_role_policy_scoped_to_this_stack(deployed: Deployed) -> None:
     assert statements["PutMetricsInVoprNamespace"]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": "VOPR"}
     }
-    assert len(statements) == 6
+    assert statements["DeleteSetAsideCheckpointsAndLeases"]["Resource"] == [
+        f"{bucket_arn}/checkpoints/*", f"{bucket_arn}/leases/*",
+    ]
+    assert statements["CheckLogGroupAtStartup"]["Resource"] == (
+        f"arn:aws:logs:{REGION}:123456789012:log-group:*"
+    )
+    assert len(statements) == 8
     # moto's AWS::IAM::Role ignores ManagedPolicyArns (Session Manager's managed policy): the
     # template test checks it.
     profile = iam.get_instance_profile(InstanceProfileName=deployed.physical_id("InstanceProfile"))
