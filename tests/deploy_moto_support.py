@@ -14,16 +14,18 @@ from moto.server import ThreadedMotoServer
 
 from tests.deploy_support import TEMPLATE, VENV_BIN
 
-REGION = "us-east-1"
+# Not us-east-1: other suites in the same process use moto there (same default names).
+REGION = "ca-central-1"
 STACK = "voprd"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
 
 
 class Deployed:
-    def __init__(self, endpoint: str, env: dict[str, str]) -> None:
+    def __init__(self, endpoint: str, env: dict[str, str], region: str) -> None:
         self.endpoint = endpoint
         self.env = env
+        self.region = region
         # moto leaves Outputs empty after `deploy`'s change set: the same values, from the
         # stack's resources (test_create_stack_fills_the_outputs checks the Outputs section).
         self.outputs = {
@@ -33,8 +35,10 @@ class Deployed:
             "LogGroup": self.physical_id("LogGroup"),
         }
 
-    def client(self, service: str, region: str = REGION) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=region, **CREDENTIALS)
+    def client(self, service: str, region: str | None = None) -> Any:
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name=region or self.region, **CREDENTIALS
+        )
 
     def physical_id(self, logical_id: str) -> str:
         # (moto's DescribeStackResource fails; ListStackResources works)
@@ -56,8 +60,12 @@ class Deployed:
 
 
 @contextlib.contextmanager
-def deployed_stack(*parameter_overrides: str) -> Iterator[Deployed]:
-    """A moto server with the stack deployed by `aws cloudformation deploy`, as in the guide."""
+def deployed_stack(*parameter_overrides: str, region: str = REGION) -> Iterator[Deployed]:
+    """A moto server with the stack deployed by `aws cloudformation deploy`, as in the guide.
+
+    moto's state is per process, shared by every server it starts: each caller deploys to its
+    own region so that stacks (and their per-region names) do not collide.
+    """
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -66,7 +74,7 @@ def deployed_stack(*parameter_overrides: str) -> Iterator[Deployed]:
             **os.environ,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
+            "AWS_DEFAULT_REGION": region,
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         }
@@ -83,9 +91,9 @@ def deployed_stack(*parameter_overrides: str) -> Iterator[Deployed]:
         assert proc.returncode == 0, proc.stderr
         assert "Successfully created/updated stack - voprd" in proc.stdout
         stack = boto3.client(
-            "cloudformation", endpoint_url=endpoint, region_name=REGION, **CREDENTIALS
+            "cloudformation", endpoint_url=endpoint, region_name=region, **CREDENTIALS
         ).describe_stacks(StackName=STACK)["Stacks"][0]
         assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
-        yield Deployed(endpoint, env)
+        yield Deployed(endpoint, env, region)
     finally:
         server.stop()

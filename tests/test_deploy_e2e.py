@@ -51,7 +51,8 @@ def parse_environment_file(text: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Deployed]:
     with deployed_stack(
-        "AlertEmail=ops@example.com", "SeedStart=9000", "VoprdArgs=--workers 2 --faults all"
+        "AlertEmail=ops@example.com", "SeedStart=9000", "VoprdArgs=--workers 2 --faults all",
+        region="eu-north-1",
     ) as deployed:
         yield deployed
 

@@ -32,7 +32,7 @@ def deployed() -> Iterator[Deployed]:
 
 def test_outputs_name_the_created_resources(deployed: Deployed) -> None:
     outputs = deployed.outputs
-    assert outputs["BucketName"] == "vopr-simulation-results-123456789012-us-east-1"
+    assert outputs["BucketName"] == f"vopr-simulation-results-123456789012-{REGION}"
     assert outputs["LogGroup"] == "/aws/ec2/vopr-simulation"
     assert outputs["SnsTopic"].startswith(f"arn:aws:sns:{REGION}:123456789012:")
     assert outputs["InstanceId"].startswith("i-")
