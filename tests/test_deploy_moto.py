@@ -10,105 +10,29 @@ from __future__ import annotations
 
 import ast
 import base64
-import os
-import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from tests.deploy_support import TEMPLATE, VENV_BIN, embed_module
+from tests.deploy_moto_support import AMI_PARAMETER, REGION, STACK, Deployed, deployed_stack
+from tests.deploy_support import TEMPLATE, embed_module
 
-REGION = "us-east-1"
-STACK = "voprd"
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
 STACK_WAIT_S_MAX = 60.0
-
-
-class Deployed:
-    def __init__(self, endpoint: str, env: dict[str, str]) -> None:
-        self.endpoint = endpoint
-        self.env = env
-        # moto leaves Outputs empty after `deploy`'s change set: the same values, from the
-        # stack's resources (test_create_stack_fills_the_outputs checks the Outputs section).
-        self.outputs = {
-            "InstanceId": self.physical_id("Instance"),
-            "BucketName": self.physical_id("Bucket"),
-            "SnsTopic": self.physical_id("AlertTopic"),
-            "LogGroup": self.physical_id("LogGroup"),
-        }
-
-    def client(self, service: str, region: str = REGION) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=region, **CREDENTIALS)
-
-    def physical_id(self, logical_id: str) -> str:
-        # (moto's DescribeStackResource fails; ListStackResources works)
-        summaries = self.client("cloudformation").list_stack_resources(StackName=STACK)[
-            "StackResourceSummaries"
-        ]
-        (physical,) = [
-            s["PhysicalResourceId"] for s in summaries if s["LogicalResourceId"] == logical_id
-        ]
-        assert isinstance(physical, str) and physical
-        return physical
-
-    def aws(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The awscli, as the operator runs it, pointed at the emulator."""
-        return subprocess.run(
-            [str(VENV_BIN / "aws"), *args, "--endpoint-url", self.endpoint],
-            env=self.env, capture_output=True, text=True, timeout=120,
-        )
 
 
 @pytest.fixture(scope="module")
 def deployed() -> Iterator[Deployed]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        env = {
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        }
-        endpoint = f"http://{host}:{port}"
-        # moto's backends are process-wide: clear what other tests' servers left behind.
-        urllib.request.urlopen(
-            urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10
-        ).close()
-        # The guide's quick-start command, plus the emulator's endpoint.
-        proc = subprocess.run(
-            [
-                str(VENV_BIN / "aws"), "cloudformation", "deploy", "--endpoint-url", endpoint,
-                "--template-file", str(TEMPLATE), "--stack-name", STACK,
-                "--capabilities", "CAPABILITY_NAMED_IAM",
-                "--parameter-overrides", "AlertEmail=ops@example.com", "SeedStart=5000000",
-                "VoprdArgs=--faults network,crash --workers 2", "LogRetentionDays=14",
-            ],
-            env=env, capture_output=True, text=True, timeout=120,
-        )
-        assert proc.returncode == 0, proc.stderr
-        assert "Successfully created/updated stack - voprd" in proc.stdout
-        stack = boto3.client(
-            "cloudformation", endpoint_url=endpoint, region_name=REGION, **CREDENTIALS
-        ).describe_stacks(StackName=STACK)["Stacks"][0]
-        assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
-        yield Deployed(endpoint, env)
-    finally:
-        server.stop()
+    with deployed_stack(
+        "AlertEmail=ops@example.com", "SeedStart=5000000",
+        "VoprdArgs=--faults network,crash --workers 2", "LogRetentionDays=14",
+    ) as stack:
+        yield stack
 
 
 def test_outputs_name_the_created_resources(deployed: Deployed) -> None:
     outputs = deployed.outputs
-    assert outputs["BucketName"] == "vopr-simulation-results-123456789012-us-east-1"
+    assert outputs["BucketName"] == f"vopr-simulation-results-123456789012-{REGION}"
     assert outputs["LogGroup"] == "/aws/ec2/vopr-simulation"
     assert outputs["SnsTopic"].startswith(f"arn:aws:sns:{REGION}:123456789012:")
     assert outputs["InstanceId"].startswith("i-")
@@ -193,7 +117,13 @@ def test_role_policy_scoped_to_this_stack(deployed: Deployed) -> None:
     assert statements["PutMetricsInVoprNamespace"]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": "VOPR"}
     }
-    assert len(statements) == 6
+    assert statements["DeleteSetAsideCheckpointsAndLeases"]["Resource"] == [
+        f"{bucket_arn}/checkpoints/*", f"{bucket_arn}/leases/*",
+    ]
+    assert statements["CheckLogGroupAtStartup"]["Resource"] == (
+        f"arn:aws:logs:{REGION}:123456789012:log-group:*"
+    )
+    assert len(statements) == 8
     # moto's AWS::IAM::Role ignores ManagedPolicyArns (Session Manager's managed policy): the
     # template test checks it.
     profile = iam.get_instance_profile(InstanceProfileName=deployed.physical_id("InstanceProfile"))

@@ -11,34 +11,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests import unit_sandbox
-from tests.deploy_support import ROOT, UNIT
+from tests.deploy_support import ROOT
 
-
-def _sandbox_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (mount namespace, setpriv), as on CI"
-    for tool in ("unshare", "setpriv", "mount", "systemd-analyze"):
-        if shutil.which(tool) is None:
-            return f"{tool} missing (.ci/run installs systemd)"
-    try:
-        import pyseccomp  # noqa: F401
-    except (ImportError, OSError) as exc:  # OSError: libseccomp.so.2 missing
-        return f"pyseccomp/libseccomp unavailable: {exc}"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_sandbox_unavailable() is not None,
-                                reason=str(_sandbox_unavailable()))
+pytestmark = pytest.mark.skipif(
+    unit_sandbox.unavailable() is not None, reason=str(unit_sandbox.unavailable())
+)
 
 
 @pytest.fixture
@@ -49,20 +33,9 @@ def state_dir(tmp_path: Path) -> Path:
     return state
 
 
-def run_sandboxed(state: Path, argv: list[str], timeout_s: float,
-                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    spec = unit_sandbox.spec_from_unit(UNIT.read_text())
-    base_env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-                "STATE_DIRECTORY": unit_sandbox.STATE_IN_SANDBOX}
-    return subprocess.run(
-        unit_sandbox.command(state, spec, argv), env={**base_env, **(env or {})},
-        capture_output=True, text=True, timeout=timeout_s, cwd=ROOT,
-    )
-
-
 def test_probe_works_and_restrictions_hold(state_dir: Path) -> None:
     probe = str(ROOT / "tests" / "unit_probe.py")
-    proc = run_sandboxed(state_dir, [sys.executable, probe, unit_sandbox.STATE_IN_SANDBOX], 120)
+    proc = unit_sandbox.run(state_dir, [sys.executable, probe, unit_sandbox.STATE_IN_SANDBOX], 120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout)
     # What the daemon needs works:
@@ -96,7 +69,7 @@ def test_daemon_batch_runs_in_the_sandbox(state_dir: Path) -> None:
     receiver.settimeout(0)
     try:
         notify = f"{unit_sandbox.STATE_IN_SANDBOX}/notify.sock"
-        proc = run_sandboxed(
+        proc = unit_sandbox.run(
             state_dir, [sys.executable, "-m", "voprd", "--seed", "0", "-n", "20", "--workers", "2"],
             240, env={"NOTIFY_SOCKET": notify},
         )
@@ -110,7 +83,7 @@ def test_daemon_batch_runs_in_the_sandbox(state_dir: Path) -> None:
         assert any("READY=1" in m for m in messages), messages
         assert (state_dir / "checkpoint.json").exists()
         once_argv = [sys.executable, "-m", "voprd", "--once", "--seed", "3"]
-        once = run_sandboxed(state_dir, once_argv, 120)
+        once = unit_sandbox.run(state_dir, once_argv, 120)
         assert once.returncode in (0, 1), once.stderr[-3000:]  # 1: the seed found a failure
     finally:
         receiver.close()

@@ -242,6 +242,12 @@ def test_instance_role_least_privilege() -> None:
     assert [k["Fn::Sub"] for k in keys] == [
         f"${{Bucket.Arn}}/{prefix}/*" for prefix in ("checkpoints", "failures", "leases", "done")
     ]
+    deletable = statements["DeleteSetAsideCheckpointsAndLeases"]
+    assert deletable["Action"] == "s3:DeleteObject"
+    assert [k["Fn::Sub"] for k in deletable["Resource"]] == [
+        "${Bucket.Arn}/checkpoints/*", "${Bucket.Arn}/leases/*",  # never failures/ or done/
+    ]
+    assert statements["CheckLogGroupAtStartup"]["Action"] == "logs:DescribeLogGroups"
     actions = {a for s in statements.values() for a in _as_list(s["Action"])}
     assert not any(a.endswith("*") and not a.startswith("kms:GenerateDataKey") for a in actions)
 

@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+CHECKOUT = Path(__file__).resolve().parents[1]
 SANDBOX_UID = 61_234  # like DynamicUser: a uid that owns nothing else on the machine
 STATE_IN_SANDBOX = "/tmp/state"
 SKIP_REMOUNT = ("/proc", "/sys", "/dev")  # API file systems stay as ProtectSystem leaves them
@@ -110,6 +111,32 @@ def command(state_dir: Path, spec: dict[str, Any], argv: list[str]) -> list[str]
     ]
 
 
+def unavailable() -> str | None:
+    """Why the sandbox cannot be built here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (mount namespace, setpriv), as on CI"
+    for tool in ("unshare", "setpriv", "mount", "systemd-analyze"):
+        if shutil.which(tool) is None:
+            return f"{tool} missing (.ci/run installs systemd)"
+    try:
+        import pyseccomp  # noqa: F401
+    except (ImportError, OSError) as exc:  # OSError: libseccomp.so.2 missing
+        return f"pyseccomp/libseccomp unavailable: {exc}"
+    return None
+
+
+def run(state: Path, argv: list[str], timeout_s: float,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """argv in the sandbox of the unit file, with `state` as its state directory."""
+    spec = spec_from_unit((CHECKOUT / "deploy" / "systemd" / "voprd.service").read_text())
+    base_env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+                "STATE_DIRECTORY": STATE_IN_SANDBOX}
+    return subprocess.run(
+        command(state, spec, argv), env={**base_env, **(env or {})},
+        capture_output=True, text=True, timeout=timeout_s, cwd=CHECKOUT,
+    )
+
+
 def _bind(source_fd: int, target: str, *, writable: bool) -> None:
     os.makedirs(target, exist_ok=True)
     subprocess.run(
@@ -126,7 +153,7 @@ def _stage_mounts(state_dir: str, rest: list[str]) -> None:
     # instance they live in /usr and /opt, which stay visible.
     keep = sorted({
         os.path.realpath(p)
-        for p in (sys.base_prefix, sys.prefix, str(Path(__file__).resolve().parents[1]))
+        for p in (sys.base_prefix, sys.prefix, str(CHECKOUT))
         if os.path.realpath(p).startswith(EMPTIED_DIRS)
     })
     keep_fds = {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in keep}

@@ -1,0 +1,99 @@
+"""Deploying deploy/cloudformation.yaml to a moto server over HTTP, as the guide's quick start
+does with the awscli; shared by tests/test_deploy_moto.py and tests/test_deploy_e2e.py."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from tests.deploy_support import TEMPLATE, VENV_BIN
+
+# Not us-east-1: other suites in the same process use moto there (same default names).
+REGION = "ca-central-1"
+STACK = "voprd"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+
+
+class Deployed:
+    def __init__(self, endpoint: str, env: dict[str, str], region: str) -> None:
+        self.endpoint = endpoint
+        self.env = env
+        self.region = region
+        # moto leaves Outputs empty after `deploy`'s change set: the same values, from the
+        # stack's resources (test_create_stack_fills_the_outputs checks the Outputs section).
+        self.outputs = {
+            "InstanceId": self.physical_id("Instance"),
+            "BucketName": self.physical_id("Bucket"),
+            "SnsTopic": self.physical_id("AlertTopic"),
+            "LogGroup": self.physical_id("LogGroup"),
+        }
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name=region or self.region, **CREDENTIALS
+        )
+
+    def physical_id(self, logical_id: str) -> str:
+        # (moto's DescribeStackResource fails; ListStackResources works)
+        summaries = self.client("cloudformation").list_stack_resources(StackName=STACK)[
+            "StackResourceSummaries"
+        ]
+        (physical,) = [
+            s["PhysicalResourceId"] for s in summaries if s["LogicalResourceId"] == logical_id
+        ]
+        assert isinstance(physical, str) and physical
+        return physical
+
+    def aws(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The awscli, as the operator runs it, pointed at the emulator."""
+        return subprocess.run(
+            [str(VENV_BIN / "aws"), *args, "--endpoint-url", self.endpoint],
+            env=self.env, capture_output=True, text=True, timeout=120,
+        )
+
+
+@contextlib.contextmanager
+def deployed_stack(*parameter_overrides: str, region: str = REGION) -> Iterator[Deployed]:
+    """A moto server with the stack deployed by `aws cloudformation deploy`, as in the guide.
+
+    moto's state is per process, shared by every server it starts: each caller deploys to its
+    own region so that stacks (and their per-region names) do not collide.
+    """
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": region,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+        endpoint = f"http://{host}:{port}"
+        proc = subprocess.run(
+            [
+                str(VENV_BIN / "aws"), "cloudformation", "deploy", "--endpoint-url", endpoint,
+                "--template-file", str(TEMPLATE), "--stack-name", STACK,
+                "--capabilities", "CAPABILITY_NAMED_IAM",
+                "--parameter-overrides", *parameter_overrides,
+            ],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "Successfully created/updated stack - voprd" in proc.stdout
+        stack = boto3.client(
+            "cloudformation", endpoint_url=endpoint, region_name=region, **CREDENTIALS
+        ).describe_stacks(StackName=STACK)["Stacks"][0]
+        assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+        yield Deployed(endpoint, env, region)
+    finally:
+        server.stop()
