@@ -63,6 +63,8 @@ def _e(value: object) -> str:
 def _ms(time_us: int | None) -> str:
     if time_us is None:
         return "—"
+    if abs(time_us) >= 1_000_000:
+        return f"{time_us / 1_000_000:.3f} s"
     return f"{time_us / 1000:.3f} ms"
 
 
