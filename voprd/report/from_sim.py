@@ -214,7 +214,7 @@ def _explanation(history: list[HistoryOp], key: str) -> LinExplanation | None:
 def _linearizability(history: list[HistoryOp]) -> Linearizability:
     verdict = check_history(history, model="kv", budget_ms=DEFAULT_BUDGET_MS)
     lin = Linearizability(verdict=verdict.verdict, model="kv")
-    if verdict.verdict == "unknown":
+    if verdict.verdict != "linearizable":
         lin.message = verdict.explanation
     for key in verdict.failing_keys:
         explanation = _explanation(history, key)
@@ -251,7 +251,7 @@ def picture_for_seed(seed: int, options: RunOptions) -> RunPicture:
     if status == "ok" and lin.verdict == "not_linearizable":
         # The simulator reports this itself once the checker is in its HISTORY_CHECKS.
         status, kind, invariant = "failed", "invariant", "linearizability"
-        message = check_history(history, model="kv").explanation
+        message = lin.message
     failure_us = next(
         (m.time_us for m in reversed(markers)
          if m.label.startswith(("violation", "liveness failure", "exception"))),

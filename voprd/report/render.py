@@ -172,8 +172,8 @@ def _linearizability(picture: RunPicture) -> str:
         )
     elif lin.verdict == "not_checked":
         parts.append("<p>The history was not checked.</p>")
-    if lin.message:
-        parts.append(f"<p>{_e(lin.message)}</p>")
+    if lin.message and not lin.explanations:
+        parts.append(f'<pre class="verdict-message">{_e(lin.message)}</pre>')
     for explanation in lin.explanations:
         blocker = ops.get(explanation.blocker) if explanation.blocker is not None else None
         parts.append(
