@@ -70,6 +70,8 @@ def check_operations(
     running: list[tuple[list[Operation], SearchGen, int]] = []
     steps_total = 0
     slice_steps = SLICE_STEPS_FIRST
+    if max_steps is not None:
+        slice_steps = max(1, min(slice_steps, max_steps // max(1, len(parts))))
     for part in parts:
         running.append((part, search(model, part, slice_steps), 0))
     verdict: VerdictName = "linearizable"
@@ -101,6 +103,8 @@ def check_operations(
         slice_steps = min(slice_steps * 2, SLICE_STEPS_MAX)
         spent = steps_total + sum(used for _p, _g, used in running)
         over_steps = max_steps is not None and spent >= max_steps
+        if max_steps is not None and running:
+            slice_steps = max(1, min(slice_steps, (max_steps - spent) // len(running)))
         over_time = deadline is not None and clock() >= deadline
         if running and (over_steps or over_time):
             verdict = "unknown"

@@ -23,7 +23,9 @@ A model is a small object (see `Model`), in the spirit of Porcupine's `Init/Step
   be True whenever some state that extends `s` makes the read-only `op` legal. When no
   resetting operation can still be linearized before a read-only `op` returns and
   `may_reach(s, op)` is False, `op` can never become legal and the configuration is dead.
-  `resets` returning True and `may_reach` returning True switch the bound off (always sound).
+  `helps(reset, op)` may narrow which resetting operations count: it must be True whenever
+  some state that extends `step(s, reset)` (for some s) makes `op` legal.
+  `resets` returning True, `helps` and `may_reach` returning True switch the bound off.
 - `describe(op)` / `describe_state(state)` -> short human text for explanations.
 
 To add a model: write a class with these methods (subclass `BaseModel` for the defaults),
@@ -91,6 +93,8 @@ class Model(Protocol):
 
     def may_reach(self, state: State, op: Operation) -> bool: ...
 
+    def helps(self, reset: Operation, op: Operation) -> bool: ...
+
     def describe(self, op: Operation) -> str: ...
 
     def describe_state(self, state: State) -> str: ...
@@ -126,6 +130,9 @@ class BaseModel:
         return True
 
     def may_reach(self, state: State, op: Operation) -> bool:
+        return True
+
+    def helps(self, reset: Operation, op: Operation) -> bool:
         return True
 
     def describe(self, op: Operation) -> str:
@@ -197,6 +204,13 @@ class RegisterModel(BaseModel):
     def may_reach(self, state: State, op: Operation) -> bool:
         # Only read-only operations can follow, so the state stays what it is.
         return self.step(state, op) is not ILLEGAL
+
+    def helps(self, reset: Operation, op: Operation) -> bool:
+        # A write or cas that sets V (if it takes effect) only helps a read of V, or a failed
+        # cas expecting something other than V.
+        if op.f == "read":
+            return reset.value == op.output
+        return reset.value != op.expected
 
     def describe_state(self, state: State) -> str:
         return "no value" if state is None else repr(state)
@@ -270,6 +284,12 @@ class KvModel(BaseModel):
         if op.f == "get" and not op.unknown:
             assert isinstance(state, str)
             return self._got(op).startswith(state)
+        return True
+
+    def helps(self, reset: Operation, op: Operation) -> bool:
+        # put/cas set V, and appends then extend V: only reads of strings starting with V.
+        if op.f == "get" and not op.unknown:
+            return self._got(op).startswith(str(reset.value))
         return True
 
     def describe_state(self, state: State) -> str:

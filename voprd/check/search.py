@@ -43,9 +43,13 @@ tests hold the fast search to, and the baseline of the benchmarks.
    Unknown operations all return at the end in call order, so identical ones always qualify.
 
 (c) `prune_bound`. A model-specific bound (see `voprd.check.models`): if no unlinearized
-   resetting operation has a call before the return of a pending read-only operation r, every
-   operation linearized before r only moves the state forward in the model's extension order, so
-   if `may_reach(s, r)` is False, r can never be placed: the configuration is dead. For the kv
+   resetting operation that `helps` r has a call before the return of a pending read-only
+   operation r, then r can only become legal in a state that extends the current one: the last
+   reset before r (if any) must help r, else the state after it (and its forward moves) never
+   makes r legal; no helping reset can still run before r returns; so every op between now
+   and r moves the state forward. If `may_reach(s, r)` is False, r can never be placed: the
+   configuration is dead. The same argument prunes a candidate that only moves the state
+   forward (not a reset) when it makes such a pending r unreachable (`target` below). For the kv
    model: with no put/cas left that could run first, a get must return a string that starts
    with the current state; for the register: with no write/cas left, a read must match now.
 
@@ -231,9 +235,10 @@ def fast_search(
                 ret = op.ret
                 assert ret is not None
                 for j in resetting:
-                    if local_ops[j].call < ret:
+                    if local_ops[j].call < ret and model.helps(local_ops[j], op):
                         reach_mask[k] |= bits[j]
     may_reach = model.may_reach
+    grows = [prune_bound and not model.resets(op) and not model.read_only(op) for op in local_ops]
     if not prune_bound:
         lookahead = 0
 
@@ -261,7 +266,7 @@ def fast_search(
         return any(mask & optional_bits == mask for mask in masks)
 
     # Frame: (local op, state before, forced, optional-scan position, stop entry)
-    stack: list[tuple[int, Any, bool, int, int]] = []
+    stack: list[tuple[int, Any, bool, int, int, int]] = []
     steps = 0
     best: list[int] = []
     blocker: int | None = None
@@ -277,6 +282,9 @@ def fast_search(
             step_limit = yield steps
         forced = -1
         dead = -1
+        # A pending read-only op that (by bound c) every state until it is placed must be able
+        # to reach: candidates that only move the state forward must keep it reachable.
+        target = -1
         entry = nxt[0]
         x = entry_op[entry]
         while x >= 0:
@@ -285,10 +293,12 @@ def fast_search(
                     if (linearized & pre[x]) == pre[x]:
                         forced = x
                         break
-                elif bounded[x] and (linearized & reach_mask[x]) == reach_mask[x] \
-                        and not may_reach(state, local_ops[x]):
-                    dead = x
-                    break
+                elif bounded[x] and (linearized & reach_mask[x]) == reach_mask[x]:
+                    if not may_reach(state, local_ops[x]):
+                        dead = x
+                        break
+                    if target < 0:
+                        target = x
             entry = nxt[entry]
             x = entry_op[entry]
         if lookahead and forced < 0 and dead < 0:
@@ -298,14 +308,16 @@ def fast_search(
                 x = entry_op[entry]
                 if entry == tail:
                     break
-                if x >= 0 and bounded[x] and (linearized & reach_mask[x]) == reach_mask[x] \
-                        and not may_reach(state, local_ops[x]):
-                    dead = x
-                    break
+                if x >= 0 and bounded[x] and (linearized & reach_mask[x]) == reach_mask[x]:
+                    if not may_reach(state, local_ops[x]):
+                        dead = x
+                        break
+                    if target < 0:
+                        target = x
         if forced >= 0:
             new_linearized = linearized | bits[forced]
             if not known_failed(new_linearized, state):
-                stack.append((forced, state, True, 0, 0))
+                stack.append((forced, state, True, 0, 0, target))
                 linearized = new_linearized
                 c, r = call_entry[forced], ret_entry[forced]
                 nxt[prv[c]] = nxt[c]
@@ -330,11 +342,14 @@ def fast_search(
                 while x >= 0:
                     if not readonly[x] and (linearized & pre[x]) == pre[x]:
                         new_state = fns[x](state)
-                        if new_state is not ILLEGAL:
+                        if new_state is not ILLEGAL and not (
+                            target >= 0 and grows[x]
+                            and not may_reach(new_state, local_ops[target])
+                        ):
                             new_linearized = linearized | bits[x]
                             if not ((new_linearized, new_state) in failed_exact if exact_only
                                     else known_failed(new_linearized, new_state)):
-                                stack.append((x, state, False, 0, 0))
+                                stack.append((x, state, False, 0, 0, target))
                                 state = new_state
                                 linearized = new_linearized
                                 c, r = entry, ret_entry[x]
@@ -361,8 +376,11 @@ def fast_search(
                         new_state = fns[k](state)
                         new_linearized = linearized | bits[k]
                         # An optional op that leaves the state as is can wait until the end.
-                        if new_state != state and not known_failed(new_linearized, new_state):
-                            stack.append((k, state, False, opt_pos, stop))
+                        if new_state != state and not (
+                            target >= 0 and grows[k]
+                            and not may_reach(new_state, local_ops[target])
+                        ) and not known_failed(new_linearized, new_state):
+                            stack.append((k, state, False, opt_pos, stop, target))
                             state = new_state
                             linearized = new_linearized
                             pushed = True
@@ -390,7 +408,7 @@ def fast_search(
                 failed_exact.add((linearized, state))
                 if n_opt:
                     _remember_failed(failed, linearized, mand_mask, state)
-                x, state, was_forced, opt_pos, stop = stack.pop()
+                x, state, was_forced, opt_pos, stop, target = stack.pop()
                 linearized &= ~bits[x]
                 if x < m:
                     c, r = call_entry[x], ret_entry[x]

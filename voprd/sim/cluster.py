@@ -23,7 +23,7 @@ from voprd.vsr.replica import NORMAL, STATUS_NAMES, Replica
 from voprd.vsr.state_machine import Result
 
 TICK_US = 10_000
-CLIENT_TICK_US = 5_000
+CLIENT_TICK_US = 10_000
 NEMESIS_TICK_US = 10_000
 SAFETY_TIME_US_MAX = 30_000_000
 LIVENESS_TIME_US_MAX = 15_000_000
@@ -159,6 +159,7 @@ class Simulation:
     def _loop(self) -> None:
         queue = self.queue
         pop = heapq.heappop
+        push = heapq.heappush
         records = self.records
         record_trace = self.record_trace
         details = self.details
@@ -207,7 +208,8 @@ class Simulation:
                 if record_trace:
                     details.append("")
                     peers.append(_NO_PEER)
-                self._push(time_us + self.tick_us[a], EV_TICK, a, b)
+                self.seq += 1
+                push(queue, (time_us + self.tick_us[a], self.seq, EV_TICK, a, b))
                 if not paused[a]:
                     replica.on_tick()
                     if replica.commit < commit_seen[a]:
@@ -219,7 +221,8 @@ class Simulation:
                     details.append("")
                     peers.append(_NO_PEER)
                 clients[a].on_tick(self.phase == SAFETY)
-                self._push(time_us + CLIENT_TICK_US, EV_CLIENT_TICK, a, None)
+                self.seq += 1
+                push(queue, (time_us + CLIENT_TICK_US, self.seq, EV_CLIENT_TICK, a, None))
             elif kind == EV_DISK:
                 self._on_disk(a, b)
             elif kind == EV_NEMESIS:
@@ -265,8 +268,9 @@ class Simulation:
             delay_us += self.net_rng.below(plan.spike_us_max) + 1
             self._fault(src, "delay_spike", dst, delay_us, dst)
         self.inflight[path] += 1
-        self._push(self.now + delay_us, EV_DELIVER, dst, msg)
-        if plan.dup_q20 and self.net_rng.below(1 << 20) < plan.dup_q20:
+        self.seq += 1
+        heapq.heappush(self.queue, (self.now + delay_us, self.seq, EV_DELIVER, dst, msg))
+        if plan.dup_q20 and (self.net_rng.next_u64() & 0xFFFFF) < plan.dup_q20:
             self.inflight[path] += 1
             extra_us = self.net_rng.below(plan.delay_jitter_us + plan.delay_base_us + 1)
             self._push(self.now + delay_us + extra_us, EV_DELIVER, dst, msg)
@@ -287,7 +291,9 @@ class Simulation:
             return
         plan = self.plan
         rng = self.nemesis_rng
-        if plan.crash_ppm and rng.chance(plan.crash_ppm):
+        # One draw decides all three per-tick faults (20 bits each, probabilities in ppm).
+        x = rng.next_u64()
+        if plan.crash_ppm and (x & 0xFFFFF) * 1_000_000 < plan.crash_ppm << 20:
             up = [r for r in range(self.n) if self.replicas[r] is not None]
             # Crash where it hurts: half the time, prefer a replica with writes in flight.
             writing = [r for r in up if self.disks[r].pending]
@@ -295,14 +301,17 @@ class Simulation:
                 self._crash(rng.pick(writing))
             elif up:
                 self._crash(rng.pick(up))
-        if plan.pause_ppm and rng.chance(plan.pause_ppm):
+        if plan.pause_ppm and ((x >> 20) & 0xFFFFF) * 1_000_000 < plan.pause_ppm << 20:
             up = [r for r in range(self.n) if self.replicas[r] is not None and not self.paused[r]]
             if up:
                 r = rng.pick(up)
                 self.paused[r] = True
                 self._fault(r, "pause")
                 self._push(self.now + rng.between(1_000, plan.pause_us_max), EV_RESUME, r, None)
-        if plan.partition_ppm and not self.partition_active and rng.chance(plan.partition_ppm):
+        if (
+            plan.partition_ppm and not self.partition_active
+            and ((x >> 40) & 0xFFFFF) * 1_000_000 < plan.partition_ppm << 20
+        ):
             self._partition()
 
     def _partition(self) -> None:
@@ -388,11 +397,16 @@ class Simulation:
         plan = self.plan
         rng = self.disk_rng
         low, high = plan.write_latency_us_min, plan.write_latency_us_max
-        latency_us = low if low == high else rng.between(low, high)
+        # One draw: 32 bits of latency, 20 bits for the write-error decision.
+        x = rng.next_u64()
+        latency_us = low + (((x & 0xFFFFFFFF) * (high - low + 1)) >> 32)
         slot = entry[0]
         ok = True
         healthy = self.phase != SAFETY and replica in self.core
-        if plan.write_error_ppm and not healthy and rng.chance(plan.write_error_ppm):
+        if (
+            plan.write_error_ppm and not healthy
+            and ((x >> 32) & 0xFFFFF) * 1_000_000 < plan.write_error_ppm << 20
+        ):
             ok = False
             self._fault(replica, "disk_write_error", slot, detail=f"slot {slot}")
         elif (plan.misdirect_ppm and replica in self.faulty and commit >= 1 and not healthy

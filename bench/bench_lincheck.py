@@ -1,0 +1,147 @@
+"""Benchmark of voprd's linearizability checker against Porcupine's reference times.
+
+Part 1: every file of the shared Porcupine data (parsing excluded): the best of `--repeat` checks
+per file (the machine is shared and noisy: the minimum is the least disturbed run), their total,
+the slowest file, and the ratio to Porcupine's figures from the data README.
+Part 2: generated hard register histories (16-24 concurrent processes, 80-160 operations, values
+0..2, ~10% timeouts): linearizable by construction, plus a provably non-linearizable copy (a
+stale read); time per history for our search, and for the plain (Porcupine) search under a step
+budget, in the same run, to give the ratio.
+
+    .venv/bin/python bench/bench_lincheck.py [--repeat 5] [--hard 20] [--plain-budget-s 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from voprd.check.checker import check_operations
+from voprd.check.formats import DEFAULT_MODEL, load_history
+from voprd.check.generate import register_history, stale_read
+from voprd.check.models import Operation, get_model
+
+PORCUPINE_MS = {"etcd_002.log": 106.0, "etcd_007.log": 72.0, "c50-ok.txt": 93.0,
+                "c50-bad.txt": 36.0}
+PORCUPINE_FULL_SET_S = 0.4
+PUBLIC_ETCD_FILES = 102  # Porcupine's test_data/jepsen holds about this many etcd logs
+GOAL_TOTAL_S = 0.13
+GOAL_FILE_MS = 50.0
+HARD_DECIDE_S = 2.0
+
+
+def data_dir() -> Path:
+    override = os.environ.get("VOPRD_SHARED_DATA")
+    if override:
+        return Path(override)
+    relative = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "porcupine"
+    return relative if relative.exists() else Path("/work/shared/data/porcupine")
+
+
+def best_ms(ops: list[Operation], model_name: str, repeat: int) -> tuple[str, float, int]:
+    model = get_model(model_name)
+    times: list[float] = []
+    verdict = ""
+    steps = 0
+    for _ in range(repeat):
+        gc.collect()
+        started = time.perf_counter()
+        result = check_operations(ops, model, budget_ms=60_000)
+        times.append((time.perf_counter() - started) * 1000.0)
+        verdict, steps = result.verdict, result.steps
+    return verdict, min(times), steps
+
+
+def bench_shared(repeat: int) -> bool:
+    folder = data_dir()
+    with (folder / "expected.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    want = {"LIN": "linearizable", "NONLIN": "not_linearizable"}
+    per_file: dict[str, float] = {}
+    wrong: list[str] = []
+    for row in rows:
+        name = row["file"]
+        history = load_history(folder / ("etcd" if name.startswith("etcd") else "kv") / name)
+        verdict, ms, _steps = best_ms(history.ops, DEFAULT_MODEL[history.format], repeat)
+        per_file[name] = ms
+        if verdict != want[row["expected"]]:
+            wrong.append(f"{name}: {verdict}")
+    etcd = [ms for name, ms in per_file.items() if name.startswith("etcd")]
+    kv_total = sum(ms for name, ms in per_file.items() if not name.startswith("etcd"))
+    total_ms = sum(per_file.values())
+    slowest = max(per_file, key=lambda name: per_file[name])
+    extrapolated_ms = kv_total + statistics.fmean(etcd) * PUBLIC_ETCD_FILES
+    print(f"shared data: {len(per_file)} files ({len(etcd)} etcd, "
+          f"{len(per_file) - len(etcd)} kv), best of {repeat}, parsing excluded")
+    print(f"  total                 {total_ms:8.1f} ms  (etcd {sum(etcd):.1f}, kv {kv_total:.1f})")
+    print(f"  slowest file          {per_file[slowest]:8.1f} ms  ({slowest})")
+    for name, reference in PORCUPINE_MS.items():
+        print(f"  {name:20}  {per_file[name]:8.2f} ms  vs Porcupine {reference:g} ms "
+              f"({reference / per_file[name]:.1f}x)")
+    print(f"  EXTRAPOLATED full public set ({PUBLIC_ETCD_FILES} etcd files at our etcd mean "
+          f"{statistics.fmean(etcd):.2f} ms + the 6 kv files): {extrapolated_ms:.1f} ms vs "
+          f"Porcupine ~{PORCUPINE_FULL_SET_S * 1000:.0f} ms "
+          f"({PORCUPINE_FULL_SET_S * 1000 / extrapolated_ms:.1f}x); goal <= "
+          f"{GOAL_TOTAL_S * 1000:.0f} ms")
+    if wrong:
+        print("  WRONG VERDICTS: " + ", ".join(wrong))
+    return not wrong and per_file[slowest] <= GOAL_FILE_MS
+
+
+def bench_hard(count: int, plain_budget_s: float) -> bool:
+    model = get_model("register")
+    ours: list[float] = []
+    ratios: list[str] = []
+    ok = True
+    print(f"hard register histories: {count} seeds x (linearizable, stale-read copy)")
+    print("  seed procs ops  | ours: verdict ms steps | plain: verdict ms steps")
+    for seed in range(count):
+        rng = random.Random(seed)
+        processes, ops_count = rng.randint(16, 24), rng.randint(80, 160)
+        good = register_history(rng, processes=processes, ops=ops_count, values=3,
+                                timeout_percent=10)
+        bad = stale_read(rng, good)
+        for label, ops, want in (("ok ", good, "linearizable"), ("bad", bad, "not_linearizable")):
+            if ops is None:
+                continue
+            fast = check_operations(ops, model, budget_ms=HARD_DECIDE_S * 1000 * 5)
+            plain = check_operations(ops, model, budget_ms=plain_budget_s * 1000, plain=True)
+            ours.append(fast.elapsed_ms)
+            if fast.verdict != want or fast.elapsed_ms > HARD_DECIDE_S * 1000:
+                ok = False
+            if plain.verdict != "unknown":
+                ratios.append(f"{plain.elapsed_ms / max(fast.elapsed_ms, 0.001):.0f}x")
+            else:
+                ratios.append(f">{plain.elapsed_ms / max(fast.elapsed_ms, 0.001):.0f}x")
+            print(f"  {seed:4} {processes:5} {ops_count:4} {label} | {fast.verdict:16} "
+                  f"{fast.elapsed_ms:8.1f} {fast.steps:7} | {plain.verdict:16} "
+                  f"{plain.elapsed_ms:8.1f} {plain.steps:8}")
+    print(f"  ours: max {max(ours):.1f} ms, median {statistics.median(ours):.1f} ms "
+          f"(goal: each <= {HARD_DECIDE_S * 1000:.0f} ms)")
+    print(f"  plain/ours time ratio per history: {' '.join(ratios)} "
+          f"('>' = plain hit its {plain_budget_s:g} s budget: unknown)")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--hard", type=int, default=20, help="number of hard seeds")
+    parser.add_argument("--plain-budget-s", type=float, default=10.0)
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores shared with other jobs)")
+    shared_ok = bench_shared(args.repeat)
+    hard_ok = bench_hard(args.hard, args.plain_budget_s) if args.hard else True
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0 if shared_ok and hard_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

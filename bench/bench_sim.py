@@ -1,0 +1,69 @@
+"""Simulator speed: simulated events per CPU-second and seeds per CPU-second on one core.
+
+Usage: python bench/bench_sim.py [--start 0] [--count 300] [--faults all] [--profile]
+CPU time is time.process_time() of this single process (one core), so other load on the machine
+changes wall time but much less the figures. `--profile` prints the cProfile top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import sys
+import time
+
+from voprd.options import DEFAULT_MAX_EVENTS, RunOptions, parse_faults
+from voprd.sim.run import run_seed
+
+
+def measure(start: int, count: int, options: RunOptions) -> None:
+    per_seed_s: list[float] = []
+    events = 0
+    events_max = 0
+    bounds = 0
+    failed = 0
+    started = time.process_time()
+    for seed in range(start, start + count):
+        seed_started = time.process_time()
+        result, _ = run_seed(seed, options)
+        per_seed_s.append(time.process_time() - seed_started)
+        events += result.events
+        events_max = max(events_max, result.events)
+        bounds += bool(result.bounds_reached)
+        failed += result.status != "ok"
+    total_s = time.process_time() - started
+    per_seed_s.sort()
+    print(f"python {sys.version.split()[0]}  seeds {start}..{start + count - 1}  "
+          f"faults={','.join(options.faults) or 'none'}  max_events={options.max_events}")
+    print(f"events {events}  cpu {total_s:.2f}s  events/s {events / total_s:,.0f}  "
+          f"seeds/s {count / total_s:.1f}")
+    print(f"per-seed cpu: median {statistics.median(per_seed_s) * 1000:.1f} ms  "
+          f"p99 {per_seed_s[int(len(per_seed_s) * 0.99) - 1] * 1000:.1f} ms  "
+          f"max {per_seed_s[-1] * 1000:.1f} ms  events/seed mean {events / count:,.0f} "
+          f"max {events_max:,}")
+    print(f"seeds that reached a bound {bounds}  failed {failed}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--faults", default="all")
+    parser.add_argument("--max-events", type=int, default=DEFAULT_MAX_EVENTS)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    options = RunOptions(faults=parse_faults(args.faults), max_events=args.max_events)
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        measure(args.start, args.count, options)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    else:
+        measure(args.start, args.count, options)
+
+
+if __name__ == "__main__":
+    main()
