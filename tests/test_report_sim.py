@@ -115,25 +115,38 @@ def test_cli_report_of_a_real_run_loads_in_chromium(case: str, tmp_path: Path) -
         assert "did not finish" in (picture.verdict.message or "")
 
 
-def test_picture_matches_the_run_it_reports() -> None:
-    _name, seed, bugs = first_seed("liveness")
+@pytest.mark.parametrize("seed_bugs", ["liveness", 2, 5, 6, 16])
+def test_picture_matches_the_run_it_reports(seed_bugs: str | int) -> None:
+    if isinstance(seed_bugs, str):
+        _name, seed, bugs = first_seed(seed_bugs)
+    else:
+        seed, bugs = seed_bugs, ()
     options = RunOptions(bugs=bugs)
     outcome = simulate(seed, options, record_trace=True)
     picture = picture_for_seed(seed, options)
     assert outcome.trace is not None
     trace = outcome.trace
     assert picture.verdict.trace_hash == outcome.result.trace_hash
-    assert picture.verdict.status == outcome.result.status == "failed"
+    assert picture.verdict.status == outcome.result.status
     assert len(picture.ops) == len(outcome.history)
     assert [(o.call_us, o.return_us) for o in picture.ops] == [
         (h.call_us, h.return_us) for h in outcome.history
     ]
-    count = {k: sum(e.kind == k for e in trace) for k in ("crash", "deliver", "commit")}
+    kinds = ("crash", "deliver", "commit", "drop_down", "drop_loss", "drop_partition",
+             "drop_capacity")
+    count = {k: sum(e.kind == k for e in trace) for k in kinds}
     assert sum(f.kind == "crash" for f in picture.faults) == count["crash"]
     assert sum(e.kind == "commit" for e in picture.node_events) == count["commit"]
     arrived = [m for m in picture.messages if m.deliver_us is not None]
-    # Every arrival in the trace is a drawn message (delivered, or dropped at a down receiver).
+    # Every arrival in the trace is a drawn message (delivered, or dropped at a down receiver),
+    # and every drop at the sender is one too.
     assert len(arrived) == count["deliver"]
+    dropped_down = [m for m in arrived if m.status == "dropped"]
+    assert len(dropped_down) == count["drop_down"]
+    dropped_at_send = [
+        m for m in picture.messages if m.status == "dropped" and m.deliver_us is None
+    ]
+    assert len(dropped_at_send) == sum(count[k] for k in kinds[4:])
     for message in picture.messages:
         assert 0 <= message.src < len(picture.nodes) and 0 <= message.dst < len(picture.nodes)
         assert message.deliver_us is None or message.deliver_us >= message.send_us
