@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.report_browser import chromium_path, load_page
+from tests.report_browser import PageResult, chromium_path, load_pages
 from tests.test_report_browser import ARTIFACTS, PROBES
 from tests.test_report_render import assert_self_contained, embedded_data
 from voprd.check.checker import check_history
@@ -70,19 +70,46 @@ def picture_in(page: str) -> RunPicture:
     return msgspec.convert(embedded_data(page)["picture"], RunPicture)
 
 
+class CliReport(msgspec.Struct, kw_only=True):
+    returncode: int
+    stderr: str
+    path: Path
+    page: str
+
+
+@pytest.fixture(scope="module")
+def cli_reports(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[CliReport, PageResult]]:
+    """The three CLI reports, opened in one headless Chromium."""
+    folder = tmp_path_factory.mktemp("sim-reports")
+    reports: dict[str, CliReport] = {}
+    for case in ("pass", "linearizability", "liveness"):
+        name, seed, bugs = first_seed(case)
+        path = folder / f"sim-{name}.html"
+        proc = run_cli(seed, bugs, path)
+        reports[name] = CliReport(
+            returncode=proc.returncode, stderr=proc.stderr, path=path,
+            page=path.read_text(encoding="utf-8") if path.exists() else "",
+        )
+    results = asyncio.run(load_pages([
+        (r.path, PROBES, ARTIFACTS / f"report-{r.path.stem}.png") for r in reports.values()
+    ]))
+    return {name: (reports[name], result) for name, result in zip(reports, results, strict=True)}
+
+
 @pytest.mark.skipif(chromium_path() is None, reason="chromium not installed (.ci/run installs it)")
-@pytest.mark.parametrize("case", ["pass", "linearizability", "liveness"])
-def test_cli_report_of_a_real_run_loads_in_chromium(case: str, tmp_path: Path) -> None:
-    name, seed, bugs = first_seed(case)
-    report = tmp_path / f"sim-{name}.html"
-    proc = run_cli(seed, bugs, report)
+@pytest.mark.parametrize("name", ["pass", "linearizability", "liveness"])
+def test_cli_report_of_a_real_run_loads_in_chromium(
+    name: str, cli_reports: dict[str, tuple[CliReport, PageResult]]
+) -> None:
+    proc, result = cli_reports[name]
     assert proc.returncode in (0, 1), proc.stderr
-    assert f"report written to {report}" in proc.stderr
-    page = report.read_text(encoding="utf-8")
+    assert f"report written to {proc.path}" in proc.stderr
+    page = proc.page
     assert len(page.encode()) <= REPORT_BYTES_MAX
     assert_self_contained(page)
     picture = picture_in(page)
-    result = asyncio.run(load_page(report, PROBES, ARTIFACTS / f"report-sim-{name}.png"))
     assert result.console_errors == []
     assert len(result.requests) == 1
     probes = result.probes
