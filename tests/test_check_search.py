@@ -148,3 +148,17 @@ def test_search_yields_at_its_step_limit_and_resumes() -> None:
         except StopIteration as stop:
             assert stop.value.linearizable
             break
+
+
+def test_nested_identical_operations_are_not_interchangeable() -> None:
+    # b = write(1) runs inside a = write(1); only "b, read, write(2), a, read" works. A symmetry
+    # rule that ordered identical ops by call alone (ignoring returns) would put a before b.
+    ops = [
+        Operation(process=0, f="write", value=1, call=1, ret=20),
+        Operation(process=1, f="write", value=1, call=2, ret=3),
+        Operation(process=2, f="read", output=1, call=4, ret=5),
+        Operation(process=3, f="write", value=2, call=6, ret=7),
+        Operation(process=4, f="read", output=1, call=21, ret=22),
+    ]
+    assert brute_force(REGISTER, ops)
+    assert all_verdicts(REGISTER, ops) == [True] * (len(FLAG_SETS) + 1)

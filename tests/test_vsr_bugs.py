@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from voprd.check.history import HistoryOp
 from voprd.options import RunOptions
 from voprd.sim.run import run_seed, simulate
 from voprd.vsr.bugs import BUGS
@@ -59,3 +60,37 @@ def test_duplicate_execution_is_visible_in_the_history() -> None:
     seed = duplicated_token(("no_client_table",), range(80))
     assert seed is not None
     assert duplicated_token((), range(seed, seed + 1)) is None
+
+
+def _stale_read(history: list[HistoryOp]) -> bool:
+    """A get whose latest token was written by W, although another write W2 on the key started
+    after W returned and returned before the get was called (values are unique tokens)."""
+    def effective(op: HistoryOp) -> bool:
+        return op.op in ("put", "append") or (op.op == "cas" and op.output is True)
+
+    writers = {op.value.rstrip(","): op for op in history if effective(op) and op.value}
+    done = [op for op in history if op.return_us is not None and effective(op)]
+    for get in history:
+        if get.op != "get" or get.return_us is None or not isinstance(get.output, str):
+            continue
+        if not get.output:
+            continue
+        writer = writers.get(get.output.rstrip(",").split(",")[-1])
+        if writer is None or writer.return_us is None:
+            continue
+        for later in done:
+            assert later.return_us is not None
+            if (later.key == get.key and later is not writer
+                    and later.call_us > writer.return_us and later.return_us < get.call_us):
+                return True
+    return False
+
+
+def test_stale_backup_reads_are_visible_in_the_history() -> None:
+    stale_seed = next(
+        (seed for seed in range(40)
+         if _stale_read(simulate(seed, RunOptions(bugs=("backup_serves_reads",))).history)),
+        None,
+    )
+    assert stale_seed is not None
+    assert not _stale_read(simulate(stale_seed, RunOptions()).history)

@@ -7,6 +7,7 @@ from typing import Any
 from voprd.options import RunOptions
 from voprd.sim.prng import Rng
 from voprd.sim.run import run_seed
+from voprd.sim.storage import Disk
 from voprd.vsr.messages import (
     COMMIT,
     ENTRIES,
@@ -75,40 +76,41 @@ def _complete_writes(replica: Replica, io: FakeIO) -> None:
     io.writes.clear()
 
 
-def test_state_transfer_does_not_claim_the_new_view_until_caught_up() -> None:
-    """Seed 324 (first soak): a backup that learned of view 1 from a Commit truncated its log to
-    its commit number and claimed last_normal_view=1, so the next view change preferred its
-    shorter log over one holding a committed op."""
+def test_state_transfer_keeps_the_old_log_until_the_new_one_is_complete() -> None:
+    """Seeds 324 and 1485 (soaks): a backup that learned of a view from a Commit truncated its log
+    to its commit number (0 right after a restart) while claiming a last normal view, so a later
+    view change preferred its short log over one holding committed ops."""
     io = FakeIO()
     replica = _replica(io)
-    replica.restart(_log(10), 0, 0, -1, False)  # now in view change for view 1
+    old = _log(10)
+    replica.restart(list(old), 0, 0, False)  # now in view change for view 1
     _complete_writes(replica, io)
     replica.commit = 9
     assert replica.status == VIEW_CHANGE and replica.view == 1
     io.sent.clear()
     replica.on_message((COMMIT, 1, 1, 9, 10))  # view 1 exists; we missed its StartView
-    assert replica.status == NORMAL and len(replica.log) == 9
-    assert replica.last_normal_view == 0 and io.superblock == (1, 0, 9)
-    assert PREPARE_OK not in io.kinds() and GET_ENTRIES in io.kinds()
+    assert replica.status == NORMAL and replica.log == old and replica.last_normal_view == 0
+    assert PREPARE_OK not in io.kinds()
+    assert (1, (GET_ENTRIES, 2, 1, 9)) in io.sent
     io.sent.clear()
-    replica.on_message((ENTRIES, 1, 1, (_log(10)[9],), 9, 10))
-    assert replica.last_normal_view == 1 and len(replica.log) == 10
-    assert io.superblock == (1, 0, 9)  # not durable yet: the superblock still says view 0
+    new_tenth = make_entry(10, 1, 9, 99, ("put", "k", "new", None), old[8][5])
+    replica.on_message((ENTRIES, 1, 1, (new_tenth,), 9, 10))
+    assert replica.log == [*old[:9], new_tenth] and replica.last_normal_view == 1
+    assert io.superblock == (1, 0, 9)  # install unfinished until the new entry is durable
     assert PREPARE_OK not in io.kinds()
     _complete_writes(replica, io)
     assert io.superblock == (1, 1, -1)
     assert PREPARE_OK in io.kinds()
 
 
-def test_superblock_view_follows_a_durable_log_and_restart_cuts_an_unfinished_install() -> None:
-    """Seed 1523 (second soak): a replica installed a StartView log, persisted last normal view 2
-    at once, crashed before the new entries were durable and restarted claiming a view-2 log
-    that lacked a committed op."""
+def test_unfinished_install_restarts_from_the_previous_log() -> None:
+    """Seed 1523 (soak): a replica installed a StartView log, persisted last normal view 2 at
+    once, crashed before the new entries were durable and restarted claiming a view-2 log that
+    lacked a committed op."""
     io = FakeIO()
     replica = _replica(io, rid=1)  # a backup in view 2
     old = _log(10, view=0, tag="old")
-    replica.restart(list(old), 1, 0, -1, False)
-    _complete_writes(replica, io)
+    replica.restart(list(old), 1, 0, False)
     new = old[:8]
     parent = new[-1][5]
     for op in (9, 10, 11):
@@ -116,24 +118,36 @@ def test_superblock_view_follows_a_durable_log_and_restart_cuts_an_unfinished_in
         new.append(entry)
         parent = entry[5]
     replica.on_message((START_VIEW, 2, 2, tuple(new), 8))
-    assert replica.view == 2 and replica.last_normal_view == 2
-    assert io.superblock == (2, 0, 8) and 8 in io.truncated
+    assert replica.view == 2 and replica.last_normal_view == 2 and replica.log == new
+    assert io.superblock == (2, 0, 8)
     assert PREPARE_OK not in io.kinds()
-    # Crash now: the durable log is the old one cut at 8 plus whatever new entries landed.
-    durable = old[:8] + new[8:9]
-    view, lnv, base = io.superblock
-    io2 = FakeIO()
-    restarted = _replica(io2, rid=1)
-    restarted.restart(list(durable), view, lnv, base, False)
-    assert len(restarted.log) == 8 and restarted.last_normal_view == 0
-    assert io2.truncated[0] == 8
-    # Without a crash, the install completes once durable.
     _complete_writes(replica, io)
     assert io.superblock == (2, 2, -1)
     assert PREPARE_OK in io.kinds()
 
 
+def test_disk_install_is_copy_on_write() -> None:
+    disk = Disk()
+    old = _log(10, tag="old")
+    for entry in old:
+        disk.complete(disk.submit(entry[0], entry, True))
+    disk.begin_install()
+    disk.truncate(8)
+    new_ninth = make_entry(9, 2, 9, 9, ("put", "k", "new", None), old[7][5])
+    disk.complete(disk.submit(9, new_ninth, True))
+    disk.submit(10, new_ninth, True)  # still in flight at the crash
+    disk.crash([])
+    log, damaged = disk.load(set())
+    assert log == old and not damaged  # the previous log, whole
+    disk.begin_install()
+    disk.truncate(8)
+    disk.complete(disk.submit(9, new_ninth, True))
+    disk.end_install()
+    log, damaged = disk.load(set())
+    assert log == [*old[:8], new_ninth] and not damaged
+
+
 def test_original_seeds_pass() -> None:
-    for seed in (324, 1523):
+    for seed in (324, 1173, 1485, 1523):
         result, _ = run_seed(seed, RunOptions())
         assert result.status == "ok", (seed, result.message)

@@ -11,7 +11,7 @@ import shlex
 import msgspec
 
 FAULT_CLASSES: tuple[str, ...] = ("network", "crash", "storage", "clock")
-DEFAULT_MAX_EVENTS = 100_000
+DEFAULT_MAX_EVENTS = 60_000
 
 
 class RunOptions(msgspec.Struct, frozen=True, kw_only=True):

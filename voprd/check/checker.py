@@ -62,6 +62,8 @@ def check_operations(
     clock: Callable[[], float] = time.perf_counter,
 ) -> Verdict:
     """Decide linearizability of `ops` under `model` within the budgets."""
+    if budget_ms is None and max_steps is None:
+        raise ValueError("a check needs a budget: budget_ms and/or max_steps")
     validate_ops(model, ops)
     started = clock()
     deadline = None if budget_ms is None else started + budget_ms / 1000.0
@@ -141,6 +143,11 @@ def explain(model: Model, part: Sequence[Operation], outcome: SearchOutcome) -> 
         lines.append(
             f"then cannot linearize {_describe(model, part[outcome.blocker])} "
             f"(state after the prefix: {model.describe_state(outcome.blocker_state)})"
+        )
+    if outcome.reason is not None:
+        lines.append(
+            f"  because afterwards {_describe(model, part[outcome.reason])} could never be "
+            f"linearized"
         )
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ import msgspec
 from voprd.check.checker import DEFAULT_BUDGET_MS, ModelMismatchError, check_operations
 from voprd.check.formats import DEFAULT_MODEL, HistoryParseError, load_history
 from voprd.check.models import MODELS, get_model
+from voprd.cli import _positive_float
 
 
 class FileResult(msgspec.Struct):
@@ -28,16 +29,6 @@ class FileResult(msgspec.Struct):
     ops: int
     elapsed_ms: float
     explanation: str
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,6 +101,21 @@ class _Open:
         )
 
 
+def _check_idle(open_calls: dict[int, _Open], process: int) -> None:
+    if process in open_calls:
+        raise ValueError(f"process {process} invokes while its call on line "
+                         f"{open_calls[process].line} is still open")
+
+
+def _take_open(open_calls: dict[int, _Open], process: int, kind: str) -> _Open:
+    if kind not in ("ok", "fail", "info"):
+        raise ValueError(f"unknown type :{kind}")
+    call = open_calls.pop(process, None)
+    if call is None:
+        raise ValueError(f"process {process} returns (:{kind}) with no open call")
+    return call
+
+
 def _finish(open_calls: dict[int, _Open], done: list[Operation]) -> list[Operation]:
     for call in open_calls.values():
         done.append(call.close(None, None, True))
@@ -155,9 +170,7 @@ def _etcd_event(
     raw: str, number: int,
 ) -> None:
     if kind == "invoke":
-        if process in open_calls:
-            raise ValueError(f"process {process} invokes while its call on line "
-                             f"{open_calls[process].line} is still open")
+        _check_idle(open_calls, process)
         if f == "read":
             open_calls[process] = _Open(process, f, "", None, None, number)
         elif f == "write":
@@ -174,11 +187,7 @@ def _etcd_event(
                 process, f, "", new, _etcd_scalar(pair.group(1)), number
             )
         return
-    if kind not in ("ok", "fail", "info"):
-        raise ValueError(f"unknown type :{kind}")
-    call = open_calls.pop(process, None)
-    if call is None:
-        raise ValueError(f"process {process} returns (:{kind}) with no open call")
+    call = _take_open(open_calls, process, kind)
     if call.f != f:
         raise ValueError(f"return :{f} does not match the open call :{call.f} (line {call.line})")
     if kind == "info" or (raw == _TIMED_OUT and f != "read"):
@@ -262,9 +271,7 @@ def _kv_event(
     if value is not None and not isinstance(value, str) and value != ("keyword", "timed-out"):
         raise ValueError(f":value must be a string or nil, got {value!r}")
     if kind == "invoke":
-        if process in open_calls:
-            raise ValueError(f"process {process} invokes while its call on line "
-                             f"{open_calls[process].line} is still open")
+        _check_idle(open_calls, process)
         if f == "get":
             open_calls[process] = _Open(process, f, key, None, None, number)
         else:
@@ -272,11 +279,7 @@ def _kv_event(
                 raise ValueError(f":{f} needs a string :value")
             open_calls[process] = _Open(process, f, key, value, None, number)
         return
-    if kind not in ("ok", "fail", "info"):
-        raise ValueError(f"unknown type :{kind}")
-    call = open_calls.pop(process, None)
-    if call is None:
-        raise ValueError(f"process {process} returns (:{kind}) with no open call")
+    call = _take_open(open_calls, process, kind)
     if (call.f, call.key) != (f, key):
         raise ValueError(f"return :{f} {key!r} does not match the open call :{call.f} "
                          f"{call.key!r} (line {call.line})")
@@ -339,6 +342,8 @@ def from_history_ops(records: Iterable[tuple[int, HistoryOp]]) -> list[Operation
             record.output, bool
         ):
             raise HistoryOpError(line, "a cas output must be true, false or null")
+        if record.op in ("get", "read") and isinstance(record.output, bool):
+            raise HistoryOpError(line, f"a {record.op} output must be a string or null")
         staged.append((line, record))
     events: list[tuple[int, int, int]] = []
     for index, (_line, record) in enumerate(staged):

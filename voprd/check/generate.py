@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from voprd.check.models import Operation, Value
 
 
-def _positions(times: list[tuple[float, int, int]]) -> dict[tuple[int, int], int]:
-    """Distinct integer positions for (op, kind) events in time order (calls first on ties)."""
+def _positions(intervals: list[tuple[float, float]]) -> dict[tuple[int, int], int]:
+    """Distinct integer positions for (op index, 0 call / 1 return) in time order."""
+    times = [(t, kind, index) for index, pair in enumerate(intervals)
+             for kind, t in enumerate(pair)]
     return {(index, kind): pos for pos, (_t, kind, index) in enumerate(sorted(times), start=1)}
 
 
@@ -66,11 +68,7 @@ def register_history(
             outputs[index] = state == expected
             if state == expected:
                 state = value
-    times: list[tuple[float, int, int]] = []
-    for index, draft in enumerate(drafts):
-        times.append((draft[0], 0, index))
-        times.append((draft[1], 1, index))
-    position = _positions(times)
+    position = _positions([(draft[0], draft[1]) for draft in drafts])
     result: list[Operation] = []
     for index, (_c, _r, _p, f, value, expected, proc, timed_out, _a) in enumerate(drafts):
         unknown = timed_out
@@ -158,11 +156,7 @@ def kv_history(
             state[key] = str(value)
         else:
             state[key] = state.get(key, "") + str(value)
-    times: list[tuple[float, int, int]] = []
-    for index, draft in enumerate(drafts):
-        times.append((draft[0], 0, index))
-        times.append((draft[1], 1, index))
-    position = _positions(times)
+    position = _positions([(draft[0], draft[1]) for draft in drafts])
     result: list[Operation] = []
     for index, (_c, _r, _p, f, key, value, slot, timed_out, _a) in enumerate(drafts):
         ret: int | None = position[(index, 1)]

@@ -147,6 +147,21 @@ class BaseModel:
         return repr(state)
 
 
+def _cas_step(state: State, op: Operation) -> Any:
+    """cas(expected, value): swaps iff the state is `expected`; a known output must agree."""
+    swapped = state == op.expected
+    if not op.unknown and swapped != (op.output is True):
+        return ILLEGAL
+    return op.value if swapped else state
+
+
+def _compile_cas(op: Operation) -> StepFn:
+    expected, new = op.expected, op.value
+    if op.output is True:
+        return lambda s: new if s == expected else ILLEGAL
+    return lambda s: ILLEGAL if s == expected else s
+
+
 class RegisterModel(BaseModel):
     """One register per key: read/write/cas, as Porcupine's etcd model.
 
@@ -170,12 +185,7 @@ class RegisterModel(BaseModel):
         if f == "write":
             return op.value
         if f == "cas":
-            swapped = state == op.expected
-            if op.unknown:
-                return op.value if swapped else state
-            if swapped != (op.output is True):
-                return ILLEGAL
-            return op.value if swapped else state
+            return _cas_step(state, op)
         raise ValueError(f"register model: unknown operation {f!r}")
 
     def compile(self, op: Operation) -> StepFn:
@@ -189,10 +199,7 @@ class RegisterModel(BaseModel):
             value = op.value
             return lambda s: value
         if f == "cas":
-            expected, new = op.expected, op.value
-            if op.output is True:
-                return lambda s: new if s == expected else ILLEGAL
-            return lambda s: ILLEGAL if s == expected else s
+            return _compile_cas(op)
         raise ValueError(f"register model: unknown operation {f!r}")
 
     def read_only(self, op: Operation) -> bool:
@@ -246,12 +253,7 @@ class KvModel(BaseModel):
         if f == "append":
             return state + str(op.value)
         if f == "cas":
-            swapped = state == op.expected
-            if op.unknown:
-                return op.value if swapped else state
-            if swapped != (op.output is True):
-                return ILLEGAL
-            return op.value if swapped else state
+            return _cas_step(state, op)
         raise ValueError(f"kv model: unknown operation {f!r}")
 
     def compile(self, op: Operation) -> StepFn:
@@ -268,10 +270,7 @@ class KvModel(BaseModel):
             suffix = str(op.value)
             return lambda s: s + suffix
         if f == "cas":
-            expected, new = op.expected, op.value
-            if op.output is True:
-                return lambda s: new if s == expected else ILLEGAL
-            return lambda s: ILLEGAL if s == expected else s
+            return _compile_cas(op)
         raise ValueError(f"kv model: unknown operation {f!r}")
 
     def read_only(self, op: Operation) -> bool:

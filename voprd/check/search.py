@@ -78,6 +78,8 @@ class SearchOutcome(msgspec.Struct, kw_only=True):
     prefix: list[int] = msgspec.field(default_factory=list)
     blocker: int | None = None
     blocker_state: Any = None
+    # When bound (c) excluded the blocker: the pending read it would have made unreachable.
+    reason: int | None = None
 
 
 def _event_order(ops: Sequence[Operation]) -> list[tuple[int, int, int]]:
@@ -92,17 +94,15 @@ def _event_order(ops: Sequence[Operation]) -> list[tuple[int, int, int]]:
     return events
 
 
-def plain_search(model: Model, ops: Sequence[Operation], step_limit: int) -> SearchGen:
-    """Porcupine's algorithm, no pruning. Indices in the outcome refer to `ops`."""
-    count = len(ops)
-    pending = [i for i in sorted(range(count), key=lambda i: ops[i].call) if ops[i].ret is None]
-    events = _event_order(ops)
-    end_events = [(0, 1, i) for i in pending]
-    # Entry ids: 0 head, 1..2n events in time order, 2n+1 tail.
+def _linked_entries(
+    events: Sequence[tuple[int, int, int]], count: int
+) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+    """The doubly linked list of entries: ids 0 (head), 1..len(events) in the given order, and a
+    tail; entry_op[e] is the op index of a call entry and ~index of a return entry."""
     entry_op: list[int] = [0]
     call_entry = [0] * count
     ret_entry = [0] * count
-    for _time, kind, index in events + end_events:
+    for _time, kind, index in events:
         if kind == 0:
             call_entry[index] = len(entry_op)
             entry_op.append(index)
@@ -113,6 +113,17 @@ def plain_search(model: Model, ops: Sequence[Operation], step_limit: int) -> Sea
     entry_op.append(0)
     nxt = [*range(1, tail + 1), tail]
     prv = [0, *range(0, tail)]
+    return entry_op, call_entry, ret_entry, nxt, prv
+
+
+def plain_search(model: Model, ops: Sequence[Operation], step_limit: int) -> SearchGen:
+    """Porcupine's algorithm, no pruning. Indices in the outcome refer to `ops`."""
+    count = len(ops)
+    pending = [i for i in sorted(range(count), key=lambda i: ops[i].call) if ops[i].ret is None]
+    events = _event_order(ops)
+    end_events = [(0, 1, i) for i in pending]
+    entry_op, call_entry, ret_entry, nxt, prv = _linked_entries(events + end_events, count)
+    tail = len(entry_op) - 1
     fns = [model.compile(op) for op in ops]
     state: Any = model.init()
     linearized = 0
@@ -189,20 +200,8 @@ def fast_search(
     local_ops = [ops[i] for i in order]
     m, count = len(mandatory), len(order)
     events = _event_order(local_ops[:m])
-    entry_op: list[int] = [0]
-    call_entry = [0] * m
-    ret_entry = [0] * m
-    for _time, kind, index in events:
-        if kind == 0:
-            call_entry[index] = len(entry_op)
-            entry_op.append(index)
-        else:
-            ret_entry[index] = len(entry_op)
-            entry_op.append(~index)
-    tail = len(entry_op)
-    entry_op.append(0)
-    nxt = [*range(1, tail + 1), tail]
-    prv = [0, *range(0, tail)]
+    entry_op, call_entry, ret_entry, nxt, prv = _linked_entries(events, m)
+    tail = len(entry_op) - 1
     event_times = [time for time, _kind, _index in events]
     # An optional op is a candidate when the walk stops at return entry e iff its call is
     # earlier than e: the number of mandatory events before its call is < e.
@@ -217,12 +216,15 @@ def fast_search(
         for k, op in enumerate(local_ops):
             groups.setdefault(_identity(op), []).append(k)
         for members in groups.values():
-            for b in members:
-                ob = local_ops[b]
-                for a in members:
-                    oa = local_ops[a]
-                    if oa.call < ob.call and _ret_key(oa) < _ret_key(ob):
-                        pre[b] |= bits[a]
+            # Any subset of the "a before b" constraints is sound; the latest-called predecessor
+            # (found within a bounded look-back, to keep setup linear) carries the chain.
+            members.sort(key=lambda k: local_ops[k].call)
+            for position, b in enumerate(members):
+                ret_b = _ret_key(local_ops[b])
+                for a in reversed(members[max(0, position - SYMMETRY_LOOKBACK):position]):
+                    if _ret_key(local_ops[a]) < ret_b:
+                        pre[b] = bits[a]
+                        break
     # Bound (c): for each read-only op, the resetting ops that could run before it returns.
     bounded = [False] * count
     reach_mask = [0] * count
@@ -271,6 +273,7 @@ def fast_search(
     best: list[int] = []
     blocker: int | None = None
     blocker_state: Any = None
+    reason: int | None = None
 
     while True:
         # Arrived at a new configuration.
@@ -391,19 +394,25 @@ def fast_search(
             if len(stack) > len(best) or blocker is None:
                 best = [order[frame[0]] for frame in stack]
                 if dead >= 0:
-                    blocker = order[dead]
+                    blocker, reason = order[dead], None
                 else:
                     first_ret = nxt[0]
                     while entry_op[first_ret] >= 0:
                         first_ret = nxt[first_ret]
                     blocker = order[~entry_op[first_ret]] if first_ret != tail else None
+                    reason = None
+                    local = ~entry_op[first_ret]
+                    if target >= 0 and first_ret != tail and grows[local]:
+                        after = fns[local](state)
+                        if after is not ILLEGAL and not may_reach(after, local_ops[target]):
+                            reason = order[target]
                 blocker_state = state
             dead = -1
             while True:
                 if not stack:
                     return SearchOutcome(
                         linearizable=False, steps=steps, prefix=best, blocker=blocker,
-                        blocker_state=blocker_state,
+                        blocker_state=blocker_state, reason=reason,
                     )
                 failed_exact.add((linearized, state))
                 if n_opt:
@@ -425,6 +434,7 @@ def fast_search(
 
 
 DOMINANCE_MASKS_MAX = 8
+SYMMETRY_LOOKBACK = 32
 
 
 def _remember_failed(

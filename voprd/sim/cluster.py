@@ -387,8 +387,8 @@ class Simulation:
         self.replicas[r] = replica
         self._fault(r, "restart", len(log), int(damaged),
                     detail=f"log ops={len(log)} damaged={damaged} view={disk.superblock[0]}")
-        view, last_normal_view, lnv_base = disk.superblock
-        replica.restart(log, view, last_normal_view, lnv_base, damaged)
+        view, last_normal_view, _ = disk.superblock
+        replica.restart(log, view, last_normal_view, damaged)
         self.commit_seen[r] = replica.commit
         self._push(self.now + 1 + self.plan.offset_us[r], EV_TICK, r, inc)
 
@@ -409,12 +409,16 @@ class Simulation:
         ):
             ok = False
             self._fault(replica, "disk_write_error", slot, detail=f"slot {slot}")
-        elif (plan.misdirect_ppm and replica in self.faulty and commit >= 1 and not healthy
-              and rng.chance(plan.misdirect_ppm)):
-            slot = rng.between(1, commit)
-            if slot != entry[0]:
-                self._fault(replica, "disk_misdirect", entry[0], slot,
-                            detail=f"slot {entry[0]} written to {slot}")
+        elif (plan.misdirect_ppm and replica in self.faulty and min(commit, slot - 1) >= 1
+              and not healthy and rng.chance(plan.misdirect_ppm)):
+            # The atlas: the write lands on an earlier, committed, durable sector that nothing
+            # will rewrite, so reading the log back meets the misplaced sector before the gap.
+            target = rng.between(1, min(commit, slot - 1))
+            disk = self.disks[replica]
+            if target in disk.sectors and all(w[0] != target for w in disk.pending.values()):
+                self._fault(replica, "disk_misdirect", slot, target,
+                            detail=f"slot {slot} written to {target}")
+                slot = target
         write_id = self.disks[replica].submit(slot, entry, ok)
         self._push(self.now + latency_us, EV_DISK, replica, (self.incarnation[replica], write_id))
 
@@ -438,7 +442,12 @@ class Simulation:
         self.disks[replica].truncate(op_count)
 
     def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
-        self.disks[replica].superblock = (view, last_normal_view, lnv_base)
+        disk = self.disks[replica]
+        disk.superblock = (view, last_normal_view, lnv_base)
+        if lnv_base >= 0:
+            disk.begin_install()
+        else:
+            disk.end_install()
 
     # ---- invariants (ReplicaIO) -----------------------------------------------------------
     def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None:

@@ -4,7 +4,9 @@ Writes complete after a latency; until then they are unsynced and a crash loses 
 the fault atlas allows, tears) them. Reading the log back verifies every sector's checksum, its
 position and the hash chain, so torn writes, read corruption and misdirected writes are detected.
 The superblock (view, last normal view, lnv_base) is written atomically and synchronously (as if
-kept in redundant copies that are never all torn at once).
+kept in redundant copies that are never all torn at once). Log installs are copy-on-write: while
+the superblock marks one unfinished (lnv_base >= 0), the previous log stays readable, and a
+restart reads it (`shadow`), as a log written to a second area and switched by the superblock.
 """
 
 from __future__ import annotations
@@ -18,13 +20,21 @@ PendingWrite = tuple[int, Entry, bool]
 
 
 class Disk:
-    __slots__ = ("next_write_id", "pending", "sectors", "superblock")
+    __slots__ = ("next_write_id", "pending", "sectors", "shadow", "superblock")
 
     def __init__(self) -> None:
         self.sectors: dict[int, Sector] = {}
         self.pending: dict[int, PendingWrite] = {}
         self.next_write_id = 0
         self.superblock = (0, 0, -1)  # (view, last normal view, lnv_base)
+        self.shadow: dict[int, Sector] | None = None
+
+    def begin_install(self) -> None:
+        if self.shadow is None:
+            self.shadow = dict(self.sectors)
+
+    def end_install(self) -> None:
+        self.shadow = None
 
     def submit(self, slot: int, entry: Entry, ok: bool) -> int:
         write_id = self.next_write_id
@@ -62,6 +72,9 @@ class Disk:
         """Read the log back. Returns (valid prefix, damaged). A gap ends the log (later sectors
         were never acknowledged, so they are dropped); a sector that fails verification, or one
         in `corrupt_reads`, marks the log damaged."""
+        if self.shadow is not None:
+            self.sectors = self.shadow  # the install never finished: read the previous log
+            self.shadow = None
         log: list[Entry] = []
         parent = 0
         damaged = False

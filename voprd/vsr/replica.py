@@ -4,10 +4,14 @@ The replica is a pure state machine driven by the simulator: `on_message`, `on_t
 `on_write_done`; every effect goes through `ReplicaIO`. Durability rules that make it safe:
 - PrepareOk(op) (and the primary's own vote) only once every entry up to `op` is durable;
 - the view is in the superblock before any view-change message is sent;
-- the superblock's last normal view advances only once the whole log of that view is durable;
-  until then it records `lnv_base`, the prefix shared with the previous log, and a restart cuts
-  the log back to it, so a durable (last normal view, log) pair is never a mixture of two views;
+- a log is replaced (StartView, new primary, recovery, state transfer) all at once in memory,
+  and on disk as a copy-on-write install: until every entry of the new log is durable, the
+  superblock marks the install unfinished and a restart reads the previous log with the previous
+  last normal view, so the (last normal view, log) pair, in memory or on disk, is never a mixture
+  of two views and always holds the whole initial log of that view;
 - a replica votes (PrepareOk, or the primary's own vote) only once that pair is durable;
+- state transfer (a replica that missed a StartView) collects the primary's log after its commit
+  number in a separate buffer and installs it only when complete;
 - a restarted replica with an intact log starts a view change (it never resumes as primary of its
   old view); one whose log is damaged (checksum, misplaced sector, gap) runs the recovery protocol
   and does not vote until it has the current primary's log.
@@ -92,6 +96,8 @@ class Replica:
         "ticks",
         "timeout_base_ticks",
         "timeout_ticks",
+        "transfer",
+        "transfer_base",
         "view",
     )
 
@@ -119,6 +125,9 @@ class Replica:
         self.persisted_lnv = 0
         self.lnv_base = -1
         self.lnv_target = 0
+        # State transfer in progress: the primary's entries after transfer_base (else None).
+        self.transfer: list[Entry] | None = None
+        self.transfer_base = 0
         self.log: list[Entry] = []
         self.commit = 0
         self.kv = KvStore()
@@ -141,13 +150,8 @@ class Replica:
         self.timeout_ticks = self._draw_timeout()
 
     # ---- start-up -------------------------------------------------------------------------
-    def restart(
-        self, log: list[Entry], view: int, last_normal_view: int, lnv_base: int, damaged: bool
-    ) -> None:
+    def restart(self, log: list[Entry], view: int, last_normal_view: int, damaged: bool) -> None:
         """Resume after a crash from the durable log and superblock."""
-        if lnv_base >= 0 and len(log) > lnv_base:
-            del log[lnv_base:]  # an unfinished install: keep only the prefix of the durable view
-            self.io.disk_truncate(self.rid, lnv_base)
         self.log = log
         self.view = view
         self.last_normal_view = self.persisted_lnv = last_normal_view
@@ -209,11 +213,10 @@ class Replica:
     def _persist(self) -> None:
         self.io.persist(self.rid, self.view, self.persisted_lnv, self.lnv_base)
 
-    def _begin_view_log(self, base: int, target: int) -> None:
-        """The in-memory log became this view's log, sharing `base` entries with the durable one;
-        the superblock's last normal view follows once `target` entries are durable."""
-        self.lnv_base = base if self.lnv_base < 0 else min(self.lnv_base, base)
-        self.lnv_target = target
+    def _finish_install(self) -> None:
+        """The in-memory log is now this view's log; the superblock follows once it is durable."""
+        assert self.last_normal_view == self.view
+        self.lnv_target = len(self.log)
         self._persist()
         self._check_view_log_durable()
 
@@ -236,6 +239,10 @@ class Replica:
         limit = min(len(log), len(new_log))
         while same < limit and log[same][5] == new_log[same][5]:
             same += 1
+        self.transfer = None
+        # Mark the install unfinished before touching the log (the disk keeps the old one).
+        self.lnv_base = same if self.lnv_base < 0 else min(self.lnv_base, same)
+        self._persist()
         # Always truncate: sectors past the old log may hold damaged or stale data.
         self.io.disk_truncate(self.rid, same)
         for slot in [s for s in self.pending if s > same]:
@@ -249,6 +256,8 @@ class Replica:
 
     # ---- commit / execute -----------------------------------------------------------------
     def _commit_upto(self, target: int) -> None:
+        if self.transfer is not None:
+            return  # our log past the commit number may not be this view's
         target = min(target, len(self.log))
         if target <= self.commit:
             return
@@ -303,13 +312,6 @@ class Replica:
                 self._try_commit()
             else:
                 self._send_prepare_ok(False)
-
-    def _caught_up(self, op_number: int) -> None:
-        """The primary reported `op_number`; if our log (a prefix of its log) is that long, it
-        holds the whole view's log, and this replica may vote in the view again."""
-        if self.last_normal_view != self.view and len(self.log) >= op_number:
-            self.last_normal_view = self.view
-            self._begin_view_log(self.commit, len(self.log))
 
     def _send_prepare_ok(self, force: bool) -> None:
         if not self._voting():
@@ -413,21 +415,14 @@ class Replica:
         return True
 
     def _transfer_to_view(self, view: int) -> None:
-        """A view was established without us (we missed StartView): keep the committed prefix
-        and fetch the rest from the new primary (state transfer)."""
-        if len(self.log) > self.commit:
-            self.io.disk_truncate(self.rid, self.commit)
-            for slot in [s for s in self.pending if s > self.commit]:
-                del self.pending[slot]
-            del self.log[self.commit:]
-            self._rebuild_logged()
-        self.last_ok_sent = min(self.last_ok_sent, self.commit)
+        """A view was established without us (we missed StartView): fetch the new primary's log
+        after our commit number into a buffer (state transfer); until it is complete we keep our
+        old log and last normal view, and neither vote nor commit."""
         self.view = view
-        # last_normal_view stays old until the log has caught up with the primary's: a truncated
-        # log must not claim to be a view-`view` log in a later view change (nor vote for one).
         self.status = NORMAL
         self.idle_ticks = 0
-        self.lnv_base = self.commit if self.lnv_base < 0 else min(self.lnv_base, self.commit)
+        self.transfer = []
+        self.transfer_base = self.commit
         self._persist()
         self.io.on_status(self.rid)
         self._request_entries(True)
@@ -436,19 +431,36 @@ class Replica:
         if not force and self.repair_tick == self.ticks:
             return  # at most one repair request per tick
         self.repair_tick = self.ticks
+        have = len(self.log) if self.transfer is None else self.transfer_base + len(self.transfer)
         self.io.send(
-            self.rid, self.primary_of(self.view),
-            (GET_ENTRIES, self.rid, self.view, len(self.log)),
+            self.rid, self.primary_of(self.view), (GET_ENTRIES, self.rid, self.view, have)
         )
+
+    def _on_transfer_entries(self, chunk: tuple[Entry, ...], commit: int, op_number: int) -> None:
+        transfer = self.transfer
+        assert transfer is not None
+        for entry in chunk:
+            if entry[0] == self.transfer_base + len(transfer) + 1:
+                transfer.append(entry)
+        if self.transfer_base + len(transfer) < op_number:
+            self._request_entries(True)
+            return
+        self._install_log(self.log[:self.transfer_base] + transfer)
+        self.last_normal_view = self.view
+        self._finish_install()
+        self.io.on_log_installed(self.rid, False)
+        self._commit_upto(commit)
 
     def _on_prepare(self, msg: Message) -> None:
         _, src, view, entry, commit = msg
         if not self._accept_view(view, src) or self.is_primary():
             return
+        if self.transfer is not None:
+            self._request_entries(False)
+            return
         op = entry[0]
         if op == len(self.log) + 1:
             self._append(entry)
-            self._caught_up(op)
         elif op > len(self.log) + 1:
             self._request_entries(False)
         self._send_prepare_ok(False)
@@ -466,9 +478,11 @@ class Replica:
         _, src, view, commit, op_number = msg
         if not self._accept_view(view, src) or self.is_primary():
             return
+        if self.transfer is not None:
+            self._request_entries(False)
+            return
         if op_number > len(self.log):
             self._request_entries(False)
-        self._caught_up(op_number)
         self._commit_upto(commit)
         self._send_prepare_ok(True)
 
@@ -486,12 +500,14 @@ class Replica:
         _, src, view, chunk, commit, op_number = msg
         if not self._accept_view(view, src) or self.is_primary():
             return
+        if self.transfer is not None:
+            self._on_transfer_entries(chunk, commit, op_number)
+            return
         for entry in chunk:
             if entry[0] == len(self.log) + 1:
                 self._append(entry)
         if op_number > len(self.log):
             self._request_entries(True)
-        self._caught_up(op_number)
         self._commit_upto(commit)
         self._send_prepare_ok(False)
 
@@ -500,6 +516,7 @@ class Replica:
         assert view > self.view or (view == self.view and self.status != NORMAL)
         self.view = view
         self.status = VIEW_CHANGE
+        self.transfer = None
         self.svc_mask = 1 << self.rid
         self.dvcs = {}
         self.dvc_sent = False
@@ -556,12 +573,12 @@ class Replica:
                 if (dvc[4], len(dvc[3])) > (best[4], len(best[3])):
                     best = dvc
         commit = max(dvc[5] for dvc in candidates)
-        same = self._install_log(list(best[3]))
+        self._install_log(list(best[3]))
         self.status = NORMAL
         self.last_normal_view = self.view
         self.acked = [0] * self.n
         self.idle_ticks = 0
-        self._begin_view_log(same, len(self.log))
+        self._finish_install()
         self.io.on_status(self.rid)
         self.io.on_log_installed(self.rid, True)
         self._broadcast((START_VIEW, self.rid, self.view, tuple(self.log), commit))
@@ -572,14 +589,14 @@ class Replica:
         _, _src, view, log, commit = msg
         if self.status == RECOVERING or view < self.view:
             return
-        if view == self.view and self.status == NORMAL:
+        if view == self.view and self.status == NORMAL and self.transfer is None:
             return
-        same = self._install_log(list(log))
         self.view = view
+        self._install_log(list(log))
         self.status = NORMAL
         self.last_normal_view = view
         self.idle_ticks = 0
-        self._begin_view_log(same, len(self.log))
+        self._finish_install()
         self.io.on_status(self.rid)
         self.io.on_log_installed(self.rid, False)
         if "start_view_commit_regress" in self.bugs and commit < self.commit:
@@ -617,12 +634,12 @@ class Replica:
         assert chosen is not None
         self.recovery_responses = {}
         self.view = chosen[2]
-        same = self._install_log(list(chosen[4]))
+        self._install_log(list(chosen[4]))
         self.status = NORMAL
         self.last_normal_view = self.view
         self.idle_ticks = 0
         self.last_ok_sent = 0
-        self._begin_view_log(same, len(self.log))
+        self._finish_install()
         self.io.on_status(self.rid)
         self.io.on_log_installed(self.rid, False)
         self._commit_upto(chosen[5])
