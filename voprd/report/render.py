@@ -18,7 +18,7 @@ from voprd.report.model import ClientOp, FaultEvent, RunPicture
 # Colour-blind-friendly palette (Okabe–Ito, extended) for message kinds, in sorted-kind order.
 _PALETTE = (
     "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00",
-    "#7f7f7f", "#8c564b", "#17becf", "#bcbd22", "#6e4bd8", "#1f3a93",
+    "#7f7f7f", "#8c564b", "#17becf", "#bcbd22", "#6e4bd8", "#1f3a93", "#393b79", "#e7969c",
 )
 _FAULT_COLORS = {
     "partition": "#e07b39",
@@ -70,7 +70,8 @@ def _ms(time_us: int | None) -> str:
 
 def _colors(kinds: list[str], fixed: dict[str, str]) -> dict[str, str]:
     colors: dict[str, str] = {}
-    free = [c for c in _PALETTE if c not in fixed.values()]
+    # Fault colours are reserved, so a message never looks like a fault.
+    free = [c for c in _PALETTE if c not in _FAULT_COLORS.values()]
     for n, kind in enumerate(sorted(set(kinds))):
         colors[kind] = fixed.get(kind, free[n % len(free)])
     return colors

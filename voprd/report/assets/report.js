@@ -123,7 +123,7 @@
   function axis(svg, height) {
     var g = svgEl("g", { "class": "axis" }, svg);
     var span = view.t1 - view.t0, raw = span / Math.max(1, (W - LABEL_W) / 110);
-    var p = Math.pow(10, Math.floor(Math.log10(raw))), step = p;
+    var p = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1)))), step = p;
     [1, 2, 5, 10].some(function (m) { step = m * p; return step >= raw; });
     var n = 0;
     for (var t = Math.ceil(view.t0 / step) * step; t <= view.t1 && n < 100; t += step, n++) {
