@@ -5,6 +5,7 @@ screenshot is saved to test-artifacts/report-*.png."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.report_browser import PageResult, chromium_path, load_pages
 from tests.report_synth import synthetic_picture
+from tests.test_report_render import HOSTILE, hostile_picture
 from voprd.report import write_report
 from voprd.report.model import RunConfig, RunPicture, Verdict
 
@@ -24,6 +26,10 @@ pytestmark = pytest.mark.skipif(
 
 PROBES = {
     "title": "document.title",
+    "pwned": "String(window.pwned)",
+    "scripts": "document.querySelectorAll('script').length",
+    "key_labels": "Array.from(document.querySelectorAll('#client-svg .lane-label'))"
+    ".map(e => e.textContent)",
     "badge": "document.getElementById('verdict').textContent",
     "highlighted": "Array.from(document.querySelectorAll('#client-svg .op.highlighted'))"
     ".map(e => +e.getAttribute('data-op-id'))",
@@ -80,6 +86,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[RunPictu
             5, "linearizability", ops_count=12_000, client_count=8, keys=tuple("abcdefgh")
         ),
         "synthetic-empty": empty_picture(),
+        "synthetic-hostile": hostile_picture(),
     }
     folder = tmp_path_factory.mktemp("reports")
     specs: list[tuple[Path, dict[str, str], Path | None]] = []
@@ -149,3 +156,16 @@ def test_empty_run_loads_cleanly(loaded: dict[str, tuple[RunPicture, PageResult]
     assert result.console_errors == []
     assert result.probes["badge"] == "PASSED"
     assert result.probes["ops_drawn"] == 0 and result.probes["messages_drawn"] == 0
+
+
+def test_hostile_text_is_shown_not_executed(
+    loaded: dict[str, tuple[RunPicture, PageResult]]
+) -> None:
+    _picture, result = loaded["synthetic-hostile"]
+    assert result.console_errors == []
+    assert len(result.requests) == 1  # the injected <img src=x> would be a request
+    assert result.probes["pwned"] == "undefined"
+    assert result.probes["scripts"] == 2
+    assert result.probes["title"].startswith("voprd seed 3")
+    # The key is drawn as text, exactly as it is.
+    assert result.probes["key_labels"] == ["key " + json.dumps(HOSTILE, ensure_ascii=False)]
