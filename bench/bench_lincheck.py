@@ -112,15 +112,9 @@ def bench_hard(count: int, plain_budget_s: float) -> bool:
     print(f"hard register histories: {count} seeds x (linearizable, stale-read copy)")
     print("  seed procs ops     | ours: verdict  CPU ms  wall ms  steps | "
           "plain: verdict  CPU ms  steps")
-    for seed in range(count):
-        rng = random.Random(seed)
-        processes, ops_count = rng.randint(16, 24), rng.randint(80, 160)
-        good = register_history(rng, processes=processes, ops=ops_count, values=3,
-                                timeout_percent=10)
-        bad = stale_read(rng, good)
-        for label, ops, want in (("ok ", good, "linearizable"), ("bad", bad, "not_linearizable")):
-            if ops is None:
-                continue
+    for seed, processes, ops_count, label, ops in hard_histories(count):
+        want = "linearizable" if label == "ok " else "not_linearizable"
+        if ops is not None:
             cpu_started = time.process_time()
             fast = check_operations(ops, model, budget_ms=HARD_DECIDE_S * 1000 * 5)
             fast_cpu_ms = (time.process_time() - cpu_started) * 1000.0
@@ -143,14 +137,74 @@ def bench_hard(count: int, plain_budget_s: float) -> bool:
     return ok
 
 
+ABLATIONS: list[tuple[str, bool, dict[str, bool]]] = [
+    ("all refinements", False, {}),
+    ("without (a) read-only first", False, {"prune_readonly": False}),
+    ("without (b) symmetry", False, {"prune_symmetric": False}),
+    ("without (c) model bound", False, {"prune_bound": False}),
+    ("plain (Porcupine's algorithm)", True, {}),
+]
+
+
+def hard_histories(count: int) -> list[tuple[int, int, int, str, list[Operation] | None]]:
+    """(seed, processes, ops, label, history) for the linearizable and stale-read copies."""
+    result: list[tuple[int, int, int, str, list[Operation] | None]] = []
+    for seed in range(count):
+        rng = random.Random(seed)
+        processes, ops_count = rng.randint(16, 24), rng.randint(80, 160)
+        good = register_history(rng, processes=processes, ops=ops_count, values=3,
+                                timeout_percent=10)
+        result.append((seed, processes, ops_count, "ok ", good))
+        result.append((seed, processes, ops_count, "bad", stale_read(rng, good)))
+    return result
+
+
+def bench_ablation(budget_s: float, hard: int) -> None:
+    """Search steps and CPU time with one refinement switched off: over the shared data, and
+    over the hard histories."""
+    folder = data_dir()
+    with (folder / "expected.csv").open() as handle:
+        names = [row["file"] for row in csv.DictReader(handle)]
+    shared = [(h.ops, DEFAULT_MODEL[h.format]) for h in (
+        load_history(folder / ("etcd" if n.startswith("etcd") else "kv") / n) for n in names)]
+    generated = [(ops, "register") for *_rest, ops in hard_histories(hard) if ops is not None]
+    for title, histories in (("shared data", shared), (f"{len(generated)} hard histories",
+                                                        generated)):
+        if not histories:
+            continue
+        print(f"ablation over the {title} (one check each, budget {budget_s:g} s each)")
+        for ops, model_name in histories:  # warm-up, not measured
+            check_operations(ops, get_model(model_name), budget_ms=1e4)
+        for label, plain, flags in ABLATIONS:
+            if plain and histories is generated:
+                continue  # measured per history (with its ratio) by bench_hard
+            steps = unknown = 0
+            worst_ms = 0.0
+            cpu_started = time.process_time()
+            for ops, model_name in histories:
+                one_started = time.process_time()
+                result = check_operations(ops, get_model(model_name), budget_ms=budget_s * 1000,
+                                          plain=plain, prunings=flags)
+                worst_ms = max(worst_ms, (time.process_time() - one_started) * 1000.0)
+                steps += result.steps
+                unknown += result.verdict == "unknown"
+            cpu_ms = (time.process_time() - cpu_started) * 1000.0
+            print(f"  {label:30} steps {steps:9}  CPU {cpu_ms:9.1f} ms  worst {worst_ms:8.1f} ms"
+                  f"  unknown {unknown}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--hard", type=int, default=20, help="number of hard seeds")
     parser.add_argument("--plain-budget-s", type=float, default=10.0)
+    parser.add_argument("--ablation", action="store_true",
+                        help="also measure each refinement switched off")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores shared with other jobs)")
     shared_ok = bench_shared(args.repeat)
+    if args.ablation:
+        bench_ablation(args.plain_budget_s, args.hard)
     hard_ok = bench_hard(args.hard, args.plain_budget_s) if args.hard else True
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0 if shared_ok and hard_ok else 1

@@ -59,16 +59,24 @@ def check_operations(
     budget_ms: float | None = DEFAULT_BUDGET_MS,
     max_steps: int | None = None,
     plain: bool = False,
+    prunings: dict[str, bool] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Verdict:
-    """Decide linearizability of `ops` under `model` within the budgets."""
+    """Decide linearizability of `ops` under `model` within the budgets. `plain` selects
+    Porcupine's search; `prunings` switches fast-search refinements off (for measurements)."""
     if budget_ms is None and max_steps is None:
         raise ValueError("a check needs a budget: budget_ms and/or max_steps")
     validate_ops(model, ops)
     started = clock()
     deadline = None if budget_ms is None else started + budget_ms / 1000.0
     parts = sorted(model.partition(ops), key=len)
-    search = plain_search if plain else fast_search
+    flags = prunings or {}
+
+    def search(model: Model, part: Sequence[Operation], step_limit: int) -> SearchGen:
+        if plain:
+            return plain_search(model, part, step_limit)
+        return fast_search(model, part, step_limit, **flags)
+
     running: list[tuple[list[Operation], SearchGen, int]] = []
     steps_total = 0
     slice_steps = SLICE_STEPS_FIRST

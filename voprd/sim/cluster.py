@@ -16,9 +16,27 @@ from voprd.options import RunOptions
 from voprd.sim.faults import FaultPlan
 from voprd.sim.prng import Streams
 from voprd.sim.storage import Disk
-from voprd.sim.trace import NODE_SIM, K, Record, Trace, build_trace, node_name, trace_hash
+from voprd.sim.trace import (
+    KINDS,
+    NODE_SIM,
+    QUIET_KINDS,
+    K,
+    Record,
+    Trace,
+    build_trace,
+    format_event,
+    node_name,
+    trace_hash,
+)
 from voprd.vsr.client import Client, Workload
-from voprd.vsr.messages import MESSAGE_NAMES, Entry, Message, Operation, describe
+from voprd.vsr.messages import (
+    MESSAGE_NAMES,
+    Entry,
+    Message,
+    Operation,
+    describe,
+    operation_text,
+)
 from voprd.vsr.replica import NORMAL, STATUS_NAMES, Replica
 from voprd.vsr.state_machine import Result
 
@@ -514,7 +532,7 @@ class Simulation:
     # ---- clients (ClientIO) ---------------------------------------------------------------
     def history_call(self, client: int, operation: Operation) -> int:
         self.history.append([client - self.n, operation, self.now, None, None])
-        self._note(client, "call", len(self.history), 0, detail=describe_op(operation))
+        self._note(client, "call", len(self.history), 0, detail=operation_text(operation))
         return len(self.history) - 1
 
     def history_return(self, index: int, result: Result, op: int) -> None:
@@ -522,7 +540,7 @@ class Simulation:
         record[3] = self.now
         record[4] = result
         self._note(record[0] + self.n, "return", index + 1, op,
-                   detail=f"{describe_op(record[1])} -> {result!r} (op {op})")
+                   detail=f"{operation_text(record[1])} -> {result!r} (op {op})")
         if op > 0:
             if op > len(self.committed):
                 raise Violation(
@@ -625,8 +643,6 @@ class Simulation:
         return build_trace(self.records, self.details, self.peers, self.n)
 
     def trace_tail(self, count: int) -> list[str]:
-        from voprd.sim.trace import KINDS, QUIET_KINDS, format_event
-
         if self.record_trace:
             trace = self.trace()
             assert trace is not None
@@ -637,11 +653,3 @@ class Simulation:
             for t, node, k, a, b in tail
         ]
 
-
-def describe_op(operation: Operation) -> str:
-    name, key, value, expected = operation
-    if name == "get":
-        return f"get({key})"
-    if name == "cas":
-        return f"cas({key}, {expected!r}->{value!r})"
-    return f"{name}({key}, {value!r})"

@@ -68,16 +68,26 @@ def once_main(settings: Settings, command: dict[str, Any]) -> int:
     if history_file is not None:
         encoder = msgspec.json.Encoder()
         history_file.write_bytes(b"".join(encoder.encode(op) + b"\n" for op in outcome.history))
+    try:
+        _print(settings, options, result, outcome.environment, lines)
+    except BrokenPipeError:  # e.g. `voprd --once -v | head`
+        sys.stderr.close()
+    return 0 if result.status == "ok" else 1
+
+
+def _print(
+    settings: Settings, options: RunOptions, result: SeedResult, environment: str,
+    lines: list[str],
+) -> None:
     out = sys.stdout
     if settings.json:
         out.write(encode_event("iteration", iteration_data(result, options)).decode() + "\n")
     else:
         if settings.verbose:
-            out.write(f"environment: {outcome.environment}\n")
+            out.write(f"environment: {environment}\n")
             out.writelines(line + "\n" for line in lines)
         out.write(summary_line(result) + "\n")
         if result.status == "failed":
             out.write(f"kind={result.kind} invariant={result.invariant}\n")
             out.write(f"message: {result.message}\n")
             out.write(f"reproduce: {reproduce_command(result.seed, options)}\n")
-    return 0 if result.status == "ok" else 1

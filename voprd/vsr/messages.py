@@ -66,7 +66,7 @@ def describe(msg: Message) -> str:
     kind = msg[0]
     name = MESSAGE_NAMES[kind]
     if kind == REQUEST:
-        return f"{name} c{msg[2]}#{msg[3]} {_op_text(msg[4])}"
+        return f"{name} c{msg[2]}#{msg[3]} {operation_text(msg[4])}"
     if kind == REPLY:
         return f"{name} v{msg[2]} c{msg[3]}#{msg[4]} op={msg[6]} -> {msg[5]!r}"
     if kind == PREPARE:
@@ -92,7 +92,8 @@ def describe(msg: Message) -> str:
     return f"{name} v{msg[2]} n={len(msg[3])} commit={msg[4]} op={msg[5]}"
 
 
-def _op_text(operation: Operation) -> str:
+def operation_text(operation: Operation) -> str:
+    """A client operation as text: get(k), put(k, 'v'), cas(k, 'old'->'new')."""
     name, key, value, expected = operation
     if name == "get":
         return f"get({key})"
