@@ -189,3 +189,19 @@ def test_report_is_deterministic_in_seed_and_options() -> None:
 def test_reports_need_the_builtin_target() -> None:
     with pytest.raises(ValueError, match="builtin"):
         build_report(1, RunOptions(target="exec", exec_cmd="true"))
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(chromium_path() is None, reason="chromium not installed (.ci/run installs it)")
+@pytest.mark.parametrize("bug", ["", "backup_serves_reads", "rejoin_without_recovery"])
+def test_many_seeds_load_without_errors(bug: str, tmp_path: Path) -> None:
+    """Soak: reports of 40 seeds each, all loaded (with zoom, pan and hover) in one browser."""
+    options = RunOptions(bugs=(bug,) if bug else ())
+    pages: list[tuple[Path, dict[str, str], Path | None]] = []
+    for seed in range(40):
+        path = tmp_path / f"seed-{seed}.html"
+        path.write_text(build_report(seed, options), encoding="utf-8")
+        pages.append((path, PROBES, None))
+    for (path, _probes, _shot), result in zip(pages, asyncio.run(load_pages(pages)), strict=True):
+        assert result.console_errors == [], path.name
+        assert len(result.requests) == 1, path.name
