@@ -122,15 +122,56 @@ async def _drain(stream: asyncio.StreamReader | None) -> None:
         pass
 
 
-async def load_page(
-    page: Path, probes: dict[str, str], screenshot: Path | None = None,
-    width_px: int = 1400, height_px: int = 1000,
+async def _open(
+    session: aiohttp.ClientSession, port: int, page: Path, probes: dict[str, str],
+    screenshot: Path | None, width_px: int, height_px: int,
 ) -> PageResult:
-    """Open `page`, wait until its scripts rendered, evaluate `probes` (name -> JS expression)
+    """Open `page` in a fresh tab of the running browser and observe it."""
+    result = PageResult()
+    async with session.put(f"http://127.0.0.1:{port}/json/new?about:blank") as response:
+        target = await response.json(content_type=None)
+    try:
+        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            cdp = _Cdp(ws, result)
+            for domain in ("Runtime", "Log", "Page", "Network"):
+                await cdp.call(f"{domain}.enable")
+            await cdp.call(
+                "Emulation.setDeviceMetricsOverride", width=width_px, height=height_px,
+                deviceScaleFactor=1, mobile=False,
+            )
+            await cdp.call("Page.navigate", url=page.resolve().as_uri())
+            await asyncio.wait_for(cdp.loaded.wait(), COMMAND_TIMEOUT_S)
+            for _ in range(RENDER_POLLS_MAX):
+                if await cdp.evaluate("document.body.getAttribute('data-rendered')"):
+                    break
+                await asyncio.sleep(0.05)
+            for name, expression in probes.items():
+                result.probes[name] = await cdp.evaluate(expression)
+            if screenshot is not None:
+                shot = await cdp.call("Page.captureScreenshot", format="png")
+                data = base64.b64decode(shot["data"])
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                screenshot.write_bytes(data)
+                result.screenshot_bytes = len(data)
+            # Let late errors (timers, animation frames) arrive before judging.
+            await asyncio.sleep(0.2)
+            cdp.reader.cancel()
+    finally:
+        async with session.get(f"http://127.0.0.1:{port}/json/close/{target['id']}") as response:
+            await response.read()
+    return result
+
+
+async def load_pages(
+    pages: list[tuple[Path, dict[str, str], Path | None]],
+    width_px: int = 1400, height_px: int = 1000,
+) -> list[PageResult]:
+    """Open each (page, probes, screenshot) in its own tab of one headless Chromium: wait until
+    the page's scripts rendered, evaluate the probes (name -> JS expression, may be a Promise),
     and save a screenshot of the viewport."""
     binary = chromium_path()
     assert binary is not None, "chromium is not installed"
-    result = PageResult()
+    results: list[PageResult] = []
     with tempfile.TemporaryDirectory(prefix="voprd-chromium-") as profile:
         proc = await asyncio.create_subprocess_exec(
             binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
@@ -142,36 +183,10 @@ async def load_page(
             port = await asyncio.wait_for(_devtools_port(proc), STARTUP_TIMEOUT_S)
             drain = asyncio.create_task(_drain(proc.stderr))
             async with aiohttp.ClientSession() as session:
-                async with session.get(f"http://127.0.0.1:{port}/json/list") as response:
-                    targets = await response.json()
-                target = next(t for t in targets if t.get("type") == "page")
-                async with session.ws_connect(
-                    target["webSocketDebuggerUrl"], max_msg_size=0
-                ) as ws:
-                    cdp = _Cdp(ws, result)
-                    for domain in ("Runtime", "Log", "Page", "Network"):
-                        await cdp.call(f"{domain}.enable")
-                    await cdp.call(
-                        "Emulation.setDeviceMetricsOverride", width=width_px, height=height_px,
-                        deviceScaleFactor=1, mobile=False,
-                    )
-                    await cdp.call("Page.navigate", url=page.resolve().as_uri())
-                    await asyncio.wait_for(cdp.loaded.wait(), COMMAND_TIMEOUT_S)
-                    for _ in range(RENDER_POLLS_MAX):
-                        if await cdp.evaluate("document.body.getAttribute('data-rendered')"):
-                            break
-                        await asyncio.sleep(0.05)
-                    for name, expression in probes.items():
-                        result.probes[name] = await cdp.evaluate(expression)
-                    if screenshot is not None:
-                        shot = await cdp.call("Page.captureScreenshot", format="png")
-                        data = base64.b64decode(shot["data"])
-                        screenshot.parent.mkdir(parents=True, exist_ok=True)
-                        screenshot.write_bytes(data)
-                        result.screenshot_bytes = len(data)
-                    # Let late errors (timers, animation frames) arrive before judging.
-                    await asyncio.sleep(0.2)
-                    cdp.reader.cancel()
+                for page, probes, screenshot in pages:
+                    results.append(await _open(
+                        session, port, page, probes, screenshot, width_px, height_px
+                    ))
         finally:
             if proc.returncode is None:
                 proc.terminate()
@@ -182,7 +197,15 @@ async def load_page(
                 await proc.wait()
             if drain is not None:
                 drain.cancel()
-    return result
+    return results
+
+
+async def load_page(
+    page: Path, probes: dict[str, str], screenshot: Path | None = None,
+    width_px: int = 1400, height_px: int = 1000,
+) -> PageResult:
+    """`load_pages` for one page."""
+    return (await load_pages([(page, probes, screenshot)], width_px, height_px))[0]
 
 
 if __name__ == "__main__":

@@ -5,15 +5,17 @@ screenshot is saved to test-artifacts/report-*.png."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.report_browser import PageResult, chromium_path, load_page
+from tests.report_browser import PageResult, chromium_path, load_pages
 from tests.report_synth import synthetic_picture
+from tests.test_report_render import HOSTILE, hostile_picture
 from voprd.report import write_report
-from voprd.report.model import RunPicture
+from voprd.report.model import RunConfig, RunPicture, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -24,6 +26,10 @@ pytestmark = pytest.mark.skipif(
 
 PROBES = {
     "title": "document.title",
+    "pwned": "String(window.pwned)",
+    "scripts": "document.querySelectorAll('script').length",
+    "key_labels": "Array.from(document.querySelectorAll('#client-svg .lane-label'))"
+    ".map(e => e.textContent)",
     "badge": "document.getElementById('verdict').textContent",
     "highlighted": "Array.from(document.querySelectorAll('#client-svg .op.highlighted'))"
     ".map(e => +e.getAttribute('data-op-id'))",
@@ -40,6 +46,7 @@ PROBES = {
     # Interactions: hover an operation, then zoom out to the whole run, then zoom with the wheel.
     "hover": """(() => {
         const op = document.querySelector('#client-svg .op');
+        if (!op) return '';
         op.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
         return document.getElementById('details').textContent; })()""",
     "whole_run": """new Promise(resolve => {
@@ -48,6 +55,8 @@ PROBES = {
             document.getElementById('readout').textContent))); })""",
     "ops_whole_run": "document.querySelectorAll('#client-svg .op').length",
     "crashes_whole_run": "document.querySelectorAll('#space-svg .ev-crash').length",
+    "collapsed_stretches": "document.querySelectorAll('#space-svg rect.collapsed').length"
+    " ? 'collapsed' : 'none'",
     "faults_whole_run": "Array.from(document.querySelectorAll('#client-svg .fault'))"
     ".map(e => +e.getAttribute('data-fault-id'))",
     "wheel": """new Promise(resolve => {
@@ -59,10 +68,33 @@ PROBES = {
 }
 
 
-def open_report(picture: RunPicture, name: str, tmp_path: Path) -> PageResult:
-    page = tmp_path / f"{name}.html"
-    write_report(picture, page)
-    return asyncio.run(load_page(page, PROBES, ARTIFACTS / f"report-{name}.png"))
+def empty_picture() -> RunPicture:
+    """A run with nothing in it: the page must still load cleanly."""
+    return RunPicture(
+        config=RunConfig(seed=0), verdict=Verdict(status="ok"), reproduce="voprd --once --seed 0"
+    )
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[RunPicture, PageResult]]:
+    """Every synthetic report of this module, opened in one headless Chromium."""
+    pictures = {
+        "synthetic-pass": synthetic_picture(3, "pass"),
+        "synthetic-linearizability": synthetic_picture(3, "linearizability"),
+        "synthetic-liveness": synthetic_picture(3, "liveness"),
+        "synthetic-large": synthetic_picture(
+            5, "linearizability", ops_count=12_000, client_count=8, keys=tuple("abcdefgh")
+        ),
+        "synthetic-empty": empty_picture(),
+        "synthetic-hostile": hostile_picture(),
+    }
+    folder = tmp_path_factory.mktemp("reports")
+    specs: list[tuple[Path, dict[str, str], Path | None]] = []
+    for name, picture in pictures.items():
+        write_report(picture, folder / f"{name}.html")
+        specs.append((folder / f"{name}.html", PROBES, ARTIFACTS / f"report-{name}.png"))
+    results = asyncio.run(load_pages(specs))
+    return {name: (pictures[name], result) for name, result in zip(pictures, results, strict=True)}
 
 
 def assert_clean_load(result: PageResult, page_name: str) -> None:
@@ -74,15 +106,15 @@ def assert_clean_load(result: PageResult, page_name: str) -> None:
 
 def assert_interactive(probes: dict[str, Any]) -> None:
     assert "client operation #" in probes["hover"]
-    assert probes["whole_run"] != probes["readout_before"] or probes["readout_before"]
     assert probes["wheel"] != probes["whole_run"]  # the wheel zoomed in
     assert probes["ops_whole_run"] > 0
 
 
 @pytest.mark.parametrize("scenario", ["pass", "linearizability", "liveness"])
-def test_report_loads_cleanly_in_chromium(scenario: str, tmp_path: Path) -> None:
-    picture = synthetic_picture(3, scenario)  # type: ignore[arg-type]
-    result = open_report(picture, f"synthetic-{scenario}", tmp_path)
+def test_report_loads_cleanly_in_chromium(
+    scenario: str, loaded: dict[str, tuple[RunPicture, PageResult]]
+) -> None:
+    picture, result = loaded[f"synthetic-{scenario}"]
     assert_clean_load(result, f"synthetic-{scenario}")
     probes = result.probes
     assert probes["title"].startswith(f"voprd seed {picture.config.seed}")
@@ -107,13 +139,33 @@ def test_report_loads_cleanly_in_chromium(scenario: str, tmp_path: Path) -> None
         assert probes["badge"] == "PASSED"
 
 
-def test_large_collapsed_report_loads_cleanly(tmp_path: Path) -> None:
-    picture = synthetic_picture(
-        5, "linearizability", ops_count=12_000, client_count=8, keys=tuple("abcdefgh")
-    )
-    result = open_report(picture, "synthetic-large", tmp_path)
+def test_large_collapsed_report_loads_cleanly(
+    loaded: dict[str, tuple[RunPicture, PageResult]]
+) -> None:
+    picture, result = loaded["synthetic-large"]
     assert_clean_load(result, "synthetic-large")
     assert sorted(result.probes["highlighted"]) == sorted(
         picture.linearizability.highlighted_ops()
     )
     assert_interactive(result.probes)
+    assert "collapsed" in str(result.probes["collapsed_stretches"])
+
+
+def test_empty_run_loads_cleanly(loaded: dict[str, tuple[RunPicture, PageResult]]) -> None:
+    _picture, result = loaded["synthetic-empty"]
+    assert result.console_errors == []
+    assert result.probes["badge"] == "PASSED"
+    assert result.probes["ops_drawn"] == 0 and result.probes["messages_drawn"] == 0
+
+
+def test_hostile_text_is_shown_not_executed(
+    loaded: dict[str, tuple[RunPicture, PageResult]]
+) -> None:
+    _picture, result = loaded["synthetic-hostile"]
+    assert result.console_errors == []
+    assert len(result.requests) == 1  # the injected <img src=x> would be a request
+    assert result.probes["pwned"] == "undefined"
+    assert result.probes["scripts"] == 2
+    assert result.probes["title"].startswith("voprd seed 3")
+    # The key is drawn as text, exactly as it is.
+    assert result.probes["key_labels"] == ["key " + json.dumps(HOSTILE, ensure_ascii=False)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import msgspec
@@ -16,7 +17,10 @@ from voprd.report.model import ClientOp, FaultEvent, LinExplanation, RunPicture
 from voprd.report.render import embed_json, render_html
 
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
-HOSTILE = "</script><script>alert('x')</script><!-- \u2028\u2029 & \"q\" <b>bold</b>"
+HOSTILE = (
+    "</script><script>window.pwned=1</script><!-- \u2028\u2029 & \"q\" <b>bold</b>"
+    "<img src=x onerror=\"window.pwned=2\"><svg onload=\"window.pwned=3\">"
+)
 
 
 def embedded_data(page: str) -> dict[str, object]:
@@ -26,15 +30,43 @@ def embedded_data(page: str) -> dict[str, object]:
     return data
 
 
+class _References(HTMLParser):
+    """Every URL-bearing attribute and every CSS text (style elements and attributes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.css: list[str] = []
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "href", "action", "formaction", "poster", "data", "xlink:href"):
+                self.urls.append(value or "")
+            elif name == "style":
+                self.css.append(value or "")
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.css.append(data)
+
+
 def assert_self_contained(page: str) -> None:
     # No reference to anything outside the file: no remote or relative src/href, no @import,
     # no url() except fragment and data: URLs. The only URL literal is the SVG namespace.
     urls = re.findall(r"https?://[^\s\"'<>)]+", page)
     assert set(urls) <= {SVG_NAMESPACE}, set(urls) - {SVG_NAMESPACE}
-    assert "@import" not in page
-    for ref in re.findall(r"""\b(?:src|href)\s*=\s*["']?([^"'\s>]*)""", page, re.I):
+    refs = _References()
+    refs.feed(page)
+    for ref in refs.urls:
         assert ref.startswith(("#", "data:")), ref
-    for ref in re.findall(r"url\(\s*['\"]?([^'\")]*)", page):
+    css = "\n".join(refs.css)
+    assert refs.css and "@import" not in css
+    for ref in re.findall(r"url\(\s*['\"]?([^'\")]*)", css):
         assert ref.startswith(("#", "data:")), ref
     # The CSP that makes the browser enforce it (quotes HTML-escaped in the attribute).
     assert 'Content-Security-Policy" content="default-src &#x27;none&#x27;;' in page
@@ -67,10 +99,10 @@ def test_text_from_the_run_cannot_inject_markup() -> None:
     # Exactly our own two script elements and one style element, however hostile the data.
     assert page.count("<script") == 2
     assert page.count("</script>") == 2
-    assert "<script>alert" not in page
+    assert "<script>window.pwned" not in page and "<img" not in page
     assert "<b>bold</b>" not in page
     assert "\u2028" not in page and "\u2029" not in page
-    assert "&lt;/script&gt;&lt;script&gt;alert" in page  # escaped in the static HTML
+    assert "&lt;/script&gt;&lt;script&gt;window.pwned" in page  # escaped in the static HTML
     data = embedded_data(page)
     embedded = msgspec.convert(data["picture"], RunPicture)
     assert embedded.title == HOSTILE
@@ -210,3 +242,18 @@ def test_unknown_ops_render_as_open_ended() -> None:
     ops = data["picture"]["ops"]  # type: ignore[index]
     # return_us is omitted (null) for unknown outcomes; the page's script restores the default.
     assert sum("return_us" not in op for op in ops) == len(unknown)
+
+
+@pytest.mark.parametrize("snippet", [
+    '<script src="https://cdn.example/x.js"></script>',
+    '<link rel="stylesheet" href="style.css">',
+    "<style>@import 'x.css';</style>",
+    "<style>body { background: url(//example.org/a.png) }</style>",
+    '<div style="background: url(a.png)"></div>',
+    '<img src="x.png">',
+])
+def test_the_self_containment_check_catches_external_references(snippet: str) -> None:
+    page = report_html(synthetic_picture(3, "pass"))
+    assert_self_contained(page)
+    with pytest.raises(AssertionError):
+        assert_self_contained(page.replace("<body>", "<body>" + snippet, 1))

@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.report_browser import chromium_path, load_page
+from tests.report_browser import PageResult, chromium_path, load_pages
 from tests.test_report_browser import ARTIFACTS, PROBES
 from tests.test_report_render import assert_self_contained, embedded_data
 from voprd.check.checker import check_history
@@ -70,19 +70,46 @@ def picture_in(page: str) -> RunPicture:
     return msgspec.convert(embedded_data(page)["picture"], RunPicture)
 
 
+class CliReport(msgspec.Struct, kw_only=True):
+    returncode: int
+    stderr: str
+    path: Path
+    page: str
+
+
+@pytest.fixture(scope="module")
+def cli_reports(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[CliReport, PageResult]]:
+    """The three CLI reports, opened in one headless Chromium."""
+    folder = tmp_path_factory.mktemp("sim-reports")
+    reports: dict[str, CliReport] = {}
+    for case in ("pass", "linearizability", "liveness"):
+        name, seed, bugs = first_seed(case)
+        path = folder / f"sim-{name}.html"
+        proc = run_cli(seed, bugs, path)
+        reports[name] = CliReport(
+            returncode=proc.returncode, stderr=proc.stderr, path=path,
+            page=path.read_text(encoding="utf-8") if path.exists() else "",
+        )
+    results = asyncio.run(load_pages([
+        (r.path, PROBES, ARTIFACTS / f"report-{r.path.stem}.png") for r in reports.values()
+    ]))
+    return {name: (reports[name], result) for name, result in zip(reports, results, strict=True)}
+
+
 @pytest.mark.skipif(chromium_path() is None, reason="chromium not installed (.ci/run installs it)")
-@pytest.mark.parametrize("case", ["pass", "linearizability", "liveness"])
-def test_cli_report_of_a_real_run_loads_in_chromium(case: str, tmp_path: Path) -> None:
-    name, seed, bugs = first_seed(case)
-    report = tmp_path / f"sim-{name}.html"
-    proc = run_cli(seed, bugs, report)
+@pytest.mark.parametrize("name", ["pass", "linearizability", "liveness"])
+def test_cli_report_of_a_real_run_loads_in_chromium(
+    name: str, cli_reports: dict[str, tuple[CliReport, PageResult]]
+) -> None:
+    proc, result = cli_reports[name]
     assert proc.returncode in (0, 1), proc.stderr
-    assert f"report written to {report}" in proc.stderr
-    page = report.read_text(encoding="utf-8")
+    assert f"report written to {proc.path}" in proc.stderr
+    page = proc.page
     assert len(page.encode()) <= REPORT_BYTES_MAX
     assert_self_contained(page)
     picture = picture_in(page)
-    result = asyncio.run(load_page(report, PROBES, ARTIFACTS / f"report-sim-{name}.png"))
     assert result.console_errors == []
     assert len(result.requests) == 1
     probes = result.probes
@@ -115,25 +142,38 @@ def test_cli_report_of_a_real_run_loads_in_chromium(case: str, tmp_path: Path) -
         assert "did not finish" in (picture.verdict.message or "")
 
 
-def test_picture_matches_the_run_it_reports() -> None:
-    _name, seed, bugs = first_seed("liveness")
+@pytest.mark.parametrize("seed_bugs", ["liveness", 2, 5, 6, 16])
+def test_picture_matches_the_run_it_reports(seed_bugs: str | int) -> None:
+    if isinstance(seed_bugs, str):
+        _name, seed, bugs = first_seed(seed_bugs)
+    else:
+        seed, bugs = seed_bugs, ()
     options = RunOptions(bugs=bugs)
     outcome = simulate(seed, options, record_trace=True)
     picture = picture_for_seed(seed, options)
     assert outcome.trace is not None
     trace = outcome.trace
     assert picture.verdict.trace_hash == outcome.result.trace_hash
-    assert picture.verdict.status == outcome.result.status == "failed"
+    assert picture.verdict.status == outcome.result.status
     assert len(picture.ops) == len(outcome.history)
     assert [(o.call_us, o.return_us) for o in picture.ops] == [
         (h.call_us, h.return_us) for h in outcome.history
     ]
-    count = {k: sum(e.kind == k for e in trace) for k in ("crash", "deliver", "commit")}
+    kinds = ("crash", "deliver", "commit", "drop_down", "drop_loss", "drop_partition",
+             "drop_capacity")
+    count = {k: sum(e.kind == k for e in trace) for k in kinds}
     assert sum(f.kind == "crash" for f in picture.faults) == count["crash"]
     assert sum(e.kind == "commit" for e in picture.node_events) == count["commit"]
     arrived = [m for m in picture.messages if m.deliver_us is not None]
-    # Every arrival in the trace is a drawn message (delivered, or dropped at a down receiver).
+    # Every arrival in the trace is a drawn message (delivered, or dropped at a down receiver),
+    # and every drop at the sender is one too.
     assert len(arrived) == count["deliver"]
+    dropped_down = [m for m in arrived if m.status == "dropped"]
+    assert len(dropped_down) == count["drop_down"]
+    dropped_at_send = [
+        m for m in picture.messages if m.status == "dropped" and m.deliver_us is None
+    ]
+    assert len(dropped_at_send) == sum(count[k] for k in kinds[4:])
     for message in picture.messages:
         assert 0 <= message.src < len(picture.nodes) and 0 <= message.dst < len(picture.nodes)
         assert message.deliver_us is None or message.deliver_us >= message.send_us
@@ -149,3 +189,19 @@ def test_report_is_deterministic_in_seed_and_options() -> None:
 def test_reports_need_the_builtin_target() -> None:
     with pytest.raises(ValueError, match="builtin"):
         build_report(1, RunOptions(target="exec", exec_cmd="true"))
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(chromium_path() is None, reason="chromium not installed (.ci/run installs it)")
+@pytest.mark.parametrize("bug", ["", "backup_serves_reads", "rejoin_without_recovery"])
+def test_many_seeds_load_without_errors(bug: str, tmp_path: Path) -> None:
+    """Soak: reports of 40 seeds each, all loaded (with zoom, pan and hover) in one browser."""
+    options = RunOptions(bugs=(bug,) if bug else ())
+    pages: list[tuple[Path, dict[str, str], Path | None]] = []
+    for seed in range(40):
+        path = tmp_path / f"seed-{seed}.html"
+        path.write_text(build_report(seed, options), encoding="utf-8")
+        pages.append((path, PROBES, None))
+    for (path, _probes, _shot), result in zip(pages, asyncio.run(load_pages(pages)), strict=True):
+        assert result.console_errors == [], path.name
+        assert len(result.requests) == 1, path.name

@@ -1,15 +1,18 @@
-"""RunPicture from a simulator run: rerun the seed with its trace, keep every message put on the
-network, check the client history, and translate it all into the report's model.
+"""RunPicture from a simulator run: rerun the seed with its trace, note every message sent,
+check the client history, and translate it all into the report's model.
 
 The trace records a delivered message only at its arrival, so `_RecordingSimulation` also notes
-each message when it is queued (send and arrival time). It only observes: the run's trace hash is
-checked against the plain run's, so the picture is of exactly the run `voprd --once` reports.
+each message when a node sends it (through the ReplicaIO `send`), and arrivals are paired with
+sends. It only observes: the run's trace hash is checked against the plain run's, so the picture
+is of exactly the run `voprd --once` reports.
 """
 
 from __future__ import annotations
 
+import collections
 import re
-from typing import Any
+
+import msgspec
 
 from voprd.check.checker import DEFAULT_BUDGET_MS, check_history
 from voprd.check.formats import from_history_ops
@@ -31,34 +34,53 @@ from voprd.report.model import (
     Verdict,
     op_outcome,
 )
-from voprd.sim.cluster import EV_DELIVER, Simulation
+from voprd.sim.cluster import Simulation
 from voprd.sim.run import simulate
-from voprd.sim.trace import TraceEvent
+from voprd.sim.trace import KINDS, K, TraceEvent
 from voprd.vsr.messages import MESSAGE_NAMES, describe
+from voprd.vsr.messages import Message as Message_
 
 # Bound on the search that rebuilds the explanation of a refuted key (the checker already decided
 # it, so this only repeats the search on one part).
 EXPLAIN_STEPS_MAX = 5_000_000
 _EXPLAIN_SLICE_STEPS = 65_536
-_DROP_KINDS = frozenset({"drop_partition", "drop_loss", "drop_capacity"})
+_DROP_CODES = frozenset({K["drop_partition"], K["drop_loss"], K["drop_capacity"]})
+_DUPLICATE_CODE = K["duplicate"]
 _STORAGE_KINDS = frozenset({"disk_write_error", "disk_misdirect", "disk_torn", "disk_read_corrupt"})
 _NODE_NAME = re.compile(r"^([rc])(\d+)$")
 
 
+class _Sent(msgspec.Struct, array_like=True):
+    send_us: int
+    src: int
+    dst: int
+    name: str
+    text: str
+    # Why the network dropped it at the sender (a drop_* trace kind), or None if it was queued.
+    dropped: str | None
+    copies: int
+
+
 class _RecordingSimulation(Simulation):
-    """The simulation, also keeping (send_us, arrival_us, src, dst, message) per queued message."""
+    """The simulation, also noting every message a node sends (through the ReplicaIO `send`)
+    and what the network did with it (the trace records it appended during the send)."""
 
     def __init__(self, seed: int, options: RunOptions) -> None:
-        self.queued: list[tuple[int, int, int, int, Any]] = []
+        self.sent: list[_Sent] = []
         super().__init__(seed, options, record_trace=True)
         # What the seed drew, before the liveness phase changes any of it.
         plan = self.plan
         self.drawn = {name: str(getattr(plan, name)) for name in sorted(type(plan).__slots__)}
 
-    def _push(self, time_us: int, kind: int, a: int, b: Any) -> None:
-        if kind == EV_DELIVER:
-            self.queued.append((self.now, time_us, b[1], a, b))
-        super()._push(time_us, kind, a, b)
+    def send(self, src: int, dst: int, msg: Message_) -> None:
+        records_before = len(self.records)
+        super().send(src, dst, msg)
+        kinds = [record[2] for record in self.records[records_before:]]
+        dropped = next((KINDS[k] for k in kinds if k in _DROP_CODES), None)
+        copies = 0 if dropped else 1 + kinds.count(_DUPLICATE_CODE)
+        self.sent.append(
+            _Sent(self.now, src, dst, MESSAGE_NAMES[msg[0]], describe(msg), dropped, copies)
+        )
 
 
 def _node_index(name: str, replicas: int) -> int | None:
@@ -83,39 +105,45 @@ def _partition_nodes(detail: str, replicas: int) -> list[int]:
 def _messages(
     sim: _RecordingSimulation, trace: list[TraceEvent], replicas: int
 ) -> list[Message]:
-    end_us = sim.now
-    # Arrivals at a crashed or paused replica are dropped there (`drop_down` at arrival time).
-    dropped_at_arrival: dict[tuple[int, int, int, str], int] = {}
-    drops_at_send: list[Message] = []
-    for event in trace:
-        if event.kind == "drop_down":
-            node, peer = _node_index(event.node, replicas), _node_index(event.peer, replicas)
-            if node is not None and peer is not None:
-                key = (event.time_us, peer, node, event.detail)
-                dropped_at_arrival[key] = dropped_at_arrival.get(key, 0) + 1
-        elif event.kind in _DROP_KINDS:
-            node, peer = _node_index(event.node, replicas), _node_index(event.peer, replicas)
-            if node is not None and peer is not None:
-                kind = event.detail.split(" ", 1)[0] if event.detail else "message"
-                drops_at_send.append(Message(
-                    event.time_us, None, node, peer, kind, "dropped",
-                    f"{event.kind}: {event.detail}",
-                ))
+    """Pair each arrival in the trace with its send: per (src, dst, contents), in send order
+    (identical messages on one path, e.g. repeated heartbeats, are paired first-sent first)."""
     messages: list[Message] = []
-    for send_us, arrive_us, src, dst, msg in sim.queued:
-        name = MESSAGE_NAMES[msg[0]]
-        key = (arrive_us, src, dst, name)
-        if arrive_us > end_us:
-            messages.append(Message(send_us, None, src, dst, name, "in_flight", describe(msg)))
-        elif dropped_at_arrival.get(key, 0) > 0:
-            dropped_at_arrival[key] -= 1
+    pending: dict[tuple[int, int, str], collections.deque[int]] = {}
+    for sent in sim.sent:
+        if sent.dropped is not None:
             messages.append(Message(
-                send_us, arrive_us, src, dst, name, "dropped",
-                "drop_down (receiver crashed or paused): " + describe(msg),
+                sent.send_us, None, sent.src, sent.dst, sent.name, "dropped",
+                f"{sent.dropped}: {sent.text}",
             ))
-        else:
-            messages.append(Message(send_us, arrive_us, src, dst, name, "delivered", describe(msg)))
-    messages.extend(drops_at_send)
+            continue
+        for _ in range(sent.copies):
+            pending.setdefault((sent.src, sent.dst, sent.text), collections.deque()).append(
+                len(messages)
+            )
+            messages.append(Message(
+                sent.send_us, None, sent.src, sent.dst, sent.name, "in_flight", sent.text
+            ))
+    last_arrival: tuple[int, int, int] | None = None  # (time_us, dst, message index)
+    for event in trace:
+        if event.kind == "deliver":
+            src, dst = _node_index(event.peer, replicas), _node_index(event.node, replicas)
+            if src is None or dst is None:
+                continue
+            queue = pending.get((src, dst, event.detail))
+            if not queue:
+                continue  # sent before recording could see it: cannot happen in a full rerun
+            index = queue.popleft()
+            message = messages[index]
+            message.deliver_us = event.time_us
+            message.status = "delivered"
+            last_arrival = (event.time_us, dst, index)
+        elif event.kind == "drop_down" and last_arrival is not None:
+            # Logged right after the arrival it refers to: the receiver was crashed or paused.
+            dst = _node_index(event.node, replicas)
+            if last_arrival[:2] == (event.time_us, dst):
+                message = messages[last_arrival[2]]
+                message.status = "dropped"
+                message.detail = "drop_down (receiver crashed or paused): " + message.detail
     messages.sort(key=lambda m: (m.send_us, m.src, m.dst))
     return messages
 
@@ -214,7 +242,7 @@ def _explanation(history: list[HistoryOp], key: str) -> LinExplanation | None:
 def _linearizability(history: list[HistoryOp]) -> Linearizability:
     verdict = check_history(history, model="kv", budget_ms=DEFAULT_BUDGET_MS)
     lin = Linearizability(verdict=verdict.verdict, model="kv")
-    if verdict.verdict == "unknown":
+    if verdict.verdict != "linearizable":
         lin.message = verdict.explanation
     for key in verdict.failing_keys:
         explanation = _explanation(history, key)
@@ -251,7 +279,7 @@ def picture_for_seed(seed: int, options: RunOptions) -> RunPicture:
     if status == "ok" and lin.verdict == "not_linearizable":
         # The simulator reports this itself once the checker is in its HISTORY_CHECKS.
         status, kind, invariant = "failed", "invariant", "linearizability"
-        message = check_history(history, model="kv").explanation
+        message = lin.message
     failure_us = next(
         (m.time_us for m in reversed(markers)
          if m.label.startswith(("violation", "liveness failure", "exception"))),

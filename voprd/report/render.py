@@ -18,7 +18,7 @@ from voprd.report.model import ClientOp, FaultEvent, RunPicture
 # Colour-blind-friendly palette (Okabe–Ito, extended) for message kinds, in sorted-kind order.
 _PALETTE = (
     "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00",
-    "#7f7f7f", "#8c564b", "#17becf", "#bcbd22", "#6e4bd8", "#1f3a93",
+    "#7f7f7f", "#8c564b", "#17becf", "#bcbd22", "#6e4bd8", "#1f3a93", "#393b79", "#e7969c",
 )
 _FAULT_COLORS = {
     "partition": "#e07b39",
@@ -63,12 +63,15 @@ def _e(value: object) -> str:
 def _ms(time_us: int | None) -> str:
     if time_us is None:
         return "—"
+    if abs(time_us) >= 1_000_000:
+        return f"{time_us / 1_000_000:.3f} s"
     return f"{time_us / 1000:.3f} ms"
 
 
 def _colors(kinds: list[str], fixed: dict[str, str]) -> dict[str, str]:
     colors: dict[str, str] = {}
-    free = [c for c in _PALETTE if c not in fixed.values()]
+    # Fault colours are reserved, so a message never looks like a fault.
+    free = [c for c in _PALETTE if c not in _FAULT_COLORS.values()]
     for n, kind in enumerate(sorted(set(kinds))):
         colors[kind] = fixed.get(kind, free[n % len(free)])
     return colors
@@ -170,8 +173,8 @@ def _linearizability(picture: RunPicture) -> str:
         )
     elif lin.verdict == "not_checked":
         parts.append("<p>The history was not checked.</p>")
-    if lin.message:
-        parts.append(f"<p>{_e(lin.message)}</p>")
+    if lin.message and not lin.explanations:
+        parts.append(f'<pre class="verdict-message">{_e(lin.message)}</pre>')
     for explanation in lin.explanations:
         blocker = ops.get(explanation.blocker) if explanation.blocker is not None else None
         parts.append(

@@ -21,7 +21,7 @@
   });
   var NS = "http://www.w3.org/2000/svg";
   var END = Math.max(META.end_us, 1);
-  var LABEL_W = 150, PAD_R = 14, AXIS_H = 20, FAULT_H = 22, ROW_H = 17, KEY_GAP = 10;
+  var LABEL_W = 150, PAD_R = 14, AXIS_H = 20, FAULT_H = 26, ROW_H = 17, KEY_GAP = 10;
   var MAX_DRAW_MESSAGES = 4000, MAX_DRAW_COMMITS = 3000, MAX_DRAW_OPS = 6000;
   var MIN_SPAN_US = 20;
   var view = { t0: 0, t1: END };
@@ -45,7 +45,7 @@
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
   function fmt(us) {
     if (us === null || us === undefined) return "—";
-    if (Math.abs(us) >= 1e6) return (us / 1e6).toFixed(4) + " s";
+    if (Math.abs(us) >= 1e6) return (us / 1e6).toFixed(3) + " s";
     return (us / 1000).toFixed(3) + " ms";
   }
   function cls(s) { return String(s).toLowerCase().replace(/[^a-z0-9_-]/g, "_"); }
@@ -111,6 +111,7 @@
   });
 
   // ---- shared overlays -------------------------------------------------------------------------
+  var faultKinds = Object.keys(META.fault_colors);
   function faultColor(f) { return color(META.fault_colors, f.kind, "#777"); }
   function faultEnd(f) { return f.end_us !== null && f.end_us !== undefined ? f.end_us : (f.open_ended ? END : f.start_us); }
   function inView(a, b) { return b >= view.t0 && a <= view.t1; }
@@ -122,7 +123,7 @@
   function axis(svg, height) {
     var g = svgEl("g", { "class": "axis" }, svg);
     var span = view.t1 - view.t0, raw = span / Math.max(1, (W - LABEL_W) / 110);
-    var p = Math.pow(10, Math.floor(Math.log10(raw))), step = p;
+    var p = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1)))), step = p;
     [1, 2, 5, 10].some(function (m) { step = m * p; return step >= raw; });
     var n = 0;
     for (var t = Math.ceil(view.t0 / step) * step; t <= view.t1 && n < 100; t += step, n++) {
@@ -156,28 +157,26 @@
   // fault as a mark in the fault track at the top, which is what hover and the tests look for.
   function faultOverlay(g, height, laneRange) {
     var track = svgEl("g", { "class": "fault-track" }, g);
-    var rowEnds = [];
     P.faults.forEach(function (f, i) {
       var end = faultEnd(f);
       if (!inView(f.start_us, end)) return;
       var c = faultColor(f), x0 = cx(X(f.start_us)), x1 = cx(X(end));
-      // On the client timeline only faults that make the cluster unavailable get a band.
-      if (end > f.start_us && (laneRange || META.band_kinds.indexOf(f.kind) >= 0)) {
+      // Only faults that make (part of) the cluster unavailable get a band; the others (clock
+      // skew lasts the whole run) would only tint everything.
+      if (end > f.start_us && META.band_kinds.indexOf(f.kind) >= 0) {
         var ranges = laneRange ? laneRange(f) : [[AXIS_H + FAULT_H, height]];
         ranges.forEach(function (r) {
           svgEl("rect", { "class": "fault-band", x: x0, y: r[0], width: Math.max(1, x1 - x0), height: r[1] - r[0], fill: c }, g);
         });
       }
-      var row = 0;
-      while (row < rowEnds.length && rowEnds[row] > x0 - 2) row++;
-      if (row > 2) row = 2;
-      rowEnds[row] = Math.max(x1, x0 + 8 + 6.2 * f.kind.length);
-      var y = AXIS_H + 1 + row * 7;
+      // One row per fault kind (the order of the legend), so a long fault never hides others.
+      var row = Math.max(0, Math.min(faultKinds.indexOf(f.kind), 5));
+      var y = AXIS_H + 1 + row * 4;
       var mark = svgEl("g", { "class": "fault fault-mark hit fault-" + cls(f.kind), "data-t": "fault", "data-i": i, "data-fault-id": f.id }, track);
       if (end > f.start_us) {
-        svgEl("rect", { x: x0, y: y, width: Math.max(2, x1 - x0), height: 5, fill: c, rx: 1 }, mark);
+        svgEl("rect", { x: x0, y: y, width: Math.max(2, x1 - x0), height: 3.5, fill: c }, mark);
       } else {
-        svgEl("rect", { x: x0 - 1.5, y: y - 1, width: 3, height: 8, fill: c }, mark);
+        svgEl("rect", { x: x0 - 1.5, y: y - 1, width: 3, height: 5.5, fill: c }, mark);
       }
       svgEl("line", { x1: x0, x2: x0, y1: y, y2: height, stroke: c, "stroke-width": 1, "stroke-dasharray": "2 3" }, mark);
       svgTitle(mark, f.kind + " " + fmt(f.start_us) + (end > f.start_us ? " – " + fmt(end) : "") + (f.detail ? " · " + f.detail : ""));
@@ -333,7 +332,7 @@
           svgEl("line", { x1: x, x2: x, y1: yy - 9, y2: yy + 9, stroke: "#4a78c2", "stroke-width": 1.4 }, ev);
           break;
         default:
-          svgEl("circle", { cx: x, cy: yy, r: 4, fill: "#5d6778" }, ev);
+          svgEl("circle", { cx: x, cy: yy, r: P.nodes[e[1]].kind === "client" ? 2.5 : 4, fill: "#5d6778" }, ev);
       }
       svgTitle(ev, nodeName(e[1]) + ": " + e[2] + " at " + fmt(e[0]) + (e[3] ? " · " + e[3] : ""));
     });
@@ -366,9 +365,8 @@
         if (den.dropped[b]) svgEl("rect", { x: OX(t), y: OV_H - 2 - hd, width: bw, height: hd, fill: "#e0707c" }, svg);
       });
     }
-    var kinds = Object.keys(META.fault_colors);
     P.faults.forEach(function (f) {
-      var x0 = OX(f.start_us), x1 = OX(faultEnd(f)), row = Math.min(kinds.indexOf(f.kind), 5);
+      var x0 = OX(f.start_us), x1 = OX(faultEnd(f)), row = Math.min(faultKinds.indexOf(f.kind), 5);
       svgEl("rect", { x: x0, y: 1 + row * 4, width: Math.max(2, x1 - x0), height: 3, fill: faultColor(f) }, svg);
     });
     P.ops.forEach(function (op) {
