@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,6 +80,11 @@ def deployed_stack(*parameter_overrides: str, region: str = REGION) -> Iterator[
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         }
         endpoint = f"http://{host}:{port}"
+        # Clear what other test modules' servers left in moto's process-wide state (their log
+        # group has this stack's name).
+        urllib.request.urlopen(
+            urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10
+        ).close()
         proc = subprocess.run(
             [
                 str(VENV_BIN / "aws"), "cloudformation", "deploy", "--endpoint-url", endpoint,
