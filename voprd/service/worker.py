@@ -63,7 +63,7 @@ def run_one(target: Target, seed: int, options: RunOptions) -> SeedResult:
     except MemoryError:
         result = SeedResult(
             seed=seed, status="failed", kind="oom",
-            message="MemoryError: worker address-space limit reached",
+            message="MemoryError: worker memory limit (--worker-memory-mb address space) reached",
         )
     except Exception as exc:  # any bug in the target is a finding, not a worker failure
         lines = traceback.format_exception(exc)
