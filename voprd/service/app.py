@@ -66,6 +66,7 @@ from voprd.sinks.local import (
     keep_aside,
 )
 from voprd.targets.loader import TargetNotFound, load_target
+from voprd.vsr.bugs import validate_bugs
 
 GROUP_COMMIT_INTERVAL_S = 0.1
 CHECKPOINT_INTERVAL_S = 2.0
@@ -163,6 +164,7 @@ class Daemon:
         self.metrics = MetricsAggregator()
         self.done_this_start = 0
         self.failures_this_start: list[int] = []
+        self.bounds_reached: dict[str, int] = {}  # seeds since start that reached each bound
         self.last_checkpoint: str | None = None
         self.last_checkpoint_s: float | None = None
         self.state = "starting"
@@ -313,11 +315,14 @@ class Daemon:
         self.done_this_start += 1
         self.metrics.add(time.time(), failed=failed, events=result.events,
                          duration_s=result.duration_s)
+        for bound in result.bounds_reached:
+            self.bounds_reached[bound] = self.bounds_reached.get(bound, 0) + 1
         iteration = IterationData(
             seed=seed, status=result.status, events=result.events,
             simulated_time_ms=result.simulated_time_ms, trace_hash=result.trace_hash,
             kind=result.kind or ("invariant" if failed else None), invariant=result.invariant,
             message=result.message, reproduce=reproduce if failed else None,
+            bounds_reached=list(result.bounds_reached),
         )
         self.event("iteration", iteration)
         if self.settings.log_iterations:  # per-seed lines to the event log (CloudWatch) too
@@ -477,6 +482,7 @@ class Daemon:
                                    if self.last_checkpoint_s is not None else None),
             backend=self.backend.health(),
             pending_alerts=self.policy.pending + self.backend.pending_alerts(),
+            bounds_reached=dict(sorted(self.bounds_reached.items())),
         )
 
     async def dump_status(self) -> None:
@@ -628,6 +634,11 @@ def daemon_main(settings: Settings, command: dict[str, Any]) -> int:
 
     # Until the loop's handler is installed, a `voprd status` must not kill a starting daemon.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        validate_bugs(settings.bugs)
+    except ValueError as exc:
+        print(f"voprd: --bug: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     configure_logging(sys.stderr if settings.json else sys.stdout)
     daemon = Daemon(settings, dict(os.environ))
     try:

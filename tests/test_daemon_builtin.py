@@ -1,4 +1,5 @@
-"""The daemon archives each builtin failure's HTML report beside its record, and alerts name it."""
+"""The daemon with the builtin simulator: each failure's HTML report archived beside its record
+and named in the alert; `--bug` validated at start; bounds reached surfaced."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
+
 from tests.aws_fixtures import ROOT, AwsWorld, boto, sns_messages
 from tests.aws_fixtures import daemon_env as aws_daemon_env
-from tests.test_daemon_e2e import env_with
+from tests.test_daemon_e2e import env_with, events
 from voprd.core.records import read_failure
+from voprd.events import StatusData
+from voprd.service.status_cli import render
 
 BUG = "ack_before_fsync"  # seed 0 fails at once (durability); seeds 1..3 pass
 REPORT_WINDOW_S = 120
+
+
+def read_status(data: bytes) -> StatusData:
+    return msgspec.json.decode(data, type=StatusData)
 
 
 def run_daemon(state: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
@@ -79,3 +88,29 @@ def test_a_failing_report_loses_neither_the_record_nor_the_alert(tmp_path: Path)
     assert "report for seed 0 failed" in done.stdout and "IsADirectoryError" in done.stdout
     alerts = (state / "alerts.log").read_text()
     assert f"Archive: {records[0]}\n" in alerts and "Report:" not in alerts
+
+
+def test_unknown_bug_is_refused_at_start_naming_the_flag(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "voprd", "--state-dir", str(tmp_path / "s"), "-n", "1",
+         "--bug", "bogus"], cwd=ROOT, env=env_with(), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--bug" in done.stderr and "bogus" in done.stderr
+    assert not (tmp_path / "s" / "checkpoint.json").exists()
+
+
+def test_bounds_reached_in_iterations_and_status(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    done = subprocess.run(
+        [sys.executable, "-m", "voprd", "--state-dir", str(state), "-n", "3", "--workers", "2",
+         "--max-events", "200", "--json"],
+        cwd=ROOT, env=env_with(), capture_output=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    iterations = [data for kind, data in events(done.stdout) if kind == "iteration"]
+    assert len(iterations) == 3
+    assert all(data["bounds_reached"] == ["max_events"] for data in iterations)
+    status = read_status((state / "status.json").read_bytes())
+    assert status.bounds_reached == {"max_events": 3}
+    assert "max_events 3" in render(status)
