@@ -3,6 +3,9 @@
 Usage: python bench/bench_sim.py [--start 0] [--count 300] [--faults all] [--profile]
 CPU time is time.process_time() of this single process (one core), so other load on the machine
 changes wall time but much less the figures. `--profile` prints the cProfile top functions.
+Each seed is simulated with the history checks off, then its history is checked
+(`check_linearizability`, exactly what `run_seed` does), both timed in the same run: the figures
+are given sim-only and with the checker, and the checker's share of the CPU.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import sys
 import time
 
 from voprd.options import DEFAULT_MAX_EVENTS, RunOptions, parse_faults
-from voprd.sim.run import run_seed
+from voprd.sim import run as sim_run
+from voprd.sim.linearizability import check_linearizability
 
 
 def measure(start: int, count: int, options: RunOptions) -> None:
@@ -24,21 +28,38 @@ def measure(start: int, count: int, options: RunOptions) -> None:
     events_max = 0
     bounds = 0
     failed = 0
-    started = time.process_time()
-    for seed in range(start, start + count):
-        seed_started = time.process_time()
-        result, _ = run_seed(seed, options)
-        per_seed_s.append(time.process_time() - seed_started)
-        events += result.events
-        events_max = max(events_max, result.events)
-        bounds += bool(result.bounds_reached)
-        failed += result.status != "ok"
-    total_s = time.process_time() - started
+    sim_s = 0.0
+    check_s = 0.0
+    checks = sim_run.HISTORY_CHECKS[:]
+    sim_run.HISTORY_CHECKS.clear()
+    try:
+        for seed in range(start, start + count):
+            seed_started = time.process_time()
+            outcome = sim_run.simulate(seed, options)
+            simulated = time.process_time()
+            if outcome.result.status == "ok":
+                failed += check_linearizability(outcome.history) is not None
+            else:
+                failed += 1
+            checked = time.process_time()
+            sim_s += simulated - seed_started
+            check_s += checked - simulated
+            per_seed_s.append(checked - seed_started)
+            result = outcome.result
+            events += result.events
+            events_max = max(events_max, result.events)
+            bounds += bool(result.bounds_reached)
+    finally:
+        sim_run.HISTORY_CHECKS[:] = checks
+    total_s = sim_s + check_s
     per_seed_s.sort()
     print(f"python {sys.version.split()[0]}  seeds {start}..{start + count - 1}  "
           f"faults={','.join(options.faults) or 'none'}  max_events={options.max_events}")
-    print(f"events {events}  cpu {total_s:.2f}s  events/s {events / total_s:,.0f}  "
-          f"seeds/s {count / total_s:.1f}")
+    print(f"events {events}  cpu {total_s:.2f}s (sim {sim_s:.2f}s + checker {check_s:.2f}s, "
+          f"checker {check_s / total_s:.1%})")
+    print(f"sim-only:     events/s {events / sim_s:,.0f}  seeds/s {count / sim_s:.1f}")
+    print(f"with checker: events/s {events / total_s:,.0f}  seeds/s {count / total_s:.1f}  "
+          f"checker cpu/seed mean {check_s / count * 1000:.2f} ms")
     print(f"per-seed cpu: median {statistics.median(per_seed_s) * 1000:.1f} ms  "
           f"p99 {per_seed_s[int(len(per_seed_s) * 0.99) - 1] * 1000:.1f} ms  "
           f"max {per_seed_s[-1] * 1000:.1f} ms  events/seed mean {events / count:,.0f} "

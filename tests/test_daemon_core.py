@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -238,6 +239,17 @@ def test_alert_text_is_exactly_the_issue_format() -> None:
         "Timestamp: 2026-11-27T06:00:00.000Z\n"
         "Archive: /s/failures/seed-42042-1.json\n"
     )
+
+
+def test_alert_names_each_failure_report_after_its_archive() -> None:
+    with_report = msgspec.structs.replace(info(7), report="/s/failures/seed-7-1.html")
+    alert = alert_for([with_report, info(8)], "host-1", "2026-11-27T06:00:00.000Z")
+    assert alert.text.endswith(
+        "Archive: /s/failures/seed-7-1.json\n"
+        "Report: /s/failures/seed-7-1.html\n"
+        "Archive: /s/failures/seed-8-1.json\n"
+    )
+    assert alert.text.count("Report:") == 1
 
 
 def test_alert_policy_alerts_first_occurrence_and_counts_repeats() -> None:

@@ -22,6 +22,7 @@ from voprd.options import parse_faults
 # Imported lazily so `voprd --once` does not pay for the daemon or AWS imports.
 SUBCOMMANDS: dict[str, str] = {
     "lincheck": "voprd.check.cli",
+    "selftest": "voprd.selftest",
     "status": "voprd.service.status_cli",
 }
 

@@ -51,6 +51,8 @@ class IterationData(msgspec.Struct, kw_only=True, omit_defaults=True):
     invariant: str | None = None
     message: str | None = None
     reproduce: str | None = None
+    # Bounds the seed reached (SeedResult.bounds_reached); omitted when none.
+    bounds_reached: list[str] = msgspec.field(default_factory=list)
 
 
 class BatchCompleteData(msgspec.Struct, kw_only=True):
@@ -105,6 +107,8 @@ class StatusData(msgspec.Struct, kw_only=True):
     last_checkpoint_age_s: float | None
     backend: BackendHealth
     pending_alerts: int
+    # Seeds (since this start) that reached each bound, by bound name.
+    bounds_reached: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 EventType = Literal["start", "iteration", "batch_complete", "status"]

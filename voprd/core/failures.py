@@ -80,6 +80,8 @@ class FailureInfo(msgspec.Struct, kw_only=True, frozen=True):
     message: str
     reproduce: str
     archive: str
+    # Where the failure's HTML report is (beside the archive), if one was built.
+    report: str | None = None
 
     @property
     def invariant_or_kind(self) -> str:
@@ -118,7 +120,10 @@ def alert_for(
             f"Reproduce: {failure.reproduce}",
         ]
     lines += ["---", f"Instance: {instance}", f"Timestamp: {timestamp}"]
-    lines += [f"Archive: {failure.archive}" for failure in failures]
+    for failure in failures:
+        lines.append(f"Archive: {failure.archive}")
+        if failure.report:
+            lines.append(f"Report: {failure.report}")
     lines += _repeat_lines(repeats)
     return Alert(
         subject=f"VOPR: {count} Invariant Violation(s) Detected", message="\n".join(lines) + "\n"

@@ -14,11 +14,12 @@ import re
 
 import msgspec
 
-from voprd.check.checker import DEFAULT_BUDGET_MS, check_history
+from voprd.check.checker import check_history
 from voprd.check.formats import from_history_ops
 from voprd.check.history import HistoryOp
 from voprd.check.models import get_model
 from voprd.check.search import SearchOutcome, fast_search
+from voprd.events import SeedResult
 from voprd.options import RunOptions, reproduce_command
 from voprd.report.model import (
     ClientOp,
@@ -35,6 +36,11 @@ from voprd.report.model import (
     op_outcome,
 )
 from voprd.sim.cluster import Simulation
+from voprd.sim.linearizability import (
+    INVARIANT,
+    INVARIANT_UNKNOWN,
+    LINEARIZABILITY_STEPS_MAX,
+)
 from voprd.sim.run import simulate
 from voprd.sim.trace import KINDS, K, TraceEvent
 from voprd.vsr.messages import MESSAGE_NAMES, describe
@@ -239,8 +245,22 @@ def _explanation(history: list[HistoryOp], key: str) -> LinExplanation | None:
     )
 
 
-def _linearizability(history: list[HistoryOp]) -> Linearizability:
-    verdict = check_history(history, model="kv", budget_ms=DEFAULT_BUDGET_MS)
+def _linearizability(history: list[HistoryOp], result: SeedResult) -> Linearizability:
+    """The simulator's verdict on the history, with the exact order explained per refuted key.
+
+    The simulator checks every history that passed the replica invariants (HISTORY_CHECKS), so a
+    passing seed is linearizable and an undecided one is already reported; the checker only runs
+    again here to find the refuted keys, or for a seed that failed a replica invariant first."""
+    if result.status == "ok":
+        return Linearizability(verdict="linearizable", model="kv")
+    if result.invariant == INVARIANT_UNKNOWN:
+        return Linearizability(verdict="unknown", model="kv", message=result.message)
+    verdict = check_history(
+        history, model="kv", budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
+    )
+    assert result.invariant != INVARIANT or verdict.verdict == "not_linearizable", (
+        "the checker's verdict is a function of the history"
+    )
     lin = Linearizability(verdict=verdict.verdict, model="kv")
     if verdict.verdict != "linearizable":
         lin.message = verdict.explanation
@@ -274,12 +294,8 @@ def picture_for_seed(seed: int, options: RunOptions) -> RunPicture:
     ]
     end_us = sim.now
     events, faults, markers = _events_and_faults(trace, replicas, end_us)
-    lin = _linearizability(history)
+    lin = _linearizability(history, result)
     status, kind, invariant, message = result.status, result.kind, result.invariant, result.message
-    if status == "ok" and lin.verdict == "not_linearizable":
-        # The simulator reports this itself once the checker is in its HISTORY_CHECKS.
-        status, kind, invariant = "failed", "invariant", "linearizability"
-        message = lin.message
     failure_us = next(
         (m.time_us for m in reversed(markers)
          if m.label.startswith(("violation", "liveness failure", "exception"))),

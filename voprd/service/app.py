@@ -54,6 +54,7 @@ from voprd.options import RunOptions, reproduce_command
 from voprd.service import spot
 from voprd.service.notify import Notifier
 from voprd.service.protocol import WorkerConfig
+from voprd.service.report_worker import ReportJob
 from voprd.service.supervisor import Supervisor, WorkerStartupError
 from voprd.sinks.base import Backend
 from voprd.sinks.factory import make_backend, resolve_state_dir
@@ -65,6 +66,7 @@ from voprd.sinks.local import (
     keep_aside,
 )
 from voprd.targets.loader import TargetNotFound, load_target
+from voprd.vsr.bugs import validate_bugs
 
 GROUP_COMMIT_INTERVAL_S = 0.1
 CHECKPOINT_INTERVAL_S = 2.0
@@ -73,6 +75,11 @@ NOTIFY_STATUS_INTERVAL_S = 5.0
 PROGRESS_LOG_INTERVAL_S = 60.0
 TRACE_TAIL_BYTES_MAX = 64 * 1024
 HISTORY_OPS_MAX = 10_000
+# A failure's HTML report is rendered in its own process (it reruns the seed): bounded in time,
+# and in size (the report is at most 5 MB by construction; anything larger is not archived).
+REPORT_TIMEOUT_S = 120.0
+REPORT_BYTES_MAX = 8 * 1024 * 1024
+REPORT_STDERR_SHOWN_MAX = 2_000
 DRAIN_RESERVE_S_MAX = 2.0
 EXIT_OK, EXIT_FAILURES, EXIT_REFUSED = 0, 1, 2
 
@@ -157,6 +164,7 @@ class Daemon:
         self.metrics = MetricsAggregator()
         self.done_this_start = 0
         self.failures_this_start: list[int] = []
+        self.bounds_reached: dict[str, int] = {}  # seeds since start that reached each bound
         self.last_checkpoint: str | None = None
         self.last_checkpoint_s: float | None = None
         self.state = "starting"
@@ -293,6 +301,9 @@ class Daemon:
                 trace_tail_truncated=truncated, instance=self.instance,
             )
             location = await self.backend.archive.put(failure)
+            # Before journalling: a crash here re-runs the seed, which rebuilds the report and
+            # alerts (the archive is idempotent), so the alert can always name the report.
+            report = await self.archive_report(seed, location)
             record = JournalRecord(seed=seed, failed=True, fingerprint=fp,
                                    invariant=result.invariant or kind)
         else:
@@ -304,11 +315,14 @@ class Daemon:
         self.done_this_start += 1
         self.metrics.add(time.time(), failed=failed, events=result.events,
                          duration_s=result.duration_s)
+        for bound in result.bounds_reached:
+            self.bounds_reached[bound] = self.bounds_reached.get(bound, 0) + 1
         iteration = IterationData(
             seed=seed, status=result.status, events=result.events,
             simulated_time_ms=result.simulated_time_ms, trace_hash=result.trace_hash,
             kind=result.kind or ("invariant" if failed else None), invariant=result.invariant,
             message=result.message, reproduce=reproduce if failed else None,
+            bounds_reached=list(result.bounds_reached),
         )
         self.event("iteration", iteration)
         if self.settings.log_iterations:  # per-seed lines to the event log (CloudWatch) too
@@ -317,14 +331,64 @@ class Daemon:
             self.failures_this_start.append(seed)
             info = FailureInfo(seed=seed, batch_start=batch_start, kind=kind,
                                invariant=result.invariant, message=message, reproduce=reproduce,
-                               archive=location)
+                               archive=location, report=report)
             self.emit(f"seed {seed} failed: {info.invariant_or_kind}: {message} "
                       f"(reproduce: {reproduce})", "warning", type="seed_failed", seed=seed,
                       kind=kind, invariant=result.invariant, fingerprint=fp, archive=location,
-                      reproduce=reproduce)
+                      report=report, reproduce=reproduce)
             if self.policy.observe(fp, info, time.time()):
                 alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
                 await self.backend.alerts.send(alert.subject, alert.message)
+
+    async def archive_report(self, seed: int, archived_at: str) -> str | None:
+        """Render the seed's HTML report in a separate process and archive it beside the record
+        `archived_at`. Never raises: a failed report costs the report (a warning), never the
+        failure record or its alert. Only the builtin target has a run to draw."""
+        if self.options.target != "builtin":
+            return None
+        if self._drain.is_set():
+            self.emit("report_skipped", "warning", seed=seed, reason="draining")
+            return None
+        try:
+            html = await self._render_report(seed)
+            if html is None:
+                return None
+            return await self.backend.archive.put_report(archived_at, html)
+        except Exception as exc:  # any report error must cost only the report
+            self.emit(f"report for seed {seed} failed: {exc!r}", "warning", type="report_failed",
+                      seed=seed, error=repr(exc))
+            return None
+
+    async def _render_report(self, seed: int) -> bytes | None:
+        job = msgspec.json.encode(ReportJob(seed=seed, options=self.options)).decode()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voprd.service.report_worker", job,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        )
+        output = asyncio.ensure_future(proc.communicate())
+        drain = asyncio.ensure_future(self._drain.wait())
+        try:
+            await asyncio.wait([output, drain], timeout=REPORT_TIMEOUT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the daemon is going down: no orphan renderers
+            proc.kill()
+            raise
+        finally:
+            drain.cancel()
+        if not output.done():
+            proc.kill()
+            await output
+            reason = "draining" if self._drain.is_set() else f"timed out ({REPORT_TIMEOUT_S:g}s)"
+            self.emit("report_skipped", "warning", seed=seed, reason=reason)
+            return None
+        stdout, stderr = output.result()
+        if proc.returncode != 0:
+            raise RuntimeError(f"report worker exited {proc.returncode}: "
+                               f"{stderr.decode(errors='replace')[-REPORT_STDERR_SHOWN_MAX:]}")
+        if not stdout or len(stdout) > REPORT_BYTES_MAX:
+            raise RuntimeError(f"report of {len(stdout)} bytes (limit {REPORT_BYTES_MAX})")
+        return stdout
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -418,6 +482,7 @@ class Daemon:
                                    if self.last_checkpoint_s is not None else None),
             backend=self.backend.health(),
             pending_alerts=self.policy.pending + self.backend.pending_alerts(),
+            bounds_reached=dict(sorted(self.bounds_reached.items())),
         )
 
     async def dump_status(self) -> None:
@@ -569,6 +634,11 @@ def daemon_main(settings: Settings, command: dict[str, Any]) -> int:
 
     # Until the loop's handler is installed, a `voprd status` must not kill a starting daemon.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        validate_bugs(settings.bugs)
+    except ValueError as exc:
+        print(f"voprd: --bug: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     configure_logging(sys.stderr if settings.json else sys.stdout)
     daemon = Daemon(settings, dict(os.environ))
     try:

@@ -47,6 +47,9 @@ def render(status: StatusData) -> str:
     for row in status.failures_by_fingerprint:
         lines.append(f"    {row.fingerprint} {row.invariant}: {row.count} (first seed "
                      f"{row.first_seed})")
+    if status.bounds_reached:
+        bounds = ", ".join(f"{name} {count}" for name, count in status.bounds_reached.items())
+        lines.append(f"  seeds that reached a bound (since start): {bounds}")
     lines.append("  workers:")
     for worker in status.workers:
         doing = (f"seed {worker.seed} for {worker.running_s:.1f} s" if worker.seed is not None

@@ -15,15 +15,17 @@ from voprd.check.history import HistoryOp
 from voprd.events import SeedResult
 from voprd.options import RunOptions
 from voprd.sim.cluster import Simulation
+from voprd.sim.linearizability import check_linearizability
 from voprd.sim.trace import Trace
 from voprd.vsr.bugs import validate_bugs
 
 TRACE_TAIL_EVENTS = 40
 
-# Checks of the recorded client history (e.g. linearizability), run after the simulation when it
-# passed the replica invariants. Each returns None, or (invariant, message) for a violation.
+# Checks of the recorded client history, run after the simulation when it passed the replica
+# invariants (so every passing seed's history is checked). Each returns None, or
+# (invariant, message) for a violation. Linearizability is always on.
 HistoryCheck = Callable[[list[HistoryOp]], "tuple[str, str] | None"]
-HISTORY_CHECKS: list[HistoryCheck] = []
+HISTORY_CHECKS: list[HistoryCheck] = [check_linearizability]
 
 
 class Outcome(msgspec.Struct, kw_only=True):

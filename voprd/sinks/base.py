@@ -48,6 +48,12 @@ class FailureArchive(Protocol):
         """Archive durably (or enqueue durably); return where the record is (path or URL)."""
         ...
 
+    async def put_report(self, archived_at: str, html: bytes) -> str:
+        """Archive a failure's HTML report beside its record (`archived_at`, what `put` returned:
+        `seed-{seed}-{unix_ts}.json` -> `.html`). Idempotent (same key, replaced). Returns where
+        the report is."""
+        ...
+
 
 class AlertSink(Protocol):
     async def send(self, subject: str, message: str) -> None: ...

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import msgspec
@@ -226,6 +226,18 @@ class LocalFailureArchive:
 
     async def put(self, record: FailureRecord) -> str:
         return await asyncio.to_thread(self._put, record)
+
+    def report_path(self, archived_at: str) -> Path:
+        """The report's path beside the record `archived_at` (a path or URL ending in the
+        record's file name)."""
+        name = PurePosixPath(archived_at).name
+        assert name.startswith("seed-") and name.endswith(".json"), archived_at
+        return self.directory / (name.removesuffix(".json") + ".html")
+
+    async def put_report(self, archived_at: str, html: bytes) -> str:
+        path = self.report_path(archived_at)
+        await asyncio.to_thread(write_durably, path, html)
+        return str(path)
 
 
 def _append_durably(path: Path, data: bytes) -> None:

@@ -164,6 +164,10 @@ class AwsCheckpointStore:
         self._backend.discard_remote_checkpoint()
 
 
+# Content type of each S3 outbox item kind (checkpoints and failure records are JSON).
+S3_CONTENT_TYPES = {"failure": "application/json", "report": "text/html; charset=utf-8"}
+
+
 class AwsFailureArchive:
     """Local archive file first (idempotent per run and seed), then the same bytes to S3."""
 
@@ -175,6 +179,10 @@ class AwsFailureArchive:
         local_path = Path(await self.local.put(record))
         body = await asyncio.to_thread(local_path.read_bytes)
         return self._backend.enqueue_failure(local_path.name, body)
+
+    async def put_report(self, archived_at: str, html: bytes) -> str:
+        local_path = Path(await self.local.put_report(archived_at, html))
+        return self._backend.enqueue_failure(local_path.name, html, kind="report")
 
 
 class AwsAlertSink:
@@ -358,10 +366,13 @@ class AwsBackend:
             S3_LANE, "reset", LATEST_KEY, aside.encode(), priority=Priority.ESSENTIAL
         )
 
-    def enqueue_failure(self, name: str, body: bytes) -> str:
+    def enqueue_failure(self, name: str, body: bytes, *, kind: str = "failure") -> str:
+        """A failure record (kind `failure`, JSON) or its HTML report (kind `report`), keyed by
+        file name under `failures/`: the same name gives the same key (idempotent)."""
+        assert kind in S3_CONTENT_TYPES, kind
         key = f"failures/{name}"
         self.outbox.put(
-            S3_LANE, "failure", key, body, priority=Priority.ESSENTIAL, dedup_key=f"s3:{key}"
+            S3_LANE, kind, key, body, priority=Priority.ESSENTIAL, dedup_key=f"s3:{key}"
         )
         return f"s3://{self.bucket}/{key}"
 
@@ -426,7 +437,8 @@ class AwsBackend:
         if item.attempts > 0 and await self._s3_has(item.key, item.payload):
             return
         await s3.put_object(
-            Bucket=self.bucket, Key=item.key, Body=item.payload, ContentType="application/json",
+            Bucket=self.bucket, Key=item.key, Body=item.payload,
+            ContentType=S3_CONTENT_TYPES.get(item.kind, "application/json"),
             ContentMD5=_content_md5(item.payload),
         )
 

@@ -1,0 +1,116 @@
+"""The daemon with the builtin simulator: each failure's HTML report archived beside its record
+and named in the alert; `--bug` validated at start; bounds reached surfaced."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from tests.aws_fixtures import ROOT, AwsWorld, boto, sns_messages
+from tests.aws_fixtures import daemon_env as aws_daemon_env
+from tests.test_daemon_e2e import env_with, events
+from voprd.core.records import read_failure
+from voprd.events import StatusData
+from voprd.service.status_cli import render
+
+BUG = "ack_before_fsync"  # seed 0 fails at once (durability); seeds 1..3 pass
+REPORT_WINDOW_S = 120
+
+
+def read_status(data: bytes) -> StatusData:
+    return msgspec.json.decode(data, type=StatusData)
+
+
+def run_daemon(state: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "voprd", "--state-dir", str(state), "--seed", "0", "-n", "2",
+         "--workers", "2", "--bug", BUG, *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_local_report_beside_the_record_and_named_in_the_alert(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    done = run_daemon(state, env_with())
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    records = sorted((state / "failures").glob("seed-*.json"))
+    assert [read_failure(p.read_bytes()).seed for p in records] == [0]
+    record = records[0]
+    report = record.with_suffix(".html")
+    html = report.read_text()
+    assert html.lstrip().lower().startswith("<!doctype html")
+    assert "durability" in html and f"--bug {BUG}" in html  # the failure and how to reproduce it
+    assert len(html.encode()) <= 5 * 1024 * 1024
+    alerts = (state / "alerts.log").read_text()
+    assert re.search(
+        rf"Seed: 0\nInvariant: durability\n.*\nReproduce: voprd --once --seed 0 .*--bug {BUG}.*\n"
+        rf"---\nInstance: .+\nTimestamp: .+\nArchive: {re.escape(str(record))}\n"
+        rf"Report: {re.escape(str(report))}\n", alerts,
+    ), alerts
+
+
+def test_aws_report_in_s3_beside_the_record_and_named_in_the_alert(
+    aws: AwsWorld, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    done = run_daemon(state, aws_daemon_env(aws, None))
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    s3 = boto("s3")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(
+        Bucket=aws.bucket, Prefix="failures/")["Contents"])
+    assert len(keys) == 2 and keys[0].endswith(".html") and keys[1].endswith(".json")
+    assert keys[0].removesuffix(".html") == keys[1].removesuffix(".json")
+    assert re.fullmatch(r"failures/seed-0-\d+\.html", keys[0])
+    page = s3.get_object(Bucket=aws.bucket, Key=keys[0])
+    assert page["ContentType"].startswith("text/html")
+    body = page["Body"].read()
+    assert body == (state / keys[0]).read_bytes()  # the local copy beside the local record
+    message = sns_messages(aws, expected=1)[0]["Message"]
+    assert f"Archive: s3://{aws.bucket}/{keys[1]}\nReport: s3://{aws.bucket}/{keys[0]}\n" in message
+
+
+def test_a_failing_report_loses_neither_the_record_nor_the_alert(tmp_path: Path) -> None:
+    # A directory where the report file should go (for every second the failure could be
+    # stamped with) makes archiving the report fail for real, after it was rendered.
+    state = tmp_path / "state"
+    now = int(time.time())
+    for unix_ts in range(now, now + REPORT_WINDOW_S):
+        (state / "failures" / f"seed-0-{unix_ts}.html").mkdir(parents=True)
+    done = run_daemon(state, env_with())
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    records = sorted((state / "failures").glob("seed-*.json"))
+    assert [read_failure(p.read_bytes()).seed for p in records] == [0]
+    assert "report for seed 0 failed" in done.stdout and "IsADirectoryError" in done.stdout
+    alerts = (state / "alerts.log").read_text()
+    assert f"Archive: {records[0]}\n" in alerts and "Report:" not in alerts
+
+
+def test_unknown_bug_is_refused_at_start_naming_the_flag(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "voprd", "--state-dir", str(tmp_path / "s"), "-n", "1",
+         "--bug", "bogus"], cwd=ROOT, env=env_with(), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--bug" in done.stderr and "bogus" in done.stderr
+    assert not (tmp_path / "s" / "checkpoint.json").exists()
+
+
+def test_bounds_reached_in_iterations_and_status(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    done = subprocess.run(
+        [sys.executable, "-m", "voprd", "--state-dir", str(state), "-n", "3", "--workers", "2",
+         "--max-events", "200", "--json"],
+        cwd=ROOT, env=env_with(), capture_output=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    iterations = [data for kind, data in events(done.stdout) if kind == "iteration"]
+    assert len(iterations) == 3
+    assert all(data["bounds_reached"] == ["max_events"] for data in iterations)
+    status = read_status((state / "status.json").read_bytes())
+    assert status.bounds_reached == {"max_events": 3}
+    assert "max_events 3" in render(status)

@@ -1,0 +1,152 @@
+"""`voprd selftest`: proof that the simulator finds bugs.
+
+Runs every planted bug (voprd/vsr/bugs.py) over seeds 0, 1, 2, ... until the first failure, in a
+process pool, and prints per bug the first failing seed, the invariant that caught it and the seeds
+run. A caught seed is run again without the bug and must pass, so the failure is the bug's doing.
+Exit 0 if every bug is caught within its seed budget, 1 if any survives, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import msgspec
+
+from voprd.events import SeedResult
+from voprd.options import RunOptions, reproduce_command
+from voprd.sim.run import run_seed
+from voprd.vsr.bugs import BUGS, validate_bugs
+
+DEFAULT_SEED_BUDGET = 500
+DEFAULT_WORKERS = 2
+# Seeds submitted ahead of the lowest unfinished one, per worker: keeps both cores busy while
+# bounding the seeds run past the first failure.
+WINDOW_PER_WORKER = 2
+
+
+class BugReport(msgspec.Struct, kw_only=True):
+    bug: str
+    caught: bool
+    seeds_run: int
+    seed: int | None = None
+    kind: str | None = None
+    invariant: str | None = None
+    message: str | None = None
+    # The caught seed passes with the bug off (None when not caught).
+    clean_passes: bool | None = None
+    reproduce: str | None = None
+    elapsed_s: float = 0.0
+
+
+class SelftestReport(msgspec.Struct, kw_only=True):
+    seed_budget: int
+    bugs: list[BugReport]
+    all_caught: bool
+    median_seeds: float | None
+    invariants: list[str]
+
+
+def _run(seed: int, bugs: tuple[str, ...]) -> SeedResult:
+    return run_seed(seed, RunOptions(bugs=bugs))[0]
+
+
+def hunt(pool: ProcessPoolExecutor, bug: str, seed_budget: int, window: int) -> BugReport:
+    """The first seed (in order) below `seed_budget` that fails with `bug` on."""
+    assert seed_budget > 0 and window > 0
+    started = time.perf_counter()
+    in_flight: collections.deque[Future[SeedResult]] = collections.deque()
+    next_seed = 0
+    seeds_run = 0
+    found: SeedResult | None = None
+    while found is None and (in_flight or next_seed < seed_budget):
+        while len(in_flight) < window and next_seed < seed_budget:
+            in_flight.append(pool.submit(_run, next_seed, (bug,)))
+            next_seed += 1
+        result = in_flight.popleft().result()
+        seeds_run += 1
+        if result.status == "failed":
+            found = result
+    for future in in_flight:
+        future.cancel()
+    if found is None:
+        return BugReport(bug=bug, caught=False, seeds_run=seeds_run,
+                         elapsed_s=time.perf_counter() - started)
+    clean = pool.submit(_run, found.seed, ()).result()
+    return BugReport(
+        bug=bug, caught=True, seeds_run=seeds_run, seed=found.seed, kind=found.kind,
+        invariant=found.invariant or found.kind, message=found.message,
+        clean_passes=clean.status == "ok",
+        reproduce=reproduce_command(found.seed, RunOptions(bugs=(bug,))),
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def run_selftest(bugs: list[str], seed_budget: int, workers: int) -> SelftestReport:
+    assert bugs and seed_budget > 0 and workers > 0
+    reports: list[BugReport] = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for bug in bugs:
+            reports.append(hunt(pool, bug, seed_budget, workers * WINDOW_PER_WORKER))
+    caught = [r for r in reports if r.caught]
+    return SelftestReport(
+        seed_budget=seed_budget,
+        bugs=reports,
+        # A seed that also fails without the bug proves nothing about the bug.
+        all_caught=all(r.caught and r.clean_passes for r in reports),
+        median_seeds=statistics.median(r.seeds_run for r in caught) if caught else None,
+        invariants=sorted({r.invariant for r in caught if r.invariant}),
+    )
+
+
+def _line(report: BugReport) -> str:
+    if not report.caught:
+        return f"{report.bug:28} SURVIVED  seeds run {report.seeds_run} ({report.elapsed_s:.1f}s)"
+    line = (f"{report.bug:28} caught    seed {report.seed:<5} by {report.invariant:24} "
+            f"seeds run {report.seeds_run:<4} ({report.elapsed_s:.1f}s)")
+    if not report.clean_passes:
+        line += "  BUT the seed also fails without the bug"
+    return line
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="voprd selftest",
+        description="Run every planted bug over seeds until the simulator catches it.",
+    )
+    parser.add_argument("--seeds", type=_positive, default=DEFAULT_SEED_BUDGET,
+                        help=f"seed budget per bug (default {DEFAULT_SEED_BUDGET})")
+    parser.add_argument("--bug", action="append", default=[], metavar="NAME",
+                        help="only this planted bug (repeatable; default: all, see --list-bugs)")
+    parser.add_argument("--workers", type=_positive, default=DEFAULT_WORKERS,
+                        help=f"worker processes (default {DEFAULT_WORKERS})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    bugs: list[str] = args.bug or list(BUGS)
+    try:
+        validate_bugs(tuple(bugs))
+    except ValueError as error:
+        parser.error(f"--bug: {error}")
+    report = run_selftest(bugs, args.seeds, args.workers)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        for bug_report in report.bugs:
+            sys.stdout.write(_line(bug_report) + "\n")
+        caught = sum(r.caught for r in report.bugs)
+        sys.stdout.write(
+            f"caught {caught} of {len(report.bugs)} bugs within {report.seed_budget} seeds each; "
+            f"median seeds {report.median_seeds}; invariants: {', '.join(report.invariants)}\n"
+        )
+    return 0 if report.all_caught else 1
