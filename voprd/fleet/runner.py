@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -483,3 +484,76 @@ class FleetSeedSource:
         if not await self.fleet.complete(running.lease, results):
             return None
         return RecordedBatch(batch=batch, seeds=running.lease.seeds, failed_seeds=failed_seeds)
+
+
+class FleetDispatchSource(FleetSeedSource):
+    """The same, shaped as the daemon Supervisor's synchronous SeedSource protocol
+    (`dispatch(count_max)`, `requeue(seeds)`, `dispatch_exhausted`), with a background
+    `prefetch_loop()` that claims the next batch before the current one runs dry:
+
+        source = FleetDispatchSource(fleet, on_lost=supervisor_cancel)
+        async with source, asyncio.TaskGroup() as group:
+            group.create_task(source.prefetch_loop())
+            ... Supervisor(source=source, on_result=...) ...; per result:
+            recorded = await source.seed_done(result.seed, result.status == "failed")
+
+    `dispatch` returns [] while a claim is in flight (not exhausted: wait, do not stop workers).
+    """
+
+    def __init__(
+        self,
+        fleet: FleetCoordinator,
+        on_lost: Callable[[int, range], None] | None = None,
+        batches_held_max: int = 2,
+    ) -> None:
+        super().__init__(fleet, on_lost, batches_held_max)
+        self.requeued: list[int] = []
+        self.wake = asyncio.Event()  # set when dispatch ran low or a batch finished
+
+    def _undispatched(self) -> int:
+        return sum(len(r.lease.seeds) - r.next_index for r in self.running.values())
+
+    def dispatch(self, count_max: int) -> list[int]:
+        assert count_max >= 0
+        seeds: list[int] = []
+        while self.requeued and len(seeds) < count_max:
+            seed = heapq.heappop(self.requeued)
+            running = self.running.get(self.fleet.space.batch_of(seed))
+            if running is not None and seed not in running.results:
+                seeds.append(seed)
+        for running in self.running.values():
+            while len(seeds) < count_max and running.next_index < len(running.lease.seeds):
+                seeds.append(running.lease.seeds[running.next_index])
+                running.next_index += 1
+        if self._undispatched() < count_max:
+            self.wake.set()
+        return seeds
+
+    def requeue(self, seeds: list[int]) -> None:
+        for seed in seeds:
+            heapq.heappush(self.requeued, seed)
+
+    @property
+    def dispatch_exhausted(self) -> bool:
+        return self.finished and not self.requeued and self._undispatched() == 0
+
+    async def seed_done(self, seed: int, failed: bool) -> RecordedBatch | None:
+        recorded = await super().seed_done(seed, failed)
+        self.wake.set()
+        return recorded
+
+    async def prefetch_loop(self) -> None:
+        """Keep a batch ready: claim when the held seeds run low and a slot is free; returns
+        once the run is finished (then dispatch_exhausted becomes true as seeds drain)."""
+        while not self.finished:
+            if self._undispatched() == 0 and len(self.running) < self.batches_held_max:
+                lease = await self.fleet.claim()
+                if lease is None:
+                    self.finished = True
+                    break
+                self._watch(lease)
+                continue
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.fleet.timing.poll_s):
+                    await self.wake.wait()
