@@ -29,6 +29,7 @@ from voprd.fleet.runner import (
     FleetSeedSource,
     RecordedBatch,
     fleet_status,
+    format_fleet_status,
 )
 from voprd.fleet.s3 import S3Store, create_client
 
@@ -70,6 +71,10 @@ async def test_spec_mismatch_is_refused(store: S3Store) -> None:
     other = RunSpec(run="r", seed_start=0, batch_size=20, seed_count=100, fingerprint="f")
     with pytest.raises(FleetError, match="batch_size"):
         await store.run(spec_procedure(other))
+    assert await store.run(spec_procedure(other, adopt_batch_size=True)) == spec
+    moved = RunSpec(run="r", seed_start=5, batch_size=20, seed_count=100, fingerprint="f")
+    with pytest.raises(FleetError, match="seed_start"):
+        await store.run(spec_procedure(moved, adopt_batch_size=True))
 
 
 async def test_claim_complete_and_status(store: S3Store) -> None:
@@ -96,6 +101,8 @@ async def test_claim_complete_and_status(store: S3Store) -> None:
     assert status.watermark == 3 and status.leases == 0
     assert sum(i.seeds_done for i in status.instances) == 12
     assert sorted(s for i in status.instances for s in i.failed_seeds) == [100, 105, 110]
+    text = format_fleet_status(status)
+    assert "watermark batch 3" in text and "\na " in text and "\nb " in text
 
 
 async def test_seed_source_out_of_order_results(store: S3Store) -> None:

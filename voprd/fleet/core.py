@@ -80,6 +80,14 @@ class BatchSpace(msgspec.Struct, frozen=True, kw_only=True):
         return (seed - self.seed_start) // self.batch_size
 
 
+def default_batch_size(workers: int, seed_s_estimate: float, target_batch_s: float = 60.0) -> int:
+    """`--batch-size` when not given: about `target_batch_s` of work for this daemon's workers.
+    Only the first daemon of a run uses it; the rest adopt the run's spec (batches must mean
+    the same seeds fleet-wide)."""
+    assert workers >= 1 and seed_s_estimate > 0 and target_batch_s > 0
+    return max(1, round(workers * target_batch_s / seed_s_estimate))
+
+
 def static_partition_seed(seed_start: int, seed_stride: int, local_index: int) -> int:
     """Static partitioning without a bucket: the k-th seed this daemon runs (k = 0, 1, ...) is
     seed_start + k * seed_stride. Instance i of K uses `--seed-start S+i --seed-stride K`; the
@@ -604,9 +612,12 @@ def release_procedure(lease: LeaseRecord, etag: str) -> Generator[S3Op, S3Reply,
     yield DeleteOp(key=lease_key(lease.run, lease.batch), if_match=etag)
 
 
-def spec_procedure(spec: RunSpec) -> Generator[S3Op, S3Reply, RunSpec]:
+def spec_procedure(
+    spec: RunSpec, adopt_batch_size: bool = False
+) -> Generator[S3Op, S3Reply, RunSpec]:
     """Create the run's spec, or check ours against the one in the bucket (FleetError if they
-    differ: the batches would mean different seeds)."""
+    differ: the batches would mean different seeds). With `adopt_batch_size` (no --batch-size
+    given), a joining daemon takes the run's batch size."""
     key = spec_key(spec.run)
     written = yield PutOp(key=key, body=encode(spec), if_none_match=True)
     assert isinstance(written, WriteReply)
@@ -617,6 +628,8 @@ def spec_procedure(spec: RunSpec) -> Generator[S3Op, S3Reply, RunSpec]:
     if got.body is None:
         raise FleetError(f"{key}: exists and then vanished; retry")
     stored = decode_spec(got.body)
+    if adopt_batch_size:
+        spec = msgspec.structs.replace(spec, batch_size=stored.batch_size)
     differences = stored.differences(spec)
     if differences:
         raise FleetError(

@@ -123,12 +123,15 @@ class FleetCoordinator:
     def _valid_until_wall(self, lease: Lease) -> float:
         return self.wall() + (lease.clock.valid_until_mono(self.timing) - self.mono())
 
-    async def start(self) -> None:
-        """Create the run's spec or check that ours matches it (FleetError otherwise)."""
+    async def start(self, adopt_batch_size: bool = False) -> RunSpec:
+        """Create the run's spec or check that ours matches it (FleetError otherwise). With
+        `adopt_batch_size` (the user gave no --batch-size), take the run's batch size."""
         spec = RunSpec(run=self.run, seed_start=self.space.seed_start,
                        batch_size=self.space.batch_size, seed_count=self.space.seed_count,
                        fingerprint=self.fingerprint)
-        await self.store.run(spec_procedure(spec))
+        stored = await self.store.run(spec_procedure(spec, adopt_batch_size))
+        self.space = self.state.space = stored.space()
+        return stored
 
     async def claim(self, wait: bool = True) -> Lease | None:
         """A batch to run, or None once every batch of a bounded run is done (by anyone).
@@ -557,3 +560,26 @@ class FleetDispatchSource(FleetSeedSource):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.fleet.timing.poll_s):
                     await self.wake.wait()
+
+
+def format_fleet_status(status: FleetStatus) -> str:
+    """`voprd status --fleet`, readable."""
+    lines = [
+        f"run {status.run}: watermark batch {status.watermark} (every batch below is done), "
+        f"{len(status.done_above_watermark)} done above it, {status.leases} leased",
+        f"{'instance':<32} {'batches now':<16} {'done':>6} {'seeds/s':>9} {'failures':>9}",
+    ]
+    for i in status.instances:
+        now = ",".join(str(b) for b in sorted(i.current_batches)) or "-"
+        lines.append(f"{i.holder:<32} {now:<16} {i.batches_done:>6} {i.seeds_per_s:>9.2f} "
+                     f"{i.failures:>9}")
+    return "\n".join(lines)
+
+
+def default_holder_id(instance_id: str | None = None) -> str:
+    """Unique per daemon start: the instance id (or host name) and pid plus a random suffix, so
+    a restarted daemon never mistakes its predecessor's lease for its own."""
+    import os
+    import socket
+
+    return f"{instance_id or socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
