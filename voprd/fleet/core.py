@@ -138,13 +138,14 @@ def done_key(run: str, batch: int) -> str:
 
 
 def progress_key(run: str) -> str:
-    # Fleet-specific, not checkpoints/latest.json: that object is one daemon's exact checkpoint
-    # (AWS backend), whereas this is the fleet's watermark cache; see docs/README-fleet.md.
-    return f"fleet/{run}/progress.json"
+    # Under checkpoints/ (the daemon's instance role may already write there) but not
+    # checkpoints/latest.json itself: that object is one daemon's exact checkpoint (AWS backend),
+    # whereas this is the fleet's watermark cache; see docs/README-fleet.md.
+    return f"checkpoints/fleet/{run}/progress.json"
 
 
 def spec_key(run: str) -> str:
-    return f"fleet/{run}/spec.json"
+    return f"checkpoints/fleet/{run}/spec.json"
 
 
 def batch_from_key(key: str) -> int | None:
@@ -455,7 +456,7 @@ class ClaimState(msgspec.Struct, kw_only=True):
     space: BatchSpace
     timing: Timing
     watermark: int | None = None  # None: not read yet (read the cached progress first)
-    cached_watermark: int = 0  # what fleet/{run}/progress.json says, as far as we know
+    cached_watermark: int = 0  # what the progress record says, as far as we know
     progress_every_batches: int = 16
     spread: bool = True
     claims: int = 0

@@ -6,7 +6,7 @@ The daemon plugs this in as its seed source:
     async with create_client(region) as client:
         fleet = FleetCoordinator(S3Store(client, bucket), run="default", holder=instance_id,
                                  space=BatchSpace(seed_start=S, batch_size=B, seed_count=N))
-        await fleet.start()                          # creates or checks fleet/{run}/spec.json
+        await fleet.start()            # creates or checks checkpoints/fleet/{run}/spec.json
         while (lease := await fleet.claim()) is not None:   # None: every batch is done
             async with fleet.renewing(lease):        # background renewal; lease.lost on loss
                 results = await run_seeds(lease.seeds, stop=lease.lost)
