@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 from tests.fleet_moto import moto_bucket
@@ -27,9 +28,11 @@ from voprd.fleet.runner import (
     FleetCoordinator,
     FleetDispatchSource,
     FleetSeedSource,
+    FleetStatus,
     RecordedBatch,
     fleet_status,
     format_fleet_status,
+    show_fleet_status,
 )
 from voprd.fleet.s3 import S3Store, create_client
 
@@ -103,6 +106,8 @@ async def test_claim_complete_and_status(store: S3Store) -> None:
     assert sorted(s for i in status.instances for s in i.failed_seeds) == [100, 105, 110]
     text = format_fleet_status(status)
     assert "watermark batch 3" in text and "\na " in text and "\nb " in text
+    shown = await show_fleet_status(BUCKET, "r", None, as_json=True)
+    assert msgspec.json.decode(shown, type=FleetStatus) == status
 
 
 async def test_seed_source_out_of_order_results(store: S3Store) -> None:

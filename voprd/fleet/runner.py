@@ -583,3 +583,12 @@ def default_holder_id(instance_id: str | None = None) -> str:
     import socket
 
     return f"{instance_id or socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def show_fleet_status(bucket: str, run: str, region: str | None, as_json: bool) -> str:
+    """What `voprd status --fleet` prints (the lead wires the flag to this)."""
+    from voprd.fleet.s3 import create_client
+
+    async with create_client(region) as client:
+        status = await fleet_status(S3Store(client, bucket), validate_run_name(run))
+    return msgspec.json.encode(status).decode() if as_json else format_fleet_status(status)
