@@ -40,6 +40,7 @@ from voprd.fleet.core import (
     LeaseRecord,
     PutOp,
     RunSpec,
+    S3Op,
     Timing,
     WriteReply,
     claim_procedure,
@@ -136,11 +137,17 @@ class FleetCoordinator:
     async def claim(self, wait: bool = True) -> Lease | None:
         """A batch to run, or None once every batch of a bounded run is done (by anyone).
         While every remaining batch is held by a live daemon, waits (if `wait`) and retries."""
+        puts_sent_mono: dict[str, float] = {}
+
+        def note(op: S3Op) -> None:
+            if isinstance(op, PutOp):
+                puts_sent_mono[op.key] = self.mono()
+
         while True:
-            sent_mono = self.mono()
+            puts_sent_mono.clear()
             try:
                 outcome = await self.store.run(
-                    claim_procedure(self.state, self.wall(), secrets.token_hex(8))
+                    claim_procedure(self.state, self.wall(), secrets.token_hex(8)), note
                 )
             except FleetS3Error as exc:
                 log.warning("fleet_claim_error", error=str(exc))
@@ -153,7 +160,8 @@ class FleetCoordinator:
                     return None
                 await asyncio.sleep(outcome.retry_after_s)
                 continue
-            # The create was sent after sent_mono: measuring from it errs on the safe side.
+            # S3 stamped the lease after we sent it: measuring from the send errs on the safe side.
+            sent_mono = puts_sent_mono[lease_key(self.run, outcome.record.batch)]
             lease = Lease(outcome.record, outcome.etag, outcome.seeds,
                           HolderClock(lease_seconds=self.timing.lease_seconds,
                                       last_write_sent_mono=sent_mono))
