@@ -31,7 +31,7 @@ RUN = "three"
 SEEDS = 180
 BATCH = 10
 FAIL_EVERY = 7
-LEASE_S = 2.0
+LEASE_S = 3.0
 WAIT_S_MAX = 90.0
 
 
@@ -39,7 +39,7 @@ def worker_command(holder: str, log_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "voprd.fleet.demo_worker", "--bucket", BUCKET, "--run", RUN,
         "--holder", holder, "--seed", "1000", "-n", str(SEEDS), "--batch-size", str(BATCH),
-        "--lease-seconds", str(LEASE_S), "--seed-ms", "150", "--fail-every", str(FAIL_EVERY),
+        "--lease-seconds", str(LEASE_S), "--seed-ms", "250", "--fail-every", str(FAIL_EVERY),
         "--log-dir", str(log_dir),
     ]
 
@@ -138,11 +138,15 @@ def test_three_processes_share_the_run_and_survive_a_sigkill(tmp_path: Path) -> 
 
     # Charlie's batch in flight was taken over after expiry and completed by a survivor.
     charlie_claims = [e["batch"] for e in events["charlie"] if e["event"] == "fleet_claimed"]
-    charlie_done = {e["batch"] for e in events["charlie"] if e["event"] == "fleet_done"}
-    orphan = charlie_claims[-1]
-    assert orphan not in charlie_done
+    charlie_ended = {e["batch"] for e in events["charlie"]
+                     if e["event"] in ("fleet_stopped", "fleet_lost")}
+    in_flight = [b for b in charlie_claims if b not in charlie_ended]
+    assert len(in_flight) == 1, in_flight
+    orphan = in_flight[0]
+    charlie_lost = {e["batch"] for e in events["charlie"] if e["event"] == "fleet_lost"}
     takeovers = [e for h in ("alpha", "bravo") for e in events[h]
-                 if e["event"] == "fleet_claimed" and e["takeover_of"] == "charlie"]
+                 if e["event"] == "fleet_claimed" and e["takeover_of"] == "charlie"
+                 and e["batch"] not in charlie_lost]
     assert [e["batch"] for e in takeovers] == [orphan]
     assert next(d for d in done if d.batch == orphan).holder in ("alpha", "bravo")
     charlie_valid_until = max(e["valid_until_wall"] for e in events["charlie"]
@@ -158,8 +162,14 @@ def test_three_processes_share_the_run_and_survive_a_sigkill(tmp_path: Path) -> 
         spans.sort(key=lambda span: span[1])
         for (h1, _, end1), (h2, start2, _) in itertools.pairwise(spans):
             assert end1 <= start2, (batch, h1, h2, end1, start2)
-    assert len(by_batch[orphan]) == 2 and all(len(by_batch[b]) == 1
-                                              for b in by_batch if b != orphan)
+    # A batch had a second holder only after the first was killed or (on a machine so loaded
+    # that a 3 s lease went unrenewed) said it had lost the lease.
+    lost = {(e["holder"], e["batch"]) for ev in events.values() for e in ev
+            if e["event"] == "fleet_lost"}
+    assert len(by_batch[orphan]) == 2
+    for batch, spans in by_batch.items():
+        for holder, _, _ in spans[:-1]:
+            assert batch == orphan or (holder, batch) in lost, (batch, spans)
 
     # Failures archived exactly once each.
     expected = sorted(s for s in range(1000, 1000 + SEEDS) if s % FAIL_EVERY == 0)
