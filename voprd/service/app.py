@@ -361,6 +361,8 @@ class Daemon:
                 await self.announce_failure(failure, info)
             space = self.fleet.fleet.space
             floor_seed = space.seed_start + self.fleet_watermark() * space.batch_size
+            if space.seed_count is not None:  # the last batch of a bounded run is cut short
+                floor_seed = min(floor_seed, space.seed_start + space.seed_count)
             self.progress.advance_floor(floor_seed)
         elif batch not in self.fleet.running:  # lost or recorded by another holder
             self._held_failures.pop(batch, None)
@@ -421,6 +423,10 @@ class Daemon:
     # --- housekeeping -----------------------------------------------------------------------
 
     def healthy(self) -> bool:
+        if self.fleet is not None and all(w.seed is None for w in self.supervisor.status()):
+            # Idle workers in a fleet: every remaining batch is leased by another daemon (the
+            # end of a bounded run); the claim loop is alive and polls, so this is healthy.
+            return True
         since_s = time.monotonic() - self.supervisor.last_completion_s
         return since_s < self.settings.seed_timeout_s + 10.0
 
