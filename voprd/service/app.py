@@ -293,6 +293,7 @@ class Daemon:
             return
         failed = result.status == "failed"
         record: JournalRecord
+        held: tuple[FailureRecord, FailureInfo] | None = None
         if failed:
             reproduce = reproduce_command(seed, self.options)
             kind = result.kind or "invariant"
@@ -315,12 +316,15 @@ class Daemon:
             location = "" if self.fleet is not None else await self.backend.archive.put(failure)
             record = JournalRecord(seed=seed, failed=True, fingerprint=fp,
                                    invariant=result.invariant or kind)
+            held = (failure, FailureInfo(
+                seed=seed, batch_start=batch_start, kind=kind, invariant=result.invariant,
+                message=message, reproduce=reproduce, archive=location))
         else:
             record = JournalRecord(seed=seed, failed=False)
         self.journal.append(record)
         if not self.progress.record(record):
-            if self.fleet is not None:
-                await self._fleet_seed_done(seed, failed, None)
+            if self.fleet is not None:  # counted before; this batch's run still needs it
+                await self._fleet_seed_done(seed, failed, held)
             return
         self._checkpoint_dirty = True
         self.done_this_start += 1
@@ -335,13 +339,8 @@ class Daemon:
         self.event("iteration", iteration)
         if self.settings.log_iterations:  # per-seed lines to the event log (CloudWatch) too
             self.emit("iteration", "info", **msgspec.to_builtins(iteration))
-        held: tuple[FailureRecord, FailureInfo] | None = None
         if failed:
             self.failures_this_start.append(seed)
-            info = FailureInfo(seed=seed, batch_start=batch_start, kind=kind,
-                               invariant=result.invariant, message=message, reproduce=reproduce,
-                               archive=location)
-            held = (failure, info)
         if self.fleet is not None:
             await self._fleet_seed_done(seed, failed, held)
         elif held is not None:
