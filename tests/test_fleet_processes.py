@@ -296,3 +296,46 @@ def test_a_daemon_that_loses_its_lease_stops_that_batch(tmp_path: Path) -> None:
     expected = sorted(s for s in range(FIRST_SEED, FIRST_SEED + seeds)
                       if s % FAIL_EVERY == FAIL_EVERY - 1)
     assert sorted(int(o["Key"].split("seed-", 1)[1].split("-")[0]) for o in failures) == expected
+
+
+def test_sigterm_gives_the_batch_back_and_a_restart_finishes_the_run(tmp_path: Path) -> None:
+    seeds, log = 40, tmp_path / "out-solo.log"
+    command = [a if a != str(SEEDS) else str(seeds) for a in daemon_command()]
+    with moto_bucket(BUCKET) as aws_env:
+        endpoint = aws_env["AWS_ENDPOINT_URL"]
+        boto3.client("logs", endpoint_url=endpoint).create_log_group(
+            logGroupName=DEFAULT_LOG_GROUP)
+        env = daemon_env(aws_env, tmp_path, "solo")
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        with log.open("wb") as out:
+            proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        try:
+            _wait_for(lambda: any(e["event"] == "fleet_done" for e in _events(log)), 60)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            assert proc.returncode == 0, log.read_text()[-3000:]
+            # The unfinished batches were given back at once: no lease waits for expiry.
+            assert s3.list_objects_v2(Bucket=BUCKET, Prefix=leases_prefix(RUN)).get(
+                "Contents", []) == []
+            released = {e["batch"] for e in _events(log) if e["event"] == "fleet_released"}
+            assert released
+            with log.open("ab") as out:
+                again = subprocess.run(command, cwd=ROOT, env=env, stdout=out,
+                                       stderr=subprocess.STDOUT, timeout=WAIT_S_MAX)
+            assert again.returncode == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        done = [decode_done(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read())
+                for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=done_prefix(RUN))["Contents"]]
+        failures = s3.list_objects_v2(Bucket=BUCKET, Prefix="failures/").get("Contents", [])
+    assert sorted(d.batch for d in done) == list(range(seeds // BATCH))
+    first_holder = _events(log)[0]["holder"]
+    by_first = {d.batch for d in done if d.holder == first_holder}
+    assert by_first and len(by_first) < len(done)  # each start recorded some of the batches
+    assert not released & by_first  # what the drained daemon gave back, the restart ran
+    expected = sorted(s for s in range(FIRST_SEED, FIRST_SEED + seeds)
+                      if s % FAIL_EVERY == FAIL_EVERY - 1)
+    assert sorted(int(o["Key"].split("seed-", 1)[1].split("-")[0]) for o in failures) == expected

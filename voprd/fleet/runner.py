@@ -520,6 +520,11 @@ class FleetDispatchSource(FleetSeedSource):
         super().__init__(fleet, on_lost, batches_held_max)
         self.requeued: list[int] = []
         self.wake = asyncio.Event()  # set when dispatch ran low or a batch finished
+        self.claims_stopped = False  # drain: no new batch (the held ones are given back on exit)
+
+    def stop_claiming(self) -> None:
+        self.claims_stopped = True
+        self.wake.set()
 
     def _undispatched(self) -> int:
         return sum(len(r.lease.seeds) - r.next_index for r in self.running.values())
@@ -556,7 +561,7 @@ class FleetDispatchSource(FleetSeedSource):
     async def prefetch_loop(self) -> None:
         """Keep a batch ready: claim when the held seeds run low and a slot is free; returns
         once the run is finished (then dispatch_exhausted becomes true as seeds drain)."""
-        while not self.finished:
+        while not self.finished and not self.claims_stopped:
             if self._undispatched() == 0 and len(self.running) < self.batches_held_max:
                 lease = await self.fleet.claim()
                 if lease is None:

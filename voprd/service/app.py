@@ -531,6 +531,8 @@ class Daemon:
         self.state = "draining"
         self.notifier.send(stopping="1", status="draining")
         self.supervisor.stop_dispatch()
+        if self.fleet is not None:
+            self.fleet.stop_claiming()
         reserve_s = min(DRAIN_RESERVE_S_MAX, self.settings.drain_timeout_s / 2)
         grace_s = self.settings.drain_timeout_s - reserve_s
         done, _ = await asyncio.wait([pool], timeout=grace_s)
