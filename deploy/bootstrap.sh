@@ -153,6 +153,11 @@ tmp="$(mktemp)"
   echo "VOPRD_BUCKET=$(quote_env "${stack[VOPRD_BUCKET]}")"
   echo "VOPRD_SNS_TOPIC_ARN=$(quote_env "${stack[VOPRD_SNS_TOPIC_ARN]}")"
   echo "VOPRD_LOG_GROUP=$(quote_env "${stack[VOPRD_LOG_GROUP]}")"
+  # The fleet run this instance joins (FleetSize > 1: every instance of the stack; 1: a fleet
+  # of one). Absent in a stack.env written before the fleet existed: the daemon's default run.
+  if [ -n "${stack[VOPRD_RUN]:-}" ]; then
+    echo "VOPRD_RUN=$(quote_env "${stack[VOPRD_RUN]}")"
+  fi
   echo "AWS_REGION=$(quote_env "${stack[AWS_REGION]}")"
   echo "VOPRD_ARGS=$(quote_env "$daemon_args")"
 } >"$tmp"

@@ -31,7 +31,7 @@ FAST = AwsTuning(
 def settings_for(aws: AwsWorld, **overrides: Any) -> Settings:
     fields: dict[str, Any] = {
         "bucket": aws.bucket, "sns_topic_arn": aws.topic_arn, "log_group": aws.log_group,
-        "region": "us-east-1", **overrides,
+        "region": "us-east-1", "fleet": False, **overrides,
     }
     return Settings(**fields)
 

@@ -43,7 +43,8 @@ def daemon_env(
 
 def voprd(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "voprd", "--workers", "2", "--target", TARGET, *args],
+        [sys.executable, "-m", "voprd", "--workers", "2", "--target", TARGET, "--no-fleet",
+         *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,
     )
 

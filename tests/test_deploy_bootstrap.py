@@ -23,6 +23,7 @@ STACK_VALUES = {
     "Bucket": "vopr-simulation-results-123456789012-us-east-1",
     "AlertTopic": "arn:aws:sns:us-east-1:123456789012:voprd-AlertTopic-X",
     "LogGroup": "/aws/ec2/vopr-simulation",
+    "RunName": "nightly",
     "AWS::Region": "us-east-1",
 }
 
@@ -89,6 +90,7 @@ def test_user_data_installs_bootstrap_unit_and_environment(
         'VOPRD_BUCKET="vopr-simulation-results-123456789012-us-east-1"',
         'VOPRD_SNS_TOPIC_ARN="arn:aws:sns:us-east-1:123456789012:voprd-AlertTopic-X"',
         'VOPRD_LOG_GROUP="/aws/ec2/vopr-simulation"',
+        'VOPRD_RUN="nightly"',  # every instance of the stack joins the run RunName
         'AWS_REGION="us-east-1"',
         'VOPRD_ARGS="--seed 7000000 --faults network,crash --workers 2"',
     ]

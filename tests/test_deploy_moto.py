@@ -58,7 +58,10 @@ def test_create_stack_fills_the_outputs(deployed: Deployed) -> None:
         time.sleep(0.2)
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
-    assert list(outputs) == ["InstanceId", "BucketName", "SnsTopic", "LogGroup", "DashboardUrl"]
+    # moto lists an output whose Condition is false too (AWS omits it; test_deploy_template
+    # checks the conditions): FleetGroupName names no group here.
+    assert [k for k in outputs if k != "FleetGroupName"] == [
+        "InstanceId", "BucketName", "SnsTopic", "LogGroup", "DashboardUrl"]
     assert outputs["BucketName"] == f"vopr-simulation-results-123456789012-{region}"
     assert outputs["DashboardUrl"] == (
         f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
@@ -161,6 +164,7 @@ def test_launch_template_and_instance(deployed: Deployed) -> None:
         f"VOPRD_BUCKET={deployed.outputs['BucketName']}",
         f"VOPRD_SNS_TOPIC_ARN={deployed.outputs['SnsTopic']}",
         "VOPRD_LOG_GROUP=/aws/ec2/vopr-simulation",
+        "VOPRD_RUN=default",
         f"AWS_REGION={REGION}",
     ]
     (reservation,) = ec2.describe_instances(InstanceIds=[deployed.outputs["InstanceId"]])[
@@ -174,3 +178,44 @@ def test_launch_template_and_instance(deployed: Deployed) -> None:
     assert group["IpPermissions"] == []  # no ingress
     # moto's AWS::EC2::SecurityGroup ignores SecurityGroupEgress (it keeps the default
     # allow-all rule); the HTTPS-only egress is checked in the template (test_deploy_template).
+
+
+def test_fleet_size_three_is_a_spot_auto_scaling_group(deployed: Deployed) -> None:
+    region = "eu-west-1"
+    proc = deployed.aws(
+        "cloudformation", "create-stack", "--region", region, "--stack-name", STACK,
+        "--template-body", f"file://{TEMPLATE}", "--capabilities", "CAPABILITY_NAMED_IAM",
+        "--parameters", "ParameterKey=AlertEmail,ParameterValue=ops@example.com",
+        "ParameterKey=FleetSize,ParameterValue=3", "ParameterKey=RunName,ParameterValue=nightly",
+    )
+    assert proc.returncode == 0, proc.stderr
+    cloudformation = deployed.client("cloudformation", region)
+    deadline = time.monotonic() + STACK_WAIT_S_MAX
+    while (stack := cloudformation.describe_stacks(StackName=STACK)["Stacks"][0])[
+        "StackStatus"
+    ].endswith("_IN_PROGRESS"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    types = {r["LogicalResourceId"]: r["ResourceType"] for r in
+             cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]}
+    assert types["FleetGroup"] == "AWS::AutoScaling::AutoScalingGroup"
+    assert "Instance" not in types  # FleetSize > 1: no single instance
+    (group,) = deployed.client("autoscaling", region).describe_auto_scaling_groups()[
+        "AutoScalingGroups"]
+    assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (3, 3, 3)
+    # moto's CloudFormation drops CapacityRebalance and applies Fn::Select to a
+    # CommaDelimitedList parameter as to a string (AWS splits it), so the three instance types
+    # and capacity rebalancing are checked in the template (test_deploy_template) instead.
+    policy = group["MixedInstancesPolicy"]
+    assert len(policy["LaunchTemplate"]["Overrides"]) == 3
+    assert len(group["Instances"]) == 3
+    assert policy["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"] == 0
+    # The launch template has no market options (the group asks for spot), and every
+    # instance joins the run RunName.
+    templates = deployed.client("ec2", region).describe_launch_templates()["LaunchTemplates"]
+    (template_id,) = [t["LaunchTemplateId"] for t in templates]
+    data = deployed.client("ec2", region).describe_launch_template_versions(
+        LaunchTemplateId=template_id)["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert "InstanceMarketOptions" not in data
+    assert "VOPRD_RUN=nightly\n" in base64.b64decode(data["UserData"]).decode()

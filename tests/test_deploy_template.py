@@ -93,19 +93,21 @@ def test_parameters_and_outputs_are_the_documented_ones() -> None:
     params = template()["Parameters"]
     assert list(params) == [
         "AlertEmail", "InstanceType", "SpotMaxPrice", "LogRetentionDays", "VoprdSource",
-        "VoprdArgs", "SeedStart", "LatestAmiId",
+        "VoprdArgs", "SeedStart", "RunName", "FleetSize", "FleetInstanceTypes", "LatestAmiId",
     ]
     assert "Default" not in params["AlertEmail"]
     assert params["InstanceType"]["Default"] == "c7g.medium"
     assert params["SpotMaxPrice"]["Default"] == ""
     assert params["LogRetentionDays"]["Default"] == 7
     assert params["SeedStart"]["Default"] == 0
+    assert params["FleetSize"]["Default"] == 1 and params["FleetSize"]["MinValue"] == 1
+    assert params["RunName"]["Default"] == "default"
     assert params["LatestAmiId"]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
     assert params["LatestAmiId"]["Default"] == (
         "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
     )
     assert list(template()["Outputs"]) == [
-        "InstanceId", "BucketName", "SnsTopic", "LogGroup", "DashboardUrl",
+        "InstanceId", "FleetGroupName", "BucketName", "SnsTopic", "LogGroup", "DashboardUrl",
     ]
 
 
@@ -270,7 +272,10 @@ def test_launch_template_spot_imdsv2_encrypted_gp3() -> None:
     assert disk["Ebs"] == {
         "VolumeSize": 20, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True,
     }
-    spot = data["InstanceMarketOptions"]
+    # The single instance (FleetSize 1) is a persistent spot request; the fleet's ASG asks for
+    # spot itself and refuses a template with market options, hence the condition.
+    condition, spot, fleet_value = data["InstanceMarketOptions"]["Fn::If"]
+    assert condition == "IsSingleInstance" and fleet_value == {"Ref": "AWS::NoValue"}
     assert spot["MarketType"] == "spot"
     assert spot["SpotOptions"]["SpotInstanceType"] == "persistent"
     assert spot["SpotOptions"]["InstanceInterruptionBehavior"] == "stop"
@@ -285,6 +290,37 @@ def test_launch_template_spot_imdsv2_encrypted_gp3() -> None:
     assert egress == [("tcp", 443, 443, "0.0.0.0/0")]
     (instance,) = resources_of_type("AWS::EC2::Instance").values()
     assert instance["Properties"]["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "LaunchTemplate"}
+    assert instance["Condition"] == "IsSingleInstance"
+
+
+def test_fleet_size_gives_a_spot_auto_scaling_group_on_the_same_run() -> None:
+    doc = template()
+    assert doc["Conditions"]["IsSingleInstance"] == {"Fn::Equals": [{"Ref": "FleetSize"}, 1]}
+    assert doc["Conditions"]["IsFleet"] == {"Fn::Not": [{"Condition": "IsSingleInstance"}]}
+    (group,) = resources_of_type("AWS::AutoScaling::AutoScalingGroup").values()
+    assert group["Condition"] == "IsFleet"
+    props = group["Properties"]
+    for size in ("MinSize", "MaxSize", "DesiredCapacity"):
+        assert props[size] == {"Ref": "FleetSize"}
+    assert props["CapacityRebalance"] is True
+    policy = props["MixedInstancesPolicy"]
+    spread = policy["InstancesDistribution"]
+    assert spread["OnDemandBaseCapacity"] == 0
+    assert spread["OnDemandPercentageAboveBaseCapacity"] == 0  # all spot
+    assert spread["SpotAllocationStrategy"] == "price-capacity-optimized"
+    template_spec = policy["LaunchTemplate"]["LaunchTemplateSpecification"]
+    assert template_spec["LaunchTemplateId"] == {"Ref": "LaunchTemplate"}  # the same template
+    types = [o["InstanceType"] for o in policy["LaunchTemplate"]["Overrides"]]
+    assert types == [{"Fn::Select": [i, {"Ref": "FleetInstanceTypes"}]} for i in range(3)]
+    assert len(doc["Parameters"]["FleetInstanceTypes"]["Default"].split(",")) == 3
+    # Every instance of the stack joins the same run: RunName reaches /etc/default/voprd.
+    stack_env = user_data_parts()[0]
+    assert "VOPRD_RUN=${RunName}" in json.dumps(stack_env)
+    assert doc["Outputs"]["FleetGroupName"]["Condition"] == "IsFleet"
+    assert doc["Outputs"]["InstanceId"]["Condition"] == "IsSingleInstance"
+    rules = {r["Id"]: r for r in doc["Resources"]["Bucket"]["Properties"]
+             ["LifecycleConfiguration"]["Rules"]}
+    assert rules["fleet-lease-versions-expire"]["Prefix"] == "leases/"
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -32,6 +32,7 @@ from voprd.fleet.core import (
     claim_procedure,
     complete_procedure,
     decode_lease,
+    default_batch_size,
     done_key,
     lease_expired,
     lease_key,
@@ -238,3 +239,8 @@ def test_small_fleet_simulation_is_safe_and_cheap() -> None:
     spread = simulate(SimParams(daemons=30, batches=300, seed=7, batch_s_mean=30.0,
                                 lease_seconds=60.0, sim_s_max=10**6))
     assert herd.conflicts > 2 * max(1, spread.conflicts)
+
+
+def test_default_batch_size_targets_a_minute() -> None:
+    assert default_batch_size(workers=2, seed_s_estimate=0.5) == 240
+    assert default_batch_size(workers=1, seed_s_estimate=600.0) == 1

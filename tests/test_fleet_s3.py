@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 from tests.fleet_moto import moto_bucket
@@ -25,9 +26,13 @@ from voprd.fleet.core import (
 from voprd.fleet.runner import (
     BatchResults,
     FleetCoordinator,
+    FleetDispatchSource,
     FleetSeedSource,
+    FleetStatus,
     RecordedBatch,
     fleet_status,
+    format_fleet_status,
+    show_fleet_status,
 )
 from voprd.fleet.s3 import S3Store, create_client
 
@@ -69,6 +74,10 @@ async def test_spec_mismatch_is_refused(store: S3Store) -> None:
     other = RunSpec(run="r", seed_start=0, batch_size=20, seed_count=100, fingerprint="f")
     with pytest.raises(FleetError, match="batch_size"):
         await store.run(spec_procedure(other))
+    assert await store.run(spec_procedure(other, adopt_batch_size=True)) == spec
+    moved = RunSpec(run="r", seed_start=5, batch_size=20, seed_count=100, fingerprint="f")
+    with pytest.raises(FleetError, match="seed_start"):
+        await store.run(spec_procedure(moved, adopt_batch_size=True))
 
 
 async def test_claim_complete_and_status(store: S3Store) -> None:
@@ -95,6 +104,10 @@ async def test_claim_complete_and_status(store: S3Store) -> None:
     assert status.watermark == 3 and status.leases == 0
     assert sum(i.seeds_done for i in status.instances) == 12
     assert sorted(s for i in status.instances for s in i.failed_seeds) == [100, 105, 110]
+    text = format_fleet_status(status)
+    assert "watermark batch 3" in text and "\na " in text and "\nb " in text
+    shown = await show_fleet_status(BUCKET, "r", None, as_json=True)
+    assert msgspec.json.decode(shown, type=FleetStatus) == status
 
 
 async def test_seed_source_out_of_order_results(store: S3Store) -> None:
@@ -152,3 +165,39 @@ async def test_seed_source_reports_a_lost_lease_and_releases_on_drain(store: S3S
     # Drain released the unfinished batch: its lease is gone, so another daemon can claim it.
     got = await store.execute(GetOp(key=lease_key("lost", held)))
     assert isinstance(got, GetReply) and got.body is None
+
+
+async def test_dispatch_source_fits_the_supervisor_protocol(store: S3Store) -> None:
+    space = BatchSpace(seed_start=50, batch_size=5, seed_count=31)
+    timing = Timing(lease_seconds=30.0, poll_s=0.05)
+    recorded: list[RecordedBatch] = []
+    completed: list[int] = []
+
+    async def daemon(holder: str) -> None:
+        fleet = FleetCoordinator(store, run="disp", holder=holder, space=space, timing=timing)
+        await fleet.start()
+        source = FleetDispatchSource(fleet)
+        requeued_once: set[int] = set()
+        async with source, asyncio.TaskGroup() as group:
+            prefetch = group.create_task(source.prefetch_loop())
+            for _ in range(10_000):  # a supervisor: three seeds at a time
+                seeds = source.dispatch(3)
+                if not seeds:
+                    if source.dispatch_exhausted:
+                        break
+                    await asyncio.sleep(0.01)
+                    continue
+                if seeds[0] % 4 == 0 and seeds[0] not in requeued_once:
+                    requeued_once.add(seeds[0])  # its worker died: run it again later
+                    source.requeue(seeds[:1])
+                    seeds = seeds[1:]
+                for seed in reversed(seeds):
+                    completed.append(seed)
+                    if (batch := await source.seed_done(seed, seed % 10 == 0)) is not None:
+                        recorded.append(batch)
+            await prefetch
+
+    await asyncio.gather(daemon("a"), daemon("b"))
+    assert sorted(completed) == list(range(50, 81))
+    assert sorted(r.batch for r in recorded) == list(range(7))
+    assert sorted(s for r in recorded for s in r.failed_seeds) == [50, 60, 70, 80]

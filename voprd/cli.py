@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--lease-seconds", dest="lease_seconds", type=_positive_float)
     fleet.add_argument("--seed-start", dest="seed", type=_int_at_least(0), help="static partition")
     fleet.add_argument("--seed-stride", dest="seed_stride", type=_int_at_least(1))
+    fleet.add_argument(
+        "--no-fleet", dest="fleet", action="store_false",
+        help="with a bucket: one daemon alone, exact per-seed resume (no leases)",
+    )
     return parser
 
 

@@ -58,6 +58,11 @@ class Settings(msgspec.Struct, kw_only=True):
     batch_size: int = 0  # 0: chosen automatically
     lease_seconds: float = 180.0
     seed_stride: int = 1
+    fleet: bool = True  # with a bucket: coordinate through S3 leases (False: --no-fleet)
+
+    @property
+    def fleet_mode(self) -> bool:
+        return self.backend == "aws" and self.fleet
 
     @property
     def backend(self) -> Literal["aws", "local"]:

@@ -1,6 +1,8 @@
 """Exact run progress (pure): low watermark + done set, dispatch order, checkpoint state.
 
-A run is the seed range [first_seed, end_seed) (end_seed None: no end). Seeds are dispatched in
+A run is the seeds first_seed, first_seed + stride, ... below end_seed (end_seed None: no end;
+stride is 1 except with static partitioning, `--seed-stride`). The core works on real seeds (so the
+checkpoint and reproduce commands name them), stepping by the stride. Seeds are dispatched in
 ascending order and may complete in any order; the watermark is the lowest seed not yet done, so the
 checkpoint is the watermark plus the (small) set of done seeds above it. Applying a completion twice
 is a no-op, which is what makes journal replay after a crash exact.
@@ -36,12 +38,14 @@ class RunProgress:
         self.run_id = run_id
         self.fingerprint = fingerprint
         self.first_seed = fingerprint.first_seed
+        self.stride = fingerprint.seed_stride
+        assert self.stride >= 1
         assert end_seed is None or end_seed >= self.first_seed
         self.end_seed = end_seed
         self.watermark = self.first_seed if watermark is None else watermark
         assert self.watermark >= self.first_seed
         self.done_above: set[int] = set(done_above)
-        assert all(seed > self.watermark for seed in self.done_above)
+        assert all(seed > self.watermark and self.on_sequence(seed) for seed in self.done_above)
         self.last_seed = last_seed
         self.total_failures = total_failures
         self.failed_seeds: list[int] = list(failed_seeds)[-FAILED_SEEDS_KEPT_MAX:]
@@ -66,17 +70,20 @@ class RunProgress:
 
     # --- completion -------------------------------------------------------------------------
 
+    def on_sequence(self, seed: int) -> bool:
+        return seed >= self.first_seed and (seed - self.first_seed) % self.stride == 0
+
     def is_done(self, seed: int) -> bool:
         return seed < self.watermark or seed in self.done_above
 
     @property
     def total_iterations(self) -> int:
-        return self.watermark - self.first_seed + len(self.done_above)
+        return (self.watermark - self.first_seed) // self.stride + len(self.done_above)
 
     def record(self, record: JournalRecord) -> bool:
         """Apply one completed seed. Returns False (and changes nothing) if it was already done."""
         seed = record.seed
-        assert seed >= self.first_seed, (seed, self.first_seed)
+        assert self.on_sequence(seed), (seed, self.first_seed, self.stride)
         self._in_flight.discard(seed)
         if self.is_done(seed):
             return False
@@ -84,7 +91,7 @@ class RunProgress:
         self.done_above.add(seed)
         while self.watermark in self.done_above:
             self.done_above.remove(self.watermark)
-            self.watermark += 1
+            self.watermark += self.stride
         self.last_seed = max(self.last_seed, seed)
         if record.failed:
             self.total_failures += 1
@@ -93,6 +100,17 @@ class RunProgress:
                 del self.failed_seeds[: len(self.failed_seeds) - FAILED_SEEDS_KEPT_MAX]
         assert self.total_iterations == before + 1
         return True
+
+    def advance_floor(self, seed: int) -> None:
+        """Every seed below `seed` is done elsewhere (a fleet's watermark): keep the done set
+        bounded to what lies above it. Only for a tally that is not a seed source."""
+        floor = max(self.watermark, seed)
+        floor += (self.first_seed - floor) % self.stride  # the next seed on our sequence
+        self.done_above = {s for s in self.done_above if s >= floor}
+        self.watermark = floor
+        while self.watermark in self.done_above:
+            self.done_above.remove(self.watermark)
+            self.watermark += self.stride
 
     @property
     def finished(self) -> bool:
@@ -112,7 +130,7 @@ class RunProgress:
         self._cursor = max(self._cursor, self.watermark)
         while len(seeds) < count_max and (self.end_seed is None or self._cursor < self.end_seed):
             seed = self._cursor
-            self._cursor += 1
+            self._cursor += self.stride
             if not self.is_done(seed) and seed not in self._in_flight:
                 seeds.append(seed)
         self._in_flight.update(seeds)

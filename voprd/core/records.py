@@ -28,6 +28,8 @@ class RunFingerprint(msgspec.Struct, frozen=True, kw_only=True):
     bugs: tuple[str, ...]
     check_determinism: bool
     voprd_version: str
+    # Static partitioning (`--seed-stride K`): the run is first_seed, first_seed+K, ...
+    seed_stride: int = 1
 
     def differences(self, other: RunFingerprint) -> list[str]:
         """Human-readable `field: stored -> current` lines; empty when equal."""
@@ -58,7 +60,8 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     this run, each counted once. total_failures: failed seeds in this run (cumulative across
     restarts). failed_seeds: the most recent FAILED_SEEDS_KEPT_MAX failed seeds, oldest first (the
     archive holds all). last_update: RFC 3339 time of this checkpoint. watermark: every seed in
-    [first_seed, watermark) is done. done_above: done seeds >= watermark, ascending.
+    [first_seed, watermark) on the run's sequence (first_seed + k * seed_stride) is done.
+    done_above: done seeds >= watermark, ascending.
     end_seed: exclusive bound of a `-n` run, None for a run without end.
     """
 
@@ -96,9 +99,11 @@ def checkpoint_problems(checkpoint: Checkpoint) -> list[str]:
         problems.append("done_above not strictly ascending")
     if checkpoint.done_above and checkpoint.done_above[0] <= checkpoint.watermark:
         problems.append("done_above holds a seed at or below the watermark")
-    done_count = checkpoint.watermark - checkpoint.fingerprint.first_seed + len(
-        checkpoint.done_above
-    )
+    first, stride = checkpoint.fingerprint.first_seed, checkpoint.fingerprint.seed_stride
+    if stride < 1 or (checkpoint.watermark - first) % stride or any(
+            (seed - first) % stride for seed in checkpoint.done_above):
+        problems.append(f"a seed off the run's sequence (stride {stride})")
+    done_count = (checkpoint.watermark - first) // max(stride, 1) + len(checkpoint.done_above)
     if checkpoint.total_iterations != done_count:
         problems.append(
             f"total_iterations {checkpoint.total_iterations} != done seeds {done_count}"

@@ -80,6 +80,14 @@ class BatchSpace(msgspec.Struct, frozen=True, kw_only=True):
         return (seed - self.seed_start) // self.batch_size
 
 
+def default_batch_size(workers: int, seed_s_estimate: float, target_batch_s: float = 60.0) -> int:
+    """`--batch-size` when not given: about `target_batch_s` of work for this daemon's workers.
+    Only the first daemon of a run uses it; the rest adopt the run's spec (batches must mean
+    the same seeds fleet-wide)."""
+    assert workers >= 1 and seed_s_estimate > 0 and target_batch_s > 0
+    return max(1, round(workers * target_batch_s / seed_s_estimate))
+
+
 def static_partition_seed(seed_start: int, seed_stride: int, local_index: int) -> int:
     """Static partitioning without a bucket: the k-th seed this daemon runs (k = 0, 1, ...) is
     seed_start + k * seed_stride. Instance i of K uses `--seed-start S+i --seed-stride K`; the
@@ -130,13 +138,14 @@ def done_key(run: str, batch: int) -> str:
 
 
 def progress_key(run: str) -> str:
-    # Fleet-specific, not checkpoints/latest.json: that object is one daemon's exact checkpoint
-    # (AWS backend), whereas this is the fleet's watermark cache; see docs/README-fleet.md.
-    return f"fleet/{run}/progress.json"
+    # Under checkpoints/ (the daemon's instance role may already write there) but not
+    # checkpoints/latest.json itself: that object is one daemon's exact checkpoint (AWS backend),
+    # whereas this is the fleet's watermark cache; see docs/README-fleet.md.
+    return f"checkpoints/fleet/{run}/progress.json"
 
 
 def spec_key(run: str) -> str:
-    return f"fleet/{run}/spec.json"
+    return f"checkpoints/fleet/{run}/spec.json"
 
 
 def batch_from_key(key: str) -> int | None:
@@ -447,7 +456,7 @@ class ClaimState(msgspec.Struct, kw_only=True):
     space: BatchSpace
     timing: Timing
     watermark: int | None = None  # None: not read yet (read the cached progress first)
-    cached_watermark: int = 0  # what fleet/{run}/progress.json says, as far as we know
+    cached_watermark: int = 0  # what the progress record says, as far as we know
     progress_every_batches: int = 16
     spread: bool = True
     claims: int = 0
@@ -604,9 +613,12 @@ def release_procedure(lease: LeaseRecord, etag: str) -> Generator[S3Op, S3Reply,
     yield DeleteOp(key=lease_key(lease.run, lease.batch), if_match=etag)
 
 
-def spec_procedure(spec: RunSpec) -> Generator[S3Op, S3Reply, RunSpec]:
+def spec_procedure(
+    spec: RunSpec, adopt_batch_size: bool = False
+) -> Generator[S3Op, S3Reply, RunSpec]:
     """Create the run's spec, or check ours against the one in the bucket (FleetError if they
-    differ: the batches would mean different seeds)."""
+    differ: the batches would mean different seeds). With `adopt_batch_size` (no --batch-size
+    given), a joining daemon takes the run's batch size."""
     key = spec_key(spec.run)
     written = yield PutOp(key=key, body=encode(spec), if_none_match=True)
     assert isinstance(written, WriteReply)
@@ -617,6 +629,8 @@ def spec_procedure(spec: RunSpec) -> Generator[S3Op, S3Reply, RunSpec]:
     if got.body is None:
         raise FleetError(f"{key}: exists and then vanished; retry")
     stored = decode_spec(got.body)
+    if adopt_batch_size:
+        spec = msgspec.structs.replace(spec, batch_size=stored.batch_size)
     differences = stored.differences(spec)
     if differences:
         raise FleetError(

@@ -6,7 +6,7 @@ The daemon plugs this in as its seed source:
     async with create_client(region) as client:
         fleet = FleetCoordinator(S3Store(client, bucket), run="default", holder=instance_id,
                                  space=BatchSpace(seed_start=S, batch_size=B, seed_count=N))
-        await fleet.start()                          # creates or checks fleet/{run}/spec.json
+        await fleet.start()            # creates or checks checkpoints/fleet/{run}/spec.json
         while (lease := await fleet.claim()) is not None:   # None: every batch is done
             async with fleet.renewing(lease):        # background renewal; lease.lost on loss
                 results = await run_seeds(lease.seeds, stop=lease.lost)
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -39,6 +40,7 @@ from voprd.fleet.core import (
     LeaseRecord,
     PutOp,
     RunSpec,
+    S3Op,
     Timing,
     WriteReply,
     claim_procedure,
@@ -122,21 +124,30 @@ class FleetCoordinator:
     def _valid_until_wall(self, lease: Lease) -> float:
         return self.wall() + (lease.clock.valid_until_mono(self.timing) - self.mono())
 
-    async def start(self) -> None:
-        """Create the run's spec or check that ours matches it (FleetError otherwise)."""
+    async def start(self, adopt_batch_size: bool = False) -> RunSpec:
+        """Create the run's spec or check that ours matches it (FleetError otherwise). With
+        `adopt_batch_size` (the user gave no --batch-size), take the run's batch size."""
         spec = RunSpec(run=self.run, seed_start=self.space.seed_start,
                        batch_size=self.space.batch_size, seed_count=self.space.seed_count,
                        fingerprint=self.fingerprint)
-        await self.store.run(spec_procedure(spec))
+        stored = await self.store.run(spec_procedure(spec, adopt_batch_size))
+        self.space = self.state.space = stored.space()
+        return stored
 
     async def claim(self, wait: bool = True) -> Lease | None:
         """A batch to run, or None once every batch of a bounded run is done (by anyone).
         While every remaining batch is held by a live daemon, waits (if `wait`) and retries."""
+        puts_sent_mono: dict[str, float] = {}
+
+        def note(op: S3Op) -> None:
+            if isinstance(op, PutOp):
+                puts_sent_mono[op.key] = self.mono()
+
         while True:
-            sent_mono = self.mono()
+            puts_sent_mono.clear()
             try:
                 outcome = await self.store.run(
-                    claim_procedure(self.state, self.wall(), secrets.token_hex(8))
+                    claim_procedure(self.state, self.wall(), secrets.token_hex(8)), note
                 )
             except FleetS3Error as exc:
                 log.warning("fleet_claim_error", error=str(exc))
@@ -149,7 +160,8 @@ class FleetCoordinator:
                     return None
                 await asyncio.sleep(outcome.retry_after_s)
                 continue
-            # The create was sent after sent_mono: measuring from it errs on the safe side.
+            # S3 stamped the lease after we sent it: measuring from the send errs on the safe side.
+            sent_mono = puts_sent_mono[lease_key(self.run, outcome.record.batch)]
             lease = Lease(outcome.record, outcome.etag, outcome.seeds,
                           HolderClock(lease_seconds=self.timing.lease_seconds,
                                       last_write_sent_mono=sent_mono))
@@ -483,3 +495,113 @@ class FleetSeedSource:
         if not await self.fleet.complete(running.lease, results):
             return None
         return RecordedBatch(batch=batch, seeds=running.lease.seeds, failed_seeds=failed_seeds)
+
+
+class FleetDispatchSource(FleetSeedSource):
+    """The same, shaped as the daemon Supervisor's synchronous SeedSource protocol
+    (`dispatch(count_max)`, `requeue(seeds)`, `dispatch_exhausted`), with a background
+    `prefetch_loop()` that claims the next batch before the current one runs dry:
+
+        source = FleetDispatchSource(fleet, on_lost=supervisor_cancel)
+        async with source, asyncio.TaskGroup() as group:
+            group.create_task(source.prefetch_loop())
+            ... Supervisor(source=source, on_result=...) ...; per result:
+            recorded = await source.seed_done(result.seed, result.status == "failed")
+
+    `dispatch` returns [] while a claim is in flight (not exhausted: wait, do not stop workers).
+    """
+
+    def __init__(
+        self,
+        fleet: FleetCoordinator,
+        on_lost: Callable[[int, range], None] | None = None,
+        batches_held_max: int = 2,
+    ) -> None:
+        super().__init__(fleet, on_lost, batches_held_max)
+        self.requeued: list[int] = []
+        self.wake = asyncio.Event()  # set when dispatch ran low or a batch finished
+        self.claims_stopped = False  # drain: no new batch (the held ones are given back on exit)
+
+    def stop_claiming(self) -> None:
+        self.claims_stopped = True
+        self.wake.set()
+
+    def _undispatched(self) -> int:
+        return sum(len(r.lease.seeds) - r.next_index for r in self.running.values())
+
+    def dispatch(self, count_max: int) -> list[int]:
+        assert count_max >= 0
+        seeds: list[int] = []
+        while self.requeued and len(seeds) < count_max:
+            seed = heapq.heappop(self.requeued)
+            running = self.running.get(self.fleet.space.batch_of(seed))
+            if running is not None and seed not in running.results:
+                seeds.append(seed)
+        for running in self.running.values():
+            while len(seeds) < count_max and running.next_index < len(running.lease.seeds):
+                seeds.append(running.lease.seeds[running.next_index])
+                running.next_index += 1
+        if self._undispatched() < count_max:
+            self.wake.set()
+        return seeds
+
+    def requeue(self, seeds: list[int]) -> None:
+        for seed in seeds:
+            heapq.heappush(self.requeued, seed)
+
+    @property
+    def dispatch_exhausted(self) -> bool:
+        return self.finished and not self.requeued and self._undispatched() == 0
+
+    async def seed_done(self, seed: int, failed: bool) -> RecordedBatch | None:
+        recorded = await super().seed_done(seed, failed)
+        self.wake.set()
+        return recorded
+
+    async def prefetch_loop(self) -> None:
+        """Keep a batch ready: claim when the held seeds run low and a slot is free; returns
+        once the run is finished (then dispatch_exhausted becomes true as seeds drain)."""
+        while not self.finished and not self.claims_stopped:
+            if self._undispatched() == 0 and len(self.running) < self.batches_held_max:
+                lease = await self.fleet.claim()
+                if lease is None:
+                    self.finished = True
+                    break
+                self._watch(lease)
+                continue
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.fleet.timing.poll_s):
+                    await self.wake.wait()
+
+
+def format_fleet_status(status: FleetStatus) -> str:
+    """`voprd status --fleet`, readable."""
+    lines = [
+        f"run {status.run}: watermark batch {status.watermark} (every batch below is done), "
+        f"{len(status.done_above_watermark)} done above it, {status.leases} leased",
+        f"{'instance':<32} {'batches now':<16} {'done':>6} {'seeds/s':>9} {'failures':>9}",
+    ]
+    for i in status.instances:
+        now = ",".join(str(b) for b in sorted(i.current_batches)) or "-"
+        lines.append(f"{i.holder:<32} {now:<16} {i.batches_done:>6} {i.seeds_per_s:>9.2f} "
+                     f"{i.failures:>9}")
+    return "\n".join(lines)
+
+
+def default_holder_id(instance_id: str | None = None) -> str:
+    """Unique per daemon start: the instance id (or host name) and pid plus a random suffix, so
+    a restarted daemon never mistakes its predecessor's lease for its own."""
+    import os
+    import socket
+
+    return f"{instance_id or socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def show_fleet_status(bucket: str, run: str, region: str | None, as_json: bool) -> str:
+    """What `voprd status --fleet` prints (the lead wires the flag to this)."""
+    from voprd.fleet.s3 import create_client
+
+    async with create_client(region) as client:
+        status = await fleet_status(S3Store(client, bucket), validate_run_name(run))
+    return msgspec.json.encode(status).decode() if as_json else format_fleet_status(status)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 import structlog
@@ -84,8 +84,12 @@ class S3Store:
             return await self._put(op)
         return await self._delete(op)
 
-    async def run(self, procedure: Generator[S3Op, S3Reply, T]) -> T:
-        """Drive a core procedure to its result."""
+    async def run(
+        self,
+        procedure: Generator[S3Op, S3Reply, T],
+        before_send: Callable[[S3Op], None] | None = None,
+    ) -> T:
+        """Drive a core procedure to its result; `before_send` sees each op as it goes out."""
         reply: S3Reply | None = None
         for _step in range(PROCEDURE_STEPS_MAX):
             try:
@@ -93,6 +97,8 @@ class S3Store:
             except StopIteration as stop:
                 result: T = stop.value
                 return result
+            if before_send is not None:
+                before_send(op)
             reply = await self.execute(op)
         raise AssertionError("procedure exceeded PROCEDURE_STEPS_MAX")
 

@@ -21,7 +21,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -50,6 +50,7 @@ from voprd.fleet.core import (
     renew_record,
 )
 
+T = TypeVar("T")
 LIST_PAGE_KEYS = 1000  # S3's page size
 EVENTS_MAX = 50_000_000
 RETRIES_MAX = 4  # as botocore's standard mode (5 attempts)
@@ -302,15 +303,31 @@ class FleetSim:
         end_s = self.now_s if until_s is None else min(until_s, self.now_s)
         self.holds.setdefault(batch, []).append((start_s, end_s, daemon.holder))
 
+    def _noting_puts(
+        self, daemon: _Daemon, procedure: Generator[S3Op, S3Reply, T], sent: dict[str, float]
+    ) -> Generator[Step, S3Reply | None, T]:
+        """Forward a core procedure's ops, noting when each PUT leaves (as the coordinator)."""
+        reply: S3Reply | None = None
+        while True:
+            try:
+                op = procedure.send(reply) if reply is not None else next(procedure)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            if isinstance(op, PutOp):
+                sent[op.key] = self._mono(daemon)
+            reply = yield op
+
     def _daemon_process(self, daemon: _Daemon) -> Generator[Step, S3Reply | None, None]:
         state = ClaimState(run="sim", holder=daemon.holder, space=self.space, timing=self.timing,
                            spread=self.p.spread)
         tokens = itertools.count()
+        puts_sent_mono: dict[str, float] = {}
         while True:
-            sent_mono = self._mono(daemon)
             conflicts_before = state.conflicts
-            outcome = yield from claim_procedure(
-                state, self._wall(daemon), f"{daemon.holder}/{next(tokens)}")
+            puts_sent_mono.clear()
+            outcome = yield from self._noting_puts(daemon, claim_procedure(
+                state, self._wall(daemon), f"{daemon.holder}/{next(tokens)}"), puts_sent_mono)
             self.counts["conflicts"] += state.conflicts - conflicts_before
             if isinstance(outcome, Finished):
                 return
@@ -323,7 +340,7 @@ class FleetSim:
                 self.counts["takeovers"] += 1
             record, etag, batch = outcome.record, outcome.etag, outcome.record.batch
             clock = HolderClock(lease_seconds=self.timing.lease_seconds,
-                                last_write_sent_mono=sent_mono)
+                                last_write_sent_mono=puts_sent_mono[lease_key("sim", batch)])
             daemon.holding[batch] = self.now_s
             p = self.p
             duration_s = p.batch_s_mean * self.rng.uniform(1 - p.batch_s_jitter,

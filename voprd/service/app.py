@@ -12,6 +12,7 @@ Exit codes: 0 run finished without failures, drained on SIGTERM/SIGINT, or alrea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import platform
@@ -50,12 +51,15 @@ from voprd.events import (
     encode_event,
     rfc3339_now,
 )
+from voprd.fleet.core import BatchSpace, FleetError, Timing, default_batch_size
+from voprd.fleet.runner import FleetCoordinator, FleetDispatchSource, default_holder_id
+from voprd.fleet.s3 import FleetS3Error, S3Store, create_client
 from voprd.options import RunOptions, reproduce_command
 from voprd.service import spot
 from voprd.service.notify import Notifier
 from voprd.service.protocol import WorkerConfig
 from voprd.service.report_worker import ReportJob
-from voprd.service.supervisor import Supervisor, WorkerStartupError
+from voprd.service.supervisor import SeedSource, Supervisor, WorkerStartupError
 from voprd.sinks.base import Backend
 from voprd.sinks.factory import make_backend, resolve_state_dir
 from voprd.sinks.local import (
@@ -81,6 +85,10 @@ REPORT_TIMEOUT_S = 120.0
 REPORT_BYTES_MAX = 8 * 1024 * 1024
 REPORT_STDERR_SHOWN_MAX = 2_000
 DRAIN_RESERVE_S_MAX = 2.0
+# A fleet run without --batch-size: the first daemon sizes batches from this guess of a seed's
+# cost (the builtin VSR target takes ~0.2-1 s a seed; an exec batch is the external binary's).
+FLEET_SEED_S_ESTIMATE = 0.5
+DISPATCH_BATCH_BUILTIN, DISPATCH_BATCH_EXEC = 4, 16
 EXIT_OK, EXIT_FAILURES, EXIT_REFUSED = 0, 1, 2
 
 
@@ -93,6 +101,7 @@ def run_fingerprint(settings: Settings) -> RunFingerprint:
         first_seed=settings.seed, target=settings.target, exec_cmd=settings.exec_cmd,
         faults=settings.faults, max_events=settings.max_events, bugs=settings.bugs,
         check_determinism=settings.check_determinism, voprd_version=__version__,
+        seed_stride=settings.seed_stride,
     )
 
 
@@ -181,6 +190,10 @@ class Daemon:
         self.policy: AlertPolicy
         self.supervisor: Supervisor
         self._lock: IO[str] | None = None
+        # Fleet mode (a bucket, not --no-fleet): seeds come from S3 leases (voprd.fleet); the
+        # failures of a batch wait here until its done record is ours (archived once fleet-wide).
+        self.fleet: FleetDispatchSource | None = None
+        self._held_failures: dict[int, list[tuple[FailureRecord, FailureInfo]]] = {}
 
     # --- output -----------------------------------------------------------------------------
 
@@ -219,8 +232,10 @@ class Daemon:
         # A backend that knows better (the EC2 instance id) names this machine in alerts.
         self.instance = getattr(self.backend, "instance_id", None) or self.instance
         current = run_fingerprint(self.settings)
-        end_seed = (None if self.settings.iterations is None
-                    else self.settings.seed + self.settings.iterations)
+        # A fleet daemon's progress core is its own tally (what it ran, floored at the fleet's
+        # watermark); the fleet's done/ records decide what runs, so it has no local end.
+        end_seed = (None if self.settings.iterations is None or self.settings.fleet_mode
+                    else self.settings.seed + self.settings.iterations * self.settings.seed_stride)
         loaded = await self.backend.checkpoints.load()
         for problem in loaded.problems:
             self.emit("checkpoint_invalid", "error", problem=problem)
@@ -262,7 +277,7 @@ class Daemon:
                       journal_records_replayed=replayed)
         # Compact what we loaded into a fresh checkpoint + empty journal before running anything.
         await self.write_checkpoint(final=False)
-        return not self.progress.finished
+        return self.settings.fleet_mode or not self.progress.finished
 
     def _replay(self, record: JournalRecord) -> bool:
         """Apply a journalled result. Its alert went out right after it was journalled, so its
@@ -280,10 +295,13 @@ class Daemon:
 
     async def on_result(self, result: SeedResult, batch_start: int) -> None:
         seed = result.seed
-        if self.progress.is_done(seed):  # re-run of a done seed cannot happen; never count twice
+        # A re-run of a done seed cannot happen locally; in a fleet a batch this daemon half ran
+        # before a restart may come back to it, and the fleet still needs every result.
+        if self.progress.is_done(seed) and self.fleet is None:
             return
         failed = result.status == "failed"
         record: JournalRecord
+        held: tuple[FailureRecord, FailureInfo] | None = None
         if failed:
             reproduce = reproduce_command(seed, self.options)
             kind = result.kind or "invariant"
@@ -300,16 +318,23 @@ class Daemon:
                 history=result.history[-HISTORY_OPS_MAX:], trace_tail=tail,
                 trace_tail_truncated=truncated, instance=self.instance,
             )
-            location = await self.backend.archive.put(failure)
-            # Before journalling: a crash here re-runs the seed, which rebuilds the report and
-            # alerts (the archive is idempotent), so the alert can always name the report.
-            report = await self.archive_report(seed, location)
+            # Locally the archive is written before the journal counts the seed done (a crash in
+            # between re-runs the seed; the archive is idempotent per run and seed), and so is the
+            # report, so the alert can always name it. In a fleet both wait for the batch's done
+            # record (see _fleet_seed_done).
+            location = "" if self.fleet is not None else await self.backend.archive.put(failure)
+            report = await self.archive_report(seed, location) if location else None
             record = JournalRecord(seed=seed, failed=True, fingerprint=fp,
                                    invariant=result.invariant or kind)
+            held = (failure, FailureInfo(
+                seed=seed, batch_start=batch_start, kind=kind, invariant=result.invariant,
+                message=message, reproduce=reproduce, archive=location, report=report))
         else:
             record = JournalRecord(seed=seed, failed=False)
         self.journal.append(record)
         if not self.progress.record(record):
+            if self.fleet is not None:  # counted before; this batch's run still needs it
+                await self._fleet_seed_done(seed, failed, held)
             return
         self._checkpoint_dirty = True
         self.done_this_start += 1
@@ -329,16 +354,51 @@ class Daemon:
             self.emit("iteration", "info", **msgspec.to_builtins(iteration))
         if failed:
             self.failures_this_start.append(seed)
-            info = FailureInfo(seed=seed, batch_start=batch_start, kind=kind,
-                               invariant=result.invariant, message=message, reproduce=reproduce,
-                               archive=location, report=report)
-            self.emit(f"seed {seed} failed: {info.invariant_or_kind}: {message} "
-                      f"(reproduce: {reproduce})", "warning", type="seed_failed", seed=seed,
-                      kind=kind, invariant=result.invariant, fingerprint=fp, archive=location,
-                      report=report, reproduce=reproduce)
-            if self.policy.observe(fp, info, time.time()):
-                alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
-                await self.backend.alerts.send(alert.subject, alert.message)
+        if self.fleet is not None:
+            await self._fleet_seed_done(seed, failed, held)
+        elif held is not None:
+            await self.announce_failure(*held)
+
+    async def _fleet_seed_done(self, seed: int, failed: bool,
+                               held: tuple[FailureRecord, FailureInfo] | None) -> None:
+        """Hand a result to the fleet; a batch's failures are archived and alerted only once its
+        done record is ours, so a batch run twice (a lost lease) is archived once fleet-wide."""
+        assert self.fleet is not None
+        batch = self.fleet.fleet.space.batch_of(seed)
+        if held is not None:
+            self._held_failures.setdefault(batch, []).append(held)
+        recorded = await self.fleet.seed_done(seed, failed)
+        if recorded is not None:
+            for failure, info in self._held_failures.pop(recorded.batch, []):
+                await self.announce_failure(failure, info)
+            space = self.fleet.fleet.space
+            floor_seed = space.seed_start + self.fleet_watermark() * space.batch_size
+            if space.seed_count is not None:  # the last batch of a bounded run is cut short
+                floor_seed = min(floor_seed, space.seed_start + space.seed_count)
+            self.progress.advance_floor(floor_seed)
+        elif batch not in self.fleet.running:  # lost or recorded by another holder
+            self._held_failures.pop(batch, None)
+
+    def fleet_watermark(self) -> int:
+        assert self.fleet is not None
+        return self.fleet.fleet.state.watermark or 0
+
+    async def announce_failure(self, failure: FailureRecord, info: FailureInfo) -> None:
+        """Log a failure and alert on a new fingerprint; archive it first if not yet archived."""
+        seed, kind, message, reproduce = failure.seed, failure.kind, failure.message, info.reproduce
+        fp = failure.fingerprint
+        if not info.archive:
+            location = await self.backend.archive.put(failure)
+            info = msgspec.structs.replace(
+                info, archive=location, report=await self.archive_report(seed, location))
+        location, report = info.archive, info.report
+        self.emit(f"seed {seed} failed: {info.invariant_or_kind}: {message} "
+                  f"(reproduce: {reproduce})", "warning", type="seed_failed", seed=seed,
+                  kind=kind, invariant=failure.invariant, fingerprint=fp, archive=location,
+                  report=report, reproduce=reproduce)
+        if self.policy.observe(fp, info, time.time()):
+            alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
+            await self.backend.alerts.send(alert.subject, alert.message)
 
     async def archive_report(self, seed: int, archived_at: str) -> str | None:
         """Render the seed's HTML report in a separate process and archive it beside the record
@@ -428,6 +488,10 @@ class Daemon:
     # --- housekeeping -----------------------------------------------------------------------
 
     def healthy(self) -> bool:
+        if self.fleet is not None and all(w.seed is None for w in self.supervisor.status()):
+            # Idle workers in a fleet: every remaining batch is leased by another daemon (the
+            # end of a bounded run); the claim loop is alive and polls, so this is healthy.
+            return True
         since_s = time.monotonic() - self.supervisor.last_completion_s
         return since_s < self.settings.seed_timeout_s + 10.0
 
@@ -534,6 +598,8 @@ class Daemon:
         self.state = "draining"
         self.notifier.send(stopping="1", status="draining")
         self.supervisor.stop_dispatch()
+        if self.fleet is not None:
+            self.fleet.stop_claiming()
         reserve_s = min(DRAIN_RESERVE_S_MAX, self.settings.drain_timeout_s / 2)
         grace_s = self.settings.drain_timeout_s - reserve_s
         done, _ = await asyncio.wait([pool], timeout=grace_s)
@@ -555,13 +621,28 @@ class Daemon:
             await self.backend.close()
             return EXIT_OK
         workers = self.settings.workers or os.cpu_count() or 1
-        batch_size = self.settings.batch_size or (16 if self.settings.target == "exec" else 4)
+        exec_target = self.settings.target == "exec"
+        dispatch_batch = DISPATCH_BATCH_EXEC if exec_target else DISPATCH_BATCH_BUILTIN
+        if self.settings.fleet_mode:
+            batch_size = dispatch_batch  # --batch-size is the fleet's lease batch there
+        else:
+            batch_size = self.settings.batch_size or dispatch_batch
+        fleet_stack = contextlib.AsyncExitStack()
+        source: SeedSource = self.progress
+        if self.settings.fleet_mode:
+            try:
+                source = self.fleet = await self.open_fleet(fleet_stack, workers)
+            except (FleetError, FleetS3Error) as exc:
+                await fleet_stack.aclose()
+                await self.backend.close()
+                raise Refused(f"fleet run {self.settings.run_name!r}: {exc}") from exc
+            batch_size = min(batch_size, self.fleet.fleet.space.batch_size)
         self.supervisor = Supervisor(
             config=WorkerConfig(target=self.settings.target, exec_cmd=self.settings.exec_cmd,
                                 options=self.options, memory_mb=self.settings.worker_memory_mb),
             workers=workers, seed_timeout_s=self.settings.seed_timeout_s,
             memory_mb=self.settings.worker_memory_mb, batch_size=batch_size,
-            source=self.progress, on_result=self.on_result, on_event=self._on_supervisor_event,
+            source=source, on_result=self.on_result, on_event=self._on_supervisor_event,
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -587,12 +668,17 @@ class Daemon:
                 group.create_task(self.drain_watch(pool))
                 if spot.watch_enabled(self.settings.backend, self.env):
                     group.create_task(self.spot_watch())
+                prefetch = (group.create_task(self.fleet.prefetch_loop())
+                            if self.fleet is not None else None)
                 await pool
+                if prefetch is not None:
+                    prefetch.cancel()
                 self._stop_loops.set()
                 await persist
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
+            await fleet_stack.aclose()  # gives unfinished batches back (drain) and closes S3
         await self.commit_journal()
         await self.backend.metrics.publish(self.metrics.take_all())
         repeats = self.policy.take_repeats()
@@ -618,6 +704,40 @@ class Daemon:
         if self.progress.finished and self.progress.total_failures > 0:
             return EXIT_FAILURES
         return EXIT_OK
+
+    async def open_fleet(self, stack: contextlib.AsyncExitStack, workers: int
+                         ) -> FleetDispatchSource:
+        """Join (or create) the fleet run named by --run in the bucket: seeds come from leases."""
+        settings = self.settings
+        assert settings.bucket is not None
+        if settings.seed_stride != 1:
+            raise Refused("--seed-stride is static partitioning without a shared bucket; with a "
+                          "bucket the fleet shares the seeds (or use --no-fleet)")
+        client = await stack.enter_async_context(create_client(settings.region))
+        batch_size = settings.batch_size or default_batch_size(workers, FLEET_SEED_S_ESTIMATE)
+        coordinator = FleetCoordinator(
+            S3Store(client, settings.bucket), run=settings.run_name,
+            holder=default_holder_id(self.instance),
+            space=BatchSpace(seed_start=settings.seed, batch_size=batch_size,
+                             seed_count=settings.iterations),
+            timing=Timing(lease_seconds=settings.lease_seconds,
+                          poll_s=min(Timing().poll_s, settings.lease_seconds / 3)),
+            fingerprint=msgspec.json.encode(run_fingerprint(settings)).decode(),
+        )
+        spec = await coordinator.start(adopt_batch_size=settings.batch_size == 0)
+        source = FleetDispatchSource(coordinator, on_lost=self._on_lease_lost)
+        await stack.enter_async_context(source)
+        self.emit("fleet_joined", "info", run=spec.run, holder=coordinator.holder,
+                  batch_size=spec.batch_size, seed_start=spec.seed_start,
+                  seed_count=spec.seed_count)
+        return source
+
+    def _on_lease_lost(self, batch: int, seeds: range) -> None:
+        """Another daemon has (or may take) this batch: stop running it, forget its failures."""
+        self._held_failures.pop(batch, None)
+        self.supervisor.abandon(seeds, f"fleet lease of batch {batch} lost")
+        self.emit("fleet_batch_abandoned", "warning", batch=batch,
+                  seeds=[seeds.start, seeds.stop])
 
     def _on_supervisor_event(self, event: str, severity: Severity, fields: dict[str, Any]) -> None:
         self.backend.events.emit(event, severity, fields)

@@ -1,4 +1,5 @@
-"""`voprd status [--state-dir DIR]`: ask the running daemon for a status dump and print it."""
+"""`voprd status [--state-dir DIR]`: ask the running daemon for a status dump and print it.
+`voprd status --fleet [--bucket B] [--run NAME]`: the fleet's progress from the S3 bucket."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from voprd.config import Settings
+from voprd.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, build_settings
 from voprd.events import StatusData
 from voprd.sinks.factory import resolve_state_dir
 from voprd.sinks.local import PID_FILE, STATUS_FILE
@@ -71,7 +72,16 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="voprd status", description=__doc__)
     parser.add_argument("--state-dir", help="the daemon's state directory")
     parser.add_argument("--json", action="store_true", help="print the raw status JSON")
+    parser.add_argument("--fleet", action="store_true",
+                        help="the fleet run's progress and instances, read from the bucket")
+    parser.add_argument("--bucket", help="with --fleet: S3 bucket (default VOPRD_BUCKET/config)")
+    parser.add_argument("--run", dest="run_name", help="with --fleet: run name (VOPRD_RUN)")
+    parser.add_argument("--region", help="with --fleet: AWS region (AWS_REGION)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH,
+                        help=f"TOML settings file (default {DEFAULT_CONFIG_PATH})")
     args = parser.parse_args(list(argv))
+    if args.fleet:
+        return fleet_main(args, parser)
     state_dir = resolve_state_dir(
         Settings(state_dir=args.state_dir or os.environ.get("VOPRD_STATE_DIR") or None)
     )
@@ -95,3 +105,29 @@ def main(argv: Sequence[str]) -> int:
         time.sleep(POLL_S)
     print(f"voprd status: daemon pid {pid} did not answer within {WAIT_S_MAX:g} s")
     return 1
+
+
+def fleet_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Bucket, run and region from the flags, else VOPRD_* / AWS_REGION, else the config file."""
+    import asyncio
+
+    from voprd.fleet.core import FleetError
+    from voprd.fleet.runner import show_fleet_status
+    from voprd.fleet.s3 import FleetS3Error
+
+    flags = {k: v for k in ("bucket", "run_name", "region") if (v := getattr(args, k))}
+    config: Path = args.config
+    try:
+        settings = build_settings(flags, file_text=config.read_text() if config.exists() else None,
+                                  file_name=str(config))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if not settings.bucket:
+        parser.error("--fleet needs a bucket: --bucket, VOPRD_BUCKET or the config file")
+    try:
+        print(asyncio.run(show_fleet_status(settings.bucket, settings.run_name, settings.region,
+                                            args.json)))
+    except (FleetError, FleetS3Error, ValueError) as exc:
+        print(f"voprd status --fleet: {exc}")
+        return 1
+    return 0

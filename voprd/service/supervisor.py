@@ -39,6 +39,7 @@ from voprd.service.protocol import (
 )
 
 MONITOR_INTERVAL_S = 0.2
+DISPATCH_WAIT_S = 0.05  # a source with nothing right now (a fleet claim in flight): look again
 BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 5.0
 STARTUP_FAILURES_MAX = 5
@@ -86,6 +87,7 @@ class _Worker:
         self.kill_reason: tuple[FailureKind | None, str] | None = None
         self.kill_seed: int | None = None  # the seed running when we decided to kill
         self.completed = 0
+        self.stop_sent = False
 
     def running(self) -> tuple[int | None, float]:
         """The seed the worker runs now (None: between seeds) and since when."""
@@ -158,6 +160,13 @@ class Supervisor:
         for worker in list(self._workers.values()):
             worker.kill(None, reason)
 
+    def abandon(self, seeds: range, reason: str) -> None:
+        """Stop running `seeds` (a fleet lease was lost): workers holding any of them are killed
+        (not the seeds' fault, so no failure is recorded) and their other seeds go back."""
+        for worker in list(self._workers.values()):
+            if any(seed in seeds for seed in worker.assigned):
+                worker.kill(None, reason)
+
     def status(self) -> list[WorkerStatus]:
         now = time.monotonic()
         rows = []
@@ -225,9 +234,7 @@ class Supervisor:
         first = await _read_frame(reader)
         if not isinstance(first, Ready):
             return False
-        self._top_up(worker)
-        if not worker.assigned:
-            self._send_stop(worker)
+        await self._feed(worker)
         while (message := await _read_frame(reader)) is not None:
             assert isinstance(message, Results), message
             for result in message.results:
@@ -239,10 +246,21 @@ class Supervisor:
                 worker.completed += 1
                 self.last_completion_s = time.monotonic()
                 await self._on_result(result, batch_start)
-            self._top_up(worker)
-            if not worker.assigned:
-                self._send_stop(worker)
+            await self._feed(worker)
         return True
+
+    async def _feed(self, worker: _Worker) -> None:
+        """Top the worker up; if the source has nothing now but is not exhausted (a fleet claim
+        in flight), wait for seeds rather than stop the worker; stop it once there are none."""
+        self._top_up(worker)
+        while not worker.assigned:
+            if self._stopping or self._source.dispatch_exhausted:
+                self._send_stop(worker)
+                return
+            await asyncio.sleep(DISPATCH_WAIT_S)
+            if worker.proc.returncode is not None or worker.kill_reason is not None:
+                return
+            self._top_up(worker)
 
     def _top_up(self, worker: _Worker) -> None:
         """Keep up to two batches queued at the worker."""
@@ -256,7 +274,9 @@ class Supervisor:
         self._write(worker, Assign(seeds=seeds))
 
     def _send_stop(self, worker: _Worker) -> None:
-        self._write(worker, Assign(seeds=[]))
+        if not worker.stop_sent:  # once: stop_dispatch and _feed may both get here
+            worker.stop_sent = True
+            self._write(worker, Assign(seeds=[]))
 
     @staticmethod
     def _write(worker: _Worker, message: Assign) -> None:

@@ -250,6 +250,20 @@ class AwsBackend:
         self._closed = False
         self.instance_id: str | None = None  # set by start() when IMDS knows better
 
+    @property
+    def latest_key(self) -> str:
+        """A fleet daemon's checkpoint is its own tally (fleet progress lives in done/ records),
+        so each instance has its own key; a lone daemon (--no-fleet) keeps latest.json."""
+        if self.settings.fleet_mode:
+            return f"checkpoints/instances/{_stream_name(self.instance)}.json"
+        return LATEST_KEY
+
+    @property
+    def daily_prefix(self) -> str:
+        if self.settings.fleet_mode:
+            return f"{DAILY_PREFIX}{_stream_name(self.instance)}/"
+        return DAILY_PREFIX
+
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -344,13 +358,13 @@ class AwsBackend:
         if not final and now_s - self._last_upload_s < self.tuning.checkpoint_upload_interval_s:
             return
         self.outbox.put(
-            S3_LANE, "checkpoint", LATEST_KEY, body,
-            priority=Priority.ESSENTIAL, coalesce_key=f"s3:{LATEST_KEY}",
+            S3_LANE, "checkpoint", self.latest_key, body,
+            priority=Priority.ESSENTIAL, coalesce_key=f"s3:{self.latest_key}",
         )
         self._pending_checkpoint = None
         self._last_upload_s = now_s
         if final or now_s - self._last_daily_s >= self.tuning.daily_upload_interval_s:
-            key = f"{DAILY_PREFIX}{_utc_day(time.time())}.json"
+            key = f"{self.daily_prefix}{_utc_day(time.time())}.json"
             self.outbox.put(
                 S3_LANE, "daily_checkpoint", key, body,
                 priority=Priority.ESSENTIAL, coalesce_key=f"s3:{key}",
@@ -360,10 +374,10 @@ class AwsBackend:
     def discard_remote_checkpoint(self) -> None:
         """`--reset`: the S3 latest.json is moved aside (copied, then deleted), in lane order."""
         self._pending_checkpoint = None
-        self.outbox.remove_coalesced(f"s3:{LATEST_KEY}")
+        self.outbox.remove_coalesced(f"s3:{self.latest_key}")
         aside = f"checkpoints/reset-{int(time.time())}.json"
         self.outbox.put(
-            S3_LANE, "reset", LATEST_KEY, aside.encode(), priority=Priority.ESSENTIAL
+            S3_LANE, "reset", self.latest_key, aside.encode(), priority=Priority.ESSENTIAL
         )
 
     def enqueue_failure(self, name: str, body: bytes, *, kind: str = "failure") -> str:
@@ -467,12 +481,12 @@ class AwsBackend:
 
     async def fetch_remote_checkpoint(self) -> tuple[LoadedCheckpoint | None, list[str]]:
         """The S3 checkpoint, if any; problems (unreachable, invalid) are reported, not raised."""
-        source = f"s3://{self.bucket}/{LATEST_KEY}"
+        source = f"s3://{self.bucket}/{self.latest_key}"
         if self._clients is None:
             return None, [f"{source}: not read (backend not started)"]
         s3 = self._clients.s3
         try:
-            answer = await s3.get_object(Bucket=self.bucket, Key=LATEST_KEY)
+            answer = await s3.get_object(Bucket=self.bucket, Key=self.latest_key)
             async with answer["Body"] as stream:
                 body = await stream.read()
         except ClientError as exc:
@@ -488,7 +502,7 @@ class AwsBackend:
             with contextlib.suppress(Exception):
                 await s3.copy_object(
                     Bucket=self.bucket, Key=aside,
-                    CopySource={"Bucket": self.bucket, "Key": LATEST_KEY},
+                    CopySource={"Bucket": self.bucket, "Key": self.latest_key},
                 )
             return None, [f"{source} is invalid ({exc}); kept aside as s3://{self.bucket}/{aside}"]
         return LoadedCheckpoint(checkpoint=checkpoint, source=source), []
