@@ -58,8 +58,10 @@ def test_aws_report_in_s3_beside_the_record_and_named_in_the_alert(
     aws: AwsWorld, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
+    # With a bucket the daemon is a fleet of one: failures are archived (with their report)
+    # once the batch's done record is written, and a finished fleet run exits 0.
     done = run_daemon(state, aws_daemon_env(aws, None))
-    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     s3 = boto("s3")
     keys = sorted(o["Key"] for o in s3.list_objects_v2(
         Bucket=aws.bucket, Prefix="failures/")["Contents"])
