@@ -14,7 +14,16 @@ DEPLOY = ROOT / "deploy"
 TEMPLATE = DEPLOY / "cloudformation.yaml"
 BOOTSTRAP = DEPLOY / "bootstrap.sh"
 UNIT = DEPLOY / "systemd" / "voprd.service"
-GUIDE = ROOT / "docs" / "README-deploy.md"
+README = ROOT / "README.md"
+GUIDE_HEADING = "## Running voprd on AWS"
+
+
+def guide_text() -> str:
+    """The operator's guide: README.md's "Running voprd on AWS" section, up to the next section."""
+    text = README.read_text()
+    start = text.index(GUIDE_HEADING)
+    end = text.find("\n## ", start + len(GUIDE_HEADING))
+    return text[start:] if end < 0 else text[start:end]
 VENV_BIN = Path(sys.executable).parent
 
 

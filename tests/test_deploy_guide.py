@@ -1,4 +1,4 @@
-"""docs/README-deploy.md: every command in the operator's guide is valid as written.
+"""README.md: every command in the operator's guide is valid as written.
 
 Each `aws` command in its shell blocks is checked against the AWS CLI's own argument tables
 (awscli's command table: services, operations, customizations such as `cloudformation deploy`
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy_support import BOOTSTRAP, GUIDE, template
+from tests.deploy_support import BOOTSTRAP, guide_text, template
 from voprd import cli
 
 AWS_CLI_V2_ONLY: dict[tuple[str, ...], set[str]] = {
@@ -33,7 +33,7 @@ STOP_TOKENS = {";", ")", "|", ">", "&&", "||", "}"}
 
 
 def shell_blocks() -> list[str]:
-    return re.findall(r"```sh\n(.*?)```", GUIDE.read_text(), flags=re.DOTALL)
+    return re.findall(r"```sh\n(.*?)```", guide_text(), flags=re.DOTALL)
 
 
 def logical_lines() -> list[str]:
@@ -121,7 +121,7 @@ def check_aws_command(words: list[str]) -> None:
 
 
 def test_guide_has_the_issue_sections() -> None:
-    text = GUIDE.read_text()
+    text = guide_text()
     for heading in (
         "Prerequisites", "Quick start", "Confirm the e-mail subscription", "Watching progress",
         "Status on the instance", "Reproducing an alert", "Failure archives",
@@ -167,7 +167,7 @@ def test_parameters_outputs_and_metrics_named_in_the_guide_exist() -> None:
             assert names and set(names) <= parameters, names
             assert words[words.index("--template-file") + 1] == "deploy/cloudformation.yaml"
             assert "CAPABILITY_NAMED_IAM" in words
-    text = GUIDE.read_text()
+    text = guide_text()
     for name in re.findall(r"\$\(out (\w+)\)", text):
         assert name in outputs, name
     for name in re.findall(r"MetricName\W+(\w+)", text) + re.findall(r"--metric-name (\w+)", text):
@@ -176,7 +176,7 @@ def test_parameters_outputs_and_metrics_named_in_the_guide_exist() -> None:
 
 
 def _voprd_args_in_guide() -> list[str]:
-    text = GUIDE.read_text()
+    text = guide_text()
     table_rows = re.findall(r"^\| `(--[^`]+)` \|", text, flags=re.MULTILINE)
     overrides = re.findall(r"VoprdArgs=([^'\"\n]+)", text)
     return table_rows + overrides
@@ -219,7 +219,7 @@ def test_bootstrap_flags_in_guide_exist() -> None:
     usage = subprocess.run(
         ["bash", str(BOOTSTRAP), "--help"], capture_output=True, text=True, timeout=30
     ).stdout
-    used = set(re.findall(r"bootstrap\.sh((?: --[a-z-]+(?: [^\s`'\"\]]+)?)*)", GUIDE.read_text()))
+    used = set(re.findall(r"bootstrap\.sh((?: --[a-z-]+(?: [^\s`'\"\]]+)?)*)", guide_text()))
     flags = {f for group in used for f in re.findall(r"--[a-z-]+", group)}
     assert flags >= {"--update", "--source", "--dry-run"}
     for flag in flags:

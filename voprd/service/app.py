@@ -1,6 +1,6 @@
 """The daemon: wires the pure cores (progress, failures, metrics) to the supervisor and a backend.
 
-Output (see docs/README-daemon.md): with `--json`, stdout carries only the JSON-lines envelope
+Output (see README.md): with `--json`, stdout carries only the JSON-lines envelope
 events (start, iteration, batch_complete, status) and the structlog log lines go to stderr; without
 `--json`, stdout carries the structlog log lines (JSON, or readable when stdout is a terminal).
 
