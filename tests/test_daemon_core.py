@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pathlib
 
 import msgspec
 import pytest
@@ -336,3 +337,22 @@ def test_restart_backoff_grows_and_is_bounded() -> None:
     assert delays[0] == 0.0 and delays[1] > 0
     assert all(b >= a for a, b in itertools.pairwise(delays))
     assert max(delays) == BACKOFF_MAX_S
+
+
+def test_board_never_returns_a_torn_seed_and_time(tmp_path: pathlib.Path) -> None:
+    """A read that sees a new seed beside the old time (a store in progress) is not used."""
+    import struct
+
+    from voprd.service.protocol import IDLE_SEED, Board
+
+    path = tmp_path / "board"
+    path.write_bytes(b"")
+    board = Board(str(path))
+    board.post(IDLE_SEED, 0.0)
+    assert board.read() == (IDLE_SEED, 0.0)
+    board.post(42, 123.5)
+    assert board.read() == (42, 123.5)
+    board._map[0:8] = struct.pack("<q", 7)  # the worker has stored the seed, not yet the time
+    _seed, started_s = board.read()
+    assert started_s > 123.5, "a torn read must not date the seed from the old time"
+    board.close()

@@ -27,8 +27,22 @@ _HEADER = struct.Struct(">I")
 
 RESULT_FLUSH_S = 0.05
 IDLE_SEED = -1
-_BOARD = struct.Struct("<qd")  # seed (IDLE_SEED: none), time.monotonic() when it started
-BOARD_READS_MAX = 8
+# seed (IDLE_SEED: none), time.monotonic() when it started, and a check word over both: the
+# 24-byte store is not atomic, so a reader can see a new seed beside an old time (a torn read
+# once blamed a fresh seed for a 6,594 s "timeout"); a read is used only when its check matches.
+_BOARD = struct.Struct("<qdQ")
+_BOARD_TIME = struct.Struct("<d")
+BOARD_READS_MAX = 64
+_MASK64 = (1 << 64) - 1
+
+
+def _board_check(seed: int, started_s: float) -> int:
+    """SplitMix64's finaliser over the seed and the time's bits: a torn pair fails to match."""
+    time_bits: int = struct.unpack("<Q", _BOARD_TIME.pack(started_s))[0]
+    z = ((seed & _MASK64) * 0x9E3779B97F4A7C15 ^ time_bits) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return int(z ^ (z >> 31))
 
 
 class WorkerConfig(msgspec.Struct, kw_only=True):
@@ -57,17 +71,19 @@ class Board:
             os.close(fd)
 
     def post(self, seed: int, started_s: float | None = None) -> None:
-        _BOARD.pack_into(self._map, 0, seed, time.monotonic() if started_s is None else started_s)
+        started = time.monotonic() if started_s is None else started_s
+        _BOARD.pack_into(self._map, 0, seed, started, _board_check(seed, started))
 
     def read(self) -> tuple[int, float]:
-        """(seed, started_s); two equal reads in a row, so a write in progress is never used."""
-        previous = _BOARD.unpack_from(self._map, 0)
+        """(seed, started_s) from a read whose check word matches, so a write in progress is never
+        used. If every read is torn (the worker is mid-post each time), the seed counts as just
+        started: a limit is then checked again at the next look, never enforced on a torn time."""
+        seed, started_s = IDLE_SEED, time.monotonic()
         for _ in range(BOARD_READS_MAX):
-            current = _BOARD.unpack_from(self._map, 0)
-            if current == previous:
-                break
-            previous = current
-        return int(previous[0]), float(previous[1])
+            seed, started_s, check = _BOARD.unpack_from(self._map, 0)
+            if check == _board_check(seed, started_s):
+                return int(seed), float(started_s)
+        return int(seed), time.monotonic()
 
     def close(self) -> None:
         self._map.close()
