@@ -12,6 +12,7 @@ import ast
 import base64
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,27 @@ from tests.deploy_moto_support import AMI_PARAMETER, REGION, STACK, Deployed, de
 from tests.deploy_support import TEMPLATE, embed_module
 
 STACK_WAIT_S_MAX = 60.0
+
+
+def create_stack(deployed: Deployed, region: str, *parameters: str) -> dict[str, Any]:
+    """`aws cloudformation create-stack` (which, unlike `deploy` in moto, fills the Outputs),
+    waited for until it is complete."""
+    proc = deployed.aws(
+        "cloudformation", "create-stack", "--region", region, "--stack-name", STACK,
+        "--template-body", f"file://{TEMPLATE}", "--capabilities", "CAPABILITY_NAMED_IAM",
+        "--parameters", "ParameterKey=AlertEmail,ParameterValue=ops@example.com", *parameters,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cloudformation = deployed.client("cloudformation", region)
+    deadline = time.monotonic() + STACK_WAIT_S_MAX
+    while (stack := cloudformation.describe_stacks(StackName=STACK)["Stacks"][0])[
+        "StackStatus"
+    ].endswith("_IN_PROGRESS"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    result: dict[str, Any] = stack
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +65,7 @@ def test_outputs_name_the_created_resources(deployed: Deployed) -> None:
 def test_create_stack_fills_the_outputs(deployed: Deployed) -> None:
     # Another region: bucket and log group names are per account and region (one stack each).
     region = "us-west-2"
-    proc = deployed.aws(
-        "cloudformation", "create-stack", "--region", region, "--stack-name", STACK,
-        "--template-body", f"file://{TEMPLATE}", "--capabilities", "CAPABILITY_NAMED_IAM",
-        "--parameters", "ParameterKey=AlertEmail,ParameterValue=ops@example.com",
-    )
-    assert proc.returncode == 0, proc.stderr
-    cloudformation = deployed.client("cloudformation", region)
-    deadline = time.monotonic() + STACK_WAIT_S_MAX
-    while (stack := cloudformation.describe_stacks(StackName=STACK)["Stacks"][0])[
-        "StackStatus"
-    ].endswith("_IN_PROGRESS"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    stack = create_stack(deployed, region)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     # moto lists an output whose Condition is false too (AWS omits it; test_deploy_template
     # checks the conditions): FleetGroupName names no group here.
@@ -182,21 +191,11 @@ def test_launch_template_and_instance(deployed: Deployed) -> None:
 
 def test_fleet_size_three_is_a_spot_auto_scaling_group(deployed: Deployed) -> None:
     region = "eu-west-1"
-    proc = deployed.aws(
-        "cloudformation", "create-stack", "--region", region, "--stack-name", STACK,
-        "--template-body", f"file://{TEMPLATE}", "--capabilities", "CAPABILITY_NAMED_IAM",
-        "--parameters", "ParameterKey=AlertEmail,ParameterValue=ops@example.com",
-        "ParameterKey=FleetSize,ParameterValue=3", "ParameterKey=RunName,ParameterValue=nightly",
+    create_stack(
+        deployed, region, "ParameterKey=FleetSize,ParameterValue=3",
+        "ParameterKey=RunName,ParameterValue=nightly",
     )
-    assert proc.returncode == 0, proc.stderr
     cloudformation = deployed.client("cloudformation", region)
-    deadline = time.monotonic() + STACK_WAIT_S_MAX
-    while (stack := cloudformation.describe_stacks(StackName=STACK)["Stacks"][0])[
-        "StackStatus"
-    ].endswith("_IN_PROGRESS"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
     types = {r["LogicalResourceId"]: r["ResourceType"] for r in
              cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]}
     assert types["FleetGroup"] == "AWS::AutoScaling::AutoScalingGroup"
