@@ -123,6 +123,10 @@ def test_role_policy_scoped_to_this_stack(deployed: Deployed) -> None:
         f"{bucket_arn}/{prefix}/*" for prefix in ("checkpoints", "failures", "leases", "done")
     ]
     assert statements["PublishAlerts"]["Resource"] == deployed.outputs["SnsTopic"]
+    # Everything the daemon's start-up check calls (voprd/sinks/aws/validate.py) is granted.
+    assert set(statements["PublishAlerts"]["Action"]) == {"sns:Publish", "sns:GetTopicAttributes"}
+    assert statements["CheckLogGroupAtStartup"]["Action"] == "logs:DescribeLogGroups"
+    assert statements["ListBucket"]["Action"] == "s3:ListBucket"
     assert statements["WriteLogs"]["Resource"].startswith(
         f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/ec2/vopr-simulation"
     )
