@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from voprd.check.history import HistoryOp
-from voprd.options import RunOptions
+from voprd.options import RunOptions, reproduce_command
 from voprd.sim.run import run_seed
 from voprd.vsr.bugs import BUGS
 
@@ -34,6 +34,10 @@ def voprd(*args: str) -> subprocess.CompletedProcess[str]:
         (["--faults", "bogus"], "--faults"),
         (["--max-events", "0"], "--max-events"),
         (["--once", "--seed", "1", "--bug", "bogus"], "--bug"),
+        # Replay-only flags are refused by the daemon rather than silently ignored.
+        (["-n", "1", "--report", "r.html"], "--report"),
+        (["-n", "1", "--trace-file", "t.txt"], "--trace-file"),
+        (["-n", "1", "-v"], "-v"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_flag(args: list[str], flag: str) -> None:
@@ -110,3 +114,14 @@ def test_list_bugs() -> None:
     lines = proc.stdout.splitlines()
     assert len(lines) == len(BUGS) >= 6
     assert [line.split()[0] for line in lines] == list(BUGS)
+
+
+def test_json_reports_the_bounds_a_seed_reached() -> None:
+    proc = voprd("--once", "--seed", "5", "--max-events", "100", "--json")
+    data = json.loads(proc.stdout)["data"]
+    assert data["bounds_reached"] == ["max_events"], data
+
+
+def test_reproduce_names_check_determinism() -> None:
+    command = reproduce_command(9, RunOptions(check_determinism=True))
+    assert "--check-determinism" in shlex.split(command)

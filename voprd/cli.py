@@ -201,4 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _call("voprd.vsr.bugs", "list_bugs_main")
     if command.get("once"):
         return _call("voprd.sim.reproduce", "once_main", settings, command)
+    once_only = [flag for key, flag in _ONCE_ONLY_FLAGS if key in command]
+    if settings.verbose:
+        once_only.insert(0, "-v")
+    if once_only:  # the daemon would silently ignore them
+        build_parser().error(f"argument {once_only[0]}: only with --once (replay one seed)")
     return _call("voprd.service.app", "daemon_main", settings, command)
+
+
+_ONCE_ONLY_FLAGS = (
+    ("trace_file", "--trace-file"), ("history_file", "--history-file"), ("report", "--report"),
+)

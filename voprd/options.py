@@ -61,6 +61,8 @@ def option_args(options: RunOptions) -> list[str]:
         args += ["--max-events", str(options.max_events)]
     for bug in options.bugs:
         args += ["--bug", bug]
+    if options.check_determinism:
+        args.append("--check-determinism")
     return args
 
 

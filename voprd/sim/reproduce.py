@@ -21,6 +21,7 @@ def iteration_data(result: SeedResult, options: RunOptions) -> IterationData:
     data = IterationData(
         seed=result.seed, status=result.status, events=result.events,
         simulated_time_ms=result.simulated_time_ms, trace_hash=result.trace_hash,
+        bounds_reached=list(result.bounds_reached),
     )
     if result.status == "failed":
         data.kind = result.kind
