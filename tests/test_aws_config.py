@@ -111,3 +111,14 @@ def test_validate_reports_unreachable_endpoint(
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ConfigError, match="AWS endpoint unreachable at AWS_ENDPOINT_URL="):
         asyncio.run(validate(Settings(bucket="b", region="us-east-1")))
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [("workers = -2", "workers"), ("seed_timeout_s = 0", "seed_timeout_s"),
+     ("lease_seconds = 0", "lease_seconds"), ("iterations = -5", "iterations"),
+     ("batch_size = -1", "batch_size"), ("seed_stride = 0", "seed_stride")],
+)
+def test_out_of_range_file_settings_are_refused_naming_the_setting(text: str, name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        build_settings({}, env={}, file_text=text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -26,22 +26,22 @@ class ConfigError(Exception):
 
 class Settings(msgspec.Struct, kw_only=True):
     # What to run.
-    seed: int = 0
-    iterations: int | None = None  # None: run forever (daemon)
+    seed: Annotated[int, msgspec.Meta(ge=0)] = 0
+    iterations: Annotated[int, msgspec.Meta(ge=1)] | None = None  # None: run forever (daemon)
     target: str = "builtin"
     exec_cmd: str | None = None
     faults: tuple[str, ...] = FAULT_CLASSES
-    max_events: int = DEFAULT_MAX_EVENTS
+    max_events: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_EVENTS
     bugs: tuple[str, ...] = ()
     check_determinism: bool = False
     # Output.
     json: bool = False
     verbose: bool = False
     # Daemon.
-    workers: int = 0  # 0: one per CPU core
-    seed_timeout_s: float = 60.0
-    worker_memory_mb: int = 1024
-    drain_timeout_s: float = 20.0
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: one per CPU core
+    seed_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    worker_memory_mb: Annotated[int, msgspec.Meta(ge=16)] = 1024
+    drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
     reset: bool = False
     state_dir: str | None = None
     checkpoint_file: str | None = None
@@ -55,9 +55,9 @@ class Settings(msgspec.Struct, kw_only=True):
     metrics_instance_dimension: bool = False
     # Fleet.
     run_name: str = "default"
-    batch_size: int = 0  # 0: chosen automatically
-    lease_seconds: float = 180.0
-    seed_stride: int = 1
+    batch_size: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: chosen automatically
+    lease_seconds: Annotated[float, msgspec.Meta(gt=0)] = 180.0
+    seed_stride: Annotated[int, msgspec.Meta(ge=1)] = 1
     fleet: bool = True  # with a bucket: coordinate through S3 leases (False: --no-fleet)
 
     @property

@@ -483,7 +483,11 @@ class FleetSeedSource:
         running = self.running.get(batch)
         if running is None:
             return None  # its lease was lost: another daemon runs the batch
-        assert seed in running.lease.seeds and seed not in running.results
+        assert seed in running.lease.seeds, (seed, batch)
+        if seed in running.results:
+            # A second result for one seed: a requeued seed of a batch this daemon lost and then
+            # claimed again, or a late result of a killed worker. The first result stands.
+            return None
         running.results[seed] = failed
         if len(running.results) < len(running.lease.seeds):
             return None

@@ -85,9 +85,12 @@ REPORT_TIMEOUT_S = 120.0
 REPORT_BYTES_MAX = 8 * 1024 * 1024
 REPORT_STDERR_SHOWN_MAX = 2_000
 DRAIN_RESERVE_S_MAX = 2.0
-# A fleet run without --batch-size: the first daemon sizes batches from this guess of a seed's
-# cost (the builtin VSR target takes ~0.2-1 s a seed; an exec batch is the external binary's).
-FLEET_SEED_S_ESTIMATE = 0.5
+# A fleet run without --batch-size: the first daemon sizes batches (about a minute of its
+# workers' time) from this estimate of a seed's cost. The builtin VSR target takes ~30 ms of CPU a
+# seed (BENCHMARKS.md, daemon section); other targets are unknown, so a cautious 0.5 s. Batches far
+# shorter than a minute would multiply the S3 lease requests (and their cost) per seed.
+FLEET_SEED_S_ESTIMATE_BUILTIN = 0.03
+FLEET_SEED_S_ESTIMATE_OTHER = 0.5
 DISPATCH_BATCH_BUILTIN, DISPATCH_BATCH_EXEC = 4, 16
 EXIT_OK, EXIT_FAILURES, EXIT_REFUSED = 0, 1, 2
 
@@ -714,7 +717,9 @@ class Daemon:
             raise Refused("--seed-stride is static partitioning without a shared bucket; with a "
                           "bucket the fleet shares the seeds (or use --no-fleet)")
         client = await stack.enter_async_context(create_client(settings.region))
-        batch_size = settings.batch_size or default_batch_size(workers, FLEET_SEED_S_ESTIMATE)
+        seed_s = (FLEET_SEED_S_ESTIMATE_BUILTIN if settings.target == "builtin"
+                  else FLEET_SEED_S_ESTIMATE_OTHER)
+        batch_size = settings.batch_size or default_batch_size(workers, seed_s)
         coordinator = FleetCoordinator(
             S3Store(client, settings.bucket), run=settings.run_name,
             holder=default_holder_id(self.instance),
