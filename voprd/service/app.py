@@ -162,6 +162,10 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
     return handle
 
 
+# A failure waiting to be announced: its record, its alert facts, its rendered report (if any).
+HeldFailure = tuple[FailureRecord, FailureInfo, bytes | None]
+
+
 class Daemon:
     def __init__(self, settings: Settings, env: dict[str, str]) -> None:
         self.settings = settings
@@ -196,7 +200,7 @@ class Daemon:
         # Fleet mode (a bucket, not --no-fleet): seeds come from S3 leases (voprd.fleet); the
         # failures of a batch wait here until its done record is ours (archived once fleet-wide).
         self.fleet: FleetDispatchSource | None = None
-        self._held_failures: dict[int, list[tuple[FailureRecord, FailureInfo]]] = {}
+        self._held_failures: dict[int, list[HeldFailure]] = {}
 
     # --- output -----------------------------------------------------------------------------
 
@@ -304,7 +308,7 @@ class Daemon:
             return
         failed = result.status == "failed"
         record: JournalRecord
-        held: tuple[FailureRecord, FailureInfo] | None = None
+        held: HeldFailure | None = None
         if failed:
             reproduce = reproduce_command(seed, self.options)
             kind = result.kind or "invariant"
@@ -321,19 +325,24 @@ class Daemon:
                 history=result.history[-HISTORY_OPS_MAX:], trace_tail=tail,
                 trace_tail_truncated=truncated, instance=self.instance,
             )
-            # Locally the archive is written before the journal counts the seed done (a crash in
-            # between re-runs the seed; the archive is idempotent per run and seed), and so is the
-            # report, so the alert can always name it. In a fleet both wait for the batch's done
-            # record (see _fleet_seed_done).
+            # The report is rendered now (it reruns the seed), so that storing it later is a
+            # quick put. Locally the record and the report are archived before the journal counts
+            # the seed done (a crash in between re-runs the seed; the archive is idempotent per run
+            # and seed). In a fleet both wait for the batch's done record (see _fleet_seed_done).
+            html = await self.render_report(seed)
             location = "" if self.fleet is not None else await self.backend.archive.put(failure)
-            report = await self.archive_report(seed, location) if location else None
+            report = await self.store_report(seed, location, html) if location else None
             record = JournalRecord(seed=seed, failed=True, fingerprint=fp,
                                    invariant=result.invariant or kind)
             held = (failure, FailureInfo(
                 seed=seed, batch_start=batch_start, kind=kind, invariant=result.invariant,
-                message=message, reproduce=reproduce, archive=location, report=report))
+                message=message, reproduce=reproduce, archive=location, report=report), html)
         else:
             record = JournalRecord(seed=seed, failed=False)
+        if held is not None and self.fleet is None:
+            # Alert before journalling: a crash in between re-runs the seed and may alert twice,
+            # but a journalled failure (its fingerprint known after a restart) is never unalerted.
+            await self.announce_failure(*held)
         self.journal.append(record)
         if not self.progress.record(record):
             if self.fleet is not None:  # counted before; this batch's run still needs it
@@ -359,11 +368,9 @@ class Daemon:
             self.failures_this_start.append(seed)
         if self.fleet is not None:
             await self._fleet_seed_done(seed, failed, held)
-        elif held is not None:
-            await self.announce_failure(*held)
 
     async def _fleet_seed_done(self, seed: int, failed: bool,
-                               held: tuple[FailureRecord, FailureInfo] | None) -> None:
+                               held: HeldFailure | None) -> None:
         """Hand a result to the fleet; a batch's failures are archived and alerted only once its
         done record is ours, so a batch run twice (a lost lease) is archived once fleet-wide."""
         assert self.fleet is not None
@@ -372,8 +379,8 @@ class Daemon:
             self._held_failures.setdefault(batch, []).append(held)
         recorded = await self.fleet.seed_done(seed, failed)
         if recorded is not None:
-            for failure, info in self._held_failures.pop(recorded.batch, []):
-                await self.announce_failure(failure, info)
+            for held_failure in self._held_failures.pop(recorded.batch, []):
+                await self.announce_failure(*held_failure)
             space = self.fleet.fleet.space
             floor_seed = space.seed_start + self.fleet_watermark() * space.batch_size
             if space.seed_count is not None:  # the last batch of a bounded run is cut short
@@ -386,14 +393,16 @@ class Daemon:
         assert self.fleet is not None
         return self.fleet.fleet.state.watermark or 0
 
-    async def announce_failure(self, failure: FailureRecord, info: FailureInfo) -> None:
-        """Log a failure and alert on a new fingerprint; archive it first if not yet archived."""
+    async def announce_failure(self, failure: FailureRecord, info: FailureInfo,
+                               html: bytes | None) -> None:
+        """Log a failure and alert on a new fingerprint; archive it (and its rendered report)
+        first if not yet archived. Only quick puts here: the report was rendered earlier."""
         seed, kind, message, reproduce = failure.seed, failure.kind, failure.message, info.reproduce
         fp = failure.fingerprint
         if not info.archive:
             location = await self.backend.archive.put(failure)
             info = msgspec.structs.replace(
-                info, archive=location, report=await self.archive_report(seed, location))
+                info, archive=location, report=await self.store_report(seed, location, html))
         location, report = info.archive, info.report
         self.emit(f"seed {seed} failed: {info.invariant_or_kind}: {message} "
                   f"(reproduce: {reproduce})", "warning", type="seed_failed", seed=seed,
@@ -403,19 +412,27 @@ class Daemon:
             alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
             await self.backend.alerts.send(alert.subject, alert.message)
 
-    async def archive_report(self, seed: int, archived_at: str) -> str | None:
-        """Render the seed's HTML report in a separate process and archive it beside the record
-        `archived_at`. Never raises: a failed report costs the report (a warning), never the
-        failure record or its alert. Only the builtin target has a run to draw."""
+    async def render_report(self, seed: int) -> bytes | None:
+        """Render the seed's HTML report in a separate process. Never raises: a failed report
+        costs the report (a warning), never the failure record or its alert. Only the builtin
+        target has a run to draw."""
         if self.options.target != "builtin":
             return None
         if self._drain.is_set():
             self.emit("report_skipped", "warning", seed=seed, reason="draining")
             return None
         try:
-            html = await self._render_report(seed)
-            if html is None:
-                return None
+            return await self._render_report(seed)
+        except Exception as exc:  # any report error must cost only the report
+            self.emit(f"report for seed {seed} failed: {exc!r}", "warning", type="report_failed",
+                      seed=seed, error=repr(exc))
+            return None
+
+    async def store_report(self, seed: int, archived_at: str, html: bytes | None) -> str | None:
+        """Archive a rendered report beside the record `archived_at`; never raises."""
+        if html is None:
+            return None
+        try:
             return await self.backend.archive.put_report(archived_at, html)
         except Exception as exc:  # any report error must cost only the report
             self.emit(f"report for seed {seed} failed: {exc!r}", "warning", type="report_failed",
