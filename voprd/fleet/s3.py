@@ -32,6 +32,7 @@ from voprd.fleet.core import (
     S3Reply,
     WriteReply,
 )
+from voprd.sinks.aws.clients import error_code
 
 log = structlog.get_logger("voprd.fleet")
 
@@ -60,11 +61,6 @@ def _server_now_s(metadata: dict[str, Any]) -> float:
     if date:
         return email.utils.parsedate_to_datetime(date).timestamp()
     return time.time()
-
-
-def _error_code(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return str(error.get("Code", exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")))
 
 
 class S3Store:
@@ -129,7 +125,7 @@ class S3Store:
             async with response["Body"] as stream:
                 body: bytes = await stream.read()
         except ClientError as exc:
-            if _error_code(exc) in _MISSING_CODES:
+            if error_code(exc) in _MISSING_CODES:
                 return GetReply(body=None, server_now_s=_server_now_s(
                     exc.response.get("ResponseMetadata", {})))
             raise FleetS3Error(f"get s3://{self.bucket}/{key}: {exc}") from exc
@@ -152,7 +148,7 @@ class S3Store:
         try:
             response = await self.client.put_object(**params)
         except ClientError as exc:
-            code = _error_code(exc)
+            code = error_code(exc)
             conditional = op.if_none_match or op.if_match is not None
             if conditional and (code in _LOST_RACE_CODES or code in _MISSING_CODES):
                 retried = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
@@ -173,7 +169,7 @@ class S3Store:
         try:
             await self.client.delete_object(**params)
         except ClientError as exc:
-            code = _error_code(exc)
+            code = error_code(exc)
             if code in _LOST_RACE_CODES or code in _MISSING_CODES:
                 return WriteReply(ok=False)
             raise FleetS3Error(f"delete s3://{self.bucket}/{op.key}: {exc}") from exc

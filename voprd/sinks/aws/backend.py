@@ -50,6 +50,7 @@ from voprd.sinks.aws.clients import (
     CONNECT_TIMEOUT_S,
     READ_TIMEOUT_S,
     AwsClients,
+    error_code,
     region_of,
 )
 from voprd.sinks.aws.logs import LOGS_LANE, CloudWatchEventLog, OutboxCloudWatchHandler
@@ -118,9 +119,8 @@ def is_permanent(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, ClientError):
         return False
-    error: dict[str, Any] = exc.response.get("Error", {})
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    code = str(error.get("Code", ""))
+    code = error_code(exc)
     return status in (400, 413) and code not in _THROTTLING and code not in _FIXABLE
 
 
@@ -426,7 +426,7 @@ class AwsBackend:
         try:
             head = await self._client().s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
         return str(head.get("ETag", "")).strip('"') == _md5_hex(body)
@@ -442,7 +442,7 @@ class AwsBackend:
                     CopySource={"Bucket": self.bucket, "Key": item.key},
                 )
             except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code")) not in ("404", "NoSuchKey"):
+                if error_code(exc) not in ("404", "NoSuchKey"):
                     raise
                 return
             await s3.delete_object(Bucket=self.bucket, Key=item.key)
@@ -490,7 +490,7 @@ class AwsBackend:
             async with answer["Body"] as stream:
                 body = await stream.read()
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+            if error_code(exc) in ("404", "NoSuchKey"):
                 return None, []
             return None, [f"{source}: not readable ({exc}); using the local checkpoint"]
         except Exception as exc:

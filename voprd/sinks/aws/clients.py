@@ -13,6 +13,7 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import ClientError
 
 from voprd.config import ConfigError, Settings
 
@@ -72,3 +73,11 @@ class AwsClients:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+
+def error_code(exc: ClientError) -> str:
+    """The AWS error code of a failed call (`NoSuchKey`, `PreconditionFailed`, ...), or its HTTP
+    status when the answer had no body to carry one (a HEAD request's 404)."""
+    error: dict[str, Any] = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(error.get("Code", status))

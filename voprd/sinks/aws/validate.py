@@ -8,7 +8,6 @@ instead of surfacing later as a stack trace from a background send.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -18,15 +17,10 @@ from botocore.exceptions import (
 )
 
 from voprd.config import ConfigError, Settings
-from voprd.sinks.aws.clients import AwsClients
+from voprd.sinks.aws.clients import AwsClients, error_code
 
 _DENIED = frozenset({"AccessDenied", "AccessDeniedException", "AuthorizationError", "403"})
 _MISSING_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
-
-
-def _code(exc: ClientError) -> str:
-    error: dict[str, Any] = exc.response.get("Error", {})
-    return str(error.get("Code", ""))
 
 
 def _where() -> str:
@@ -39,7 +33,7 @@ async def _check_bucket(clients: AwsClients, bucket: str) -> str | None:
     try:
         await clients.s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        code = _code(exc)
+        code = error_code(exc)
         if code in _MISSING_BUCKET:
             return f"{name}: bucket {bucket!r} does not exist"
         if code in _DENIED:
@@ -53,7 +47,7 @@ async def _check_topic(clients: AwsClients, topic_arn: str) -> str | None:
     try:
         await clients.sns.get_topic_attributes(TopicArn=topic_arn)
     except ClientError as exc:
-        code = _code(exc)
+        code = error_code(exc)
         if code in ("NotFound", "NotFoundException", "InvalidParameter"):
             return f"{name}: topic {topic_arn!r} does not exist"
         if code in _DENIED:
@@ -67,7 +61,7 @@ async def _check_log_group(clients: AwsClients, log_group: str) -> str | None:
     try:
         answer = await clients.logs.describe_log_groups(logGroupNamePrefix=log_group, limit=50)
     except ClientError as exc:
-        code = _code(exc)
+        code = error_code(exc)
         if code in _DENIED:
             return f"{name}: no permission to describe log group {log_group!r} ({code})"
         return f"{name}: log group {log_group!r}: {code}: {exc}"
