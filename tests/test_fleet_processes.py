@@ -57,6 +57,16 @@ def daemon_env(aws_env: dict[str, str], tmp_path: Path, name: str) -> dict[str, 
     return env
 
 
+def _done_and_failures(s3: Any) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The run's done records, decoded, and the archived failure objects."""
+    objects = s3.list_objects_v2(Bucket=BUCKET, Prefix=done_prefix(RUN))["Contents"]
+    done = [decode_done(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read())
+            for o in objects]
+    failures: list[dict[str, Any]] = s3.list_objects_v2(
+        Bucket=BUCKET, Prefix="failures/").get("Contents", [])
+    return done, failures
+
+
 def _events(log_path: Path) -> list[dict[str, Any]]:
     """The daemon's structlog JSON lines about fleet leases."""
     if not log_path.exists():
@@ -134,11 +144,8 @@ def test_three_daemons_share_the_run_and_survive_a_sigkill(tmp_path: Path) -> No
                     proc.kill()
                     proc.wait()
         s3 = boto3.client("s3", endpoint_url=aws_env["AWS_ENDPOINT_URL"])
-        done_objects = s3.list_objects_v2(Bucket=BUCKET, Prefix=done_prefix(RUN))["Contents"]
-        done = [decode_done(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read())
-                for o in done_objects]
+        done, failures = _done_and_failures(s3)
         leftover = s3.list_objects_v2(Bucket=BUCKET, Prefix=leases_prefix(RUN)).get("Contents", [])
-        failures = s3.list_objects_v2(Bucket=BUCKET, Prefix="failures/").get("Contents", [])
         instance_checkpoints = s3.list_objects_v2(
             Bucket=BUCKET, Prefix="checkpoints/instances/").get("Contents", [])
         status_argv = [sys.executable, "-m", "voprd", "status", "--fleet", "--run", RUN]
@@ -274,9 +281,7 @@ def test_a_daemon_that_loses_its_lease_stops_that_batch(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        done = [decode_done(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read())
-                for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=done_prefix(RUN))["Contents"]]
-        failures = s3.list_objects_v2(Bucket=BUCKET, Prefix="failures/").get("Contents", [])
+        done, failures = _done_and_failures(s3)
 
     events = _events(log)
     holder = events[0]["holder"]
@@ -328,9 +333,7 @@ def test_sigterm_gives_the_batch_back_and_a_restart_finishes_the_run(tmp_path: P
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        done = [decode_done(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read())
-                for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=done_prefix(RUN))["Contents"]]
-        failures = s3.list_objects_v2(Bucket=BUCKET, Prefix="failures/").get("Contents", [])
+        done, failures = _done_and_failures(s3)
     assert sorted(d.batch for d in done) == list(range(seeds // BATCH))
     first_holder = _events(log)[0]["holder"]
     by_first = {d.batch for d in done if d.holder == first_holder}
