@@ -2,8 +2,9 @@
 # voprd instance bootstrap (Amazon Linux 2023): installs Python and voprd into its own virtual
 # environment, writes /etc/default/voprd from the stack's values, installs and starts the unit.
 #
-# The EC2 user data writes the stack's values to /etc/voprd/stack.env, this script to
-# /opt/voprd/bootstrap.sh and the unit to /opt/voprd/voprd.service, then runs this script.
+# The EC2 user data writes the stack's values to /etc/voprd/stack.env, this script and the units
+# to /opt/voprd/, then runs `bootstrap.sh --boot`, which hands over to voprd-bootstrap.service:
+# that unit runs `bootstrap.sh --wait` now and at every boot, and again after a failure.
 # Idempotent: each step checks before it changes anything, so running it again is harmless.
 #
 #   sudo /opt/voprd/bootstrap.sh                 re-apply (installs nothing that is there)
@@ -14,22 +15,30 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-usage: bootstrap.sh [--update] [--source SPEC] [--dry-run]
-  --update       upgrade voprd from its source (pip --upgrade) and restart the daemon
-  --source SPEC  record a new source (pip requirement or git+https URL@ref) in stack.env
-  --dry-run      write files only; no package installs, no pip, no systemctl
+usage: bootstrap.sh [--update] [--source SPEC] [--wait] [--boot] [--dry-run]
+  --update       upgrade voprd from its source and restart the daemon
+  --source SPEC  record a new source in stack.env: "bucket" (the newest wheel under
+                 s3://BUCKET/releases/), a pip requirement, or a git+https URL@ref
+  --wait         with source "bucket": wait until a wheel is there (else fail at once)
+  --boot         install and start voprd-bootstrap.service (which runs --wait), nothing else
+  --dry-run      write files only; no package installs, no AWS calls, no pip, no systemctl
 environment: VOPRD_ROOT  prefix for every path written (tests; default /)
+             VOPRD_WHEEL_POLL_S  seconds between looks for a wheel with --wait (default 30)
 EOF
 }
 
 root="${VOPRD_ROOT:-}"
 dry_run=0
 update=0
+wait_for_wheel=0
+boot=0
 new_source=""
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --update) update=1 ;;
     --dry-run) dry_run=1 ;;
+    --wait) wait_for_wheel=1 ;;
+    --boot) boot=1 ;;
     --source)
       [ "$#" -ge 2 ] || { echo "bootstrap.sh: --source needs a value" >&2; exit 2; }
       new_source="$2"
@@ -40,6 +49,8 @@ while [ "$#" -gt 0 ]; do
   esac
   shift
 done
+poll_s="${VOPRD_WHEEL_POLL_S:-30}"
+case "$poll_s" in '' | *[!0-9]*) echo "bootstrap.sh: VOPRD_WHEEL_POLL_S must be whole seconds" >&2; exit 2 ;; esac
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 stack_env="$root/etc/voprd/stack.env"
@@ -72,6 +83,32 @@ install_if_changed() {
   return 0
 }
 
+# A unit file shipped next to this script (on an instance) or in deploy/systemd/ (a checkout).
+unit_source() {
+  local name="$1"
+  if [ -f "$script_dir/$name" ]; then
+    echo "$script_dir/$name"
+  elif [ -f "$script_dir/systemd/$name" ]; then
+    echo "$script_dir/systemd/$name"
+  else
+    echo "bootstrap.sh: no $name next to $0" >&2
+    exit 1
+  fi
+}
+
+# --boot (from the user data): the rest runs in voprd-bootstrap.service, so that cloud-init does
+# not wait for a wheel upload, a failed step is retried, and every boot re-checks the install.
+if [ "$boot" -eq 1 ]; then
+  boot_unit_src="$(unit_source voprd-bootstrap.service)"
+  if install_if_changed "$root/etc/systemd/system/voprd-bootstrap.service" "$boot_unit_src" 0644; then
+    run systemctl daemon-reload
+  fi
+  run systemctl enable voprd-bootstrap.service
+  run systemctl start --no-block voprd-bootstrap.service
+  log "started voprd-bootstrap.service (journalctl -u voprd-bootstrap -f)"
+  exit 0
+fi
+
 # Reads KEY=VALUE lines literally (never sourced: the values are data, not shell).
 declare -A stack=()
 read_stack_env() {
@@ -88,6 +125,11 @@ read_stack_env() {
   done
   case "${stack[VOPRD_SEED_START]}" in
     *[!0-9]*) echo "bootstrap.sh: VOPRD_SEED_START must be a number" >&2; exit 1 ;;
+  esac
+  # Absent in a stack.env written before the IPv6-only network: that stack had public IPv4.
+  case "${stack[VOPRD_NETWORK]:=public-ipv4}" in
+    ipv6-only | public-ipv4) ;;
+    *) echo "bootstrap.sh: VOPRD_NETWORK must be ipv6-only or public-ipv4" >&2; exit 1 ;;
   esac
 }
 
@@ -111,6 +153,28 @@ if [ -n "$new_source" ]; then
   rm -f "$tmp"
 fi
 source_spec="${stack[VOPRD_SOURCE]}"
+bucket="${stack[VOPRD_BUCKET]}"
+export AWS_REGION="${stack[AWS_REGION]}"
+
+# The AWS SDK settings of this network, for the daemon (in /etc/default/voprd) and for this
+# script's own aws calls. IPv6-only: the dual-stack service endpoints (the default names of SNS,
+# CloudWatch and CloudWatch Logs answer over IPv4 only) and the metadata service at
+# fd00:ec2::254 (169.254.169.254 is unreachable without an IPv4 address).
+aws_settings=()
+if [ "${stack[VOPRD_NETWORK]}" = ipv6-only ]; then
+  aws_settings=(AWS_USE_DUALSTACK_ENDPOINT=true AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6)
+  export AWS_USE_DUALSTACK_ENDPOINT=true AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6
+fi
+
+# 0. IPv6-only: the SSM agent (Session Manager, Run Command) must use dual-stack endpoints too.
+if [ "${stack[VOPRD_NETWORK]}" = ipv6-only ]; then
+  tmp="$(mktemp)"
+  echo '{ "Agent": { "UseDualStackEndpoint": true } }' >"$tmp"
+  if install_if_changed "$root/etc/amazon/ssm/amazon-ssm-agent.json" "$tmp" 0644; then
+    run systemctl restart amazon-ssm-agent.service
+  fi
+  rm -f "$tmp"
+fi
 
 # 1. Python (and git for git+ sources) from the distribution's repositories.
 packages=("$python_pkg" "$python_pkg-pip")
@@ -121,15 +185,59 @@ else
   run dnf install -y -q "${packages[@]}"
 fi
 
+# Source "bucket": the newest wheel under s3://BUCKET/releases/, downloaded to $prefix/dist/.
+# Prints the local path of the wheel.
+fetch_wheel() {
+  local query key name
+  # JMESPath literals in backquotes, not shell: single quotes on purpose.
+  # shellcheck disable=SC2016
+  query='sort_by(Contents[?ends_with(Key, `".whl"`)] || `[]`, &LastModified)[-1].Key'
+  while :; do
+    key="$(aws s3api list-objects-v2 --bucket "$bucket" --prefix releases/ \
+      --query "$query" --output text)" || key=""
+    if [ -n "$key" ] && [ "$key" != None ]; then
+      break
+    fi
+    if [ "$wait_for_wheel" -eq 0 ]; then
+      echo "bootstrap.sh: no voprd wheel under s3://$bucket/releases/ (upload one: README, Quick start)" >&2
+      exit 1
+    fi
+    log "waiting for a voprd wheel under s3://$bucket/releases/ (README, Quick start); next look in ${poll_s}s" >&2
+    sleep "$poll_s"
+  done
+  name="${key##*/}"
+  case "$name" in
+    *[!A-Za-z0-9._+-]* | -*) echo "bootstrap.sh: refusing wheel name: $name" >&2; exit 1 ;;
+  esac
+  install -d -m 0755 "$prefix/dist"
+  aws s3 cp --only-show-errors "s3://$bucket/$key" "$prefix/dist/$name" >&2
+  log "fetched: s3://$bucket/$key" >&2
+  echo "$prefix/dist/$name"
+}
+
 # 2. voprd in its own virtual environment.
 if [ ! -x "$venv/bin/python" ]; then
   run "$python_pkg" -m venv "$venv"
 fi
-if [ "$update" -eq 1 ]; then
-  run "$venv/bin/pip" install -q --upgrade pip
-  run "$venv/bin/pip" install -q --upgrade "$source_spec"
-elif [ ! -x "$venv/bin/voprd" ]; then
-  run "$venv/bin/pip" install -q "$source_spec"
+if [ "$update" -eq 1 ] || [ ! -x "$venv/bin/voprd" ]; then
+  if [ "$source_spec" = bucket ]; then
+    if [ "$dry_run" -eq 1 ]; then
+      log "dry-run: would fetch the newest wheel under s3://$bucket/releases/"
+      spec="$prefix/dist/NEWEST.whl"
+    else
+      spec="$(fetch_wheel)"
+    fi
+  else
+    spec="$source_spec"
+  fi
+  if [ "$update" -eq 1 ]; then
+    run "$venv/bin/pip" install -q --upgrade pip
+    run "$venv/bin/pip" install -q --upgrade "$spec"
+    # pip skips a wheel or ref whose version is already installed: reinstall voprd itself.
+    run "$venv/bin/pip" install -q --force-reinstall --no-deps "$spec"
+  else
+    run "$venv/bin/pip" install -q "$spec"
+  fi
 else
   log "unchanged: $venv/bin/voprd (use --update to upgrade)"
 fi
@@ -150,7 +258,7 @@ fi
 tmp="$(mktemp)"
 {
   echo "# Written by /opt/voprd/bootstrap.sh from /etc/voprd/stack.env; edits are overwritten."
-  echo "VOPRD_BUCKET=$(quote_env "${stack[VOPRD_BUCKET]}")"
+  echo "VOPRD_BUCKET=$(quote_env "$bucket")"
   echo "VOPRD_SNS_TOPIC_ARN=$(quote_env "${stack[VOPRD_SNS_TOPIC_ARN]}")"
   echo "VOPRD_LOG_GROUP=$(quote_env "${stack[VOPRD_LOG_GROUP]}")"
   # The fleet run this instance joins (FleetSize > 1: every instance of the stack; 1: a fleet
@@ -159,27 +267,30 @@ tmp="$(mktemp)"
     echo "VOPRD_RUN=$(quote_env "${stack[VOPRD_RUN]}")"
   fi
   echo "AWS_REGION=$(quote_env "${stack[AWS_REGION]}")"
+  for setting in "${aws_settings[@]}"; do
+    echo "${setting%%=*}=$(quote_env "${setting#*=}")"
+  done
   echo "VOPRD_ARGS=$(quote_env "$daemon_args")"
 } >"$tmp"
 env_changed=0
 install_if_changed "$env_file" "$tmp" 0644 && env_changed=1
 rm -f "$tmp"
 
-# 4. The unit: next to this script on an instance, deploy/systemd/ in a source checkout.
-unit_src="$script_dir/voprd.service"
-[ -f "$unit_src" ] || unit_src="$script_dir/systemd/voprd.service"
-[ -f "$unit_src" ] || { echo "bootstrap.sh: no voprd.service next to $0" >&2; exit 1; }
+# 4. The units: next to this script on an instance, deploy/systemd/ in a source checkout.
 unit_changed=0
-install_if_changed "$unit_file" "$unit_src" 0644 && unit_changed=1
+install_if_changed "$unit_file" "$(unit_source voprd.service)" 0644 && unit_changed=1
+install_if_changed "$root/etc/systemd/system/voprd-bootstrap.service" \
+  "$(unit_source voprd-bootstrap.service)" 0644 && unit_changed=1
 
 # 5. Start (or restart when anything it runs with changed); a restart drains gracefully.
+# --no-block: inside voprd-bootstrap.service, waiting for voprd's start would only delay boot.
 if [ "$unit_changed" -eq 1 ]; then
   run systemctl daemon-reload
 fi
-run systemctl enable voprd.service
+run systemctl enable voprd.service voprd-bootstrap.service
 if [ "$update" -eq 1 ] || [ "$env_changed" -eq 1 ] || [ "$unit_changed" -eq 1 ]; then
-  run systemctl restart voprd.service
+  run systemctl restart --no-block voprd.service
 else
-  run systemctl start voprd.service
+  run systemctl start --no-block voprd.service
 fi
 log "done"

@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""Copy deploy/bootstrap.sh and deploy/systemd/voprd.service into the template's user data.
+"""Copy deploy/bootstrap.sh and deploy/systemd/*.service into the template's user data.
 
-The files are the one source of truth; the template holds a verbatim copy of each between its
+The files are the one source of truth; the template holds a copy of each between its
 heredoc lines (`<<'VOPRD_BOOTSTRAP_SH'` ... `VOPRD_BOOTSTRAP_SH`, `<<'VOPRD_UNIT'` ...
-`VOPRD_UNIT`). Run `python3 deploy/embed_bootstrap.py` after editing either file;
+`VOPRD_UNIT`, `<<'VOPRD_BOOTSTRAP_UNIT'` ... `VOPRD_BOOTSTRAP_UNIT`). Run
+`python3 deploy/embed_bootstrap.py` after editing any of them;
 `--check` exits 1 when the template is stale (tests/test_deploy_template.py runs the check).
+
+The copies leave out whole-line comments (the shebang and shellcheck directives stay), with one
+line saying where the commented file is: EC2 refuses user data over 16 KiB, and the three files
+with their comments are larger than that. Nothing else changes, so they behave the same.
 """
 
 from __future__ import annotations
@@ -18,7 +23,22 @@ TEMPLATE = DEPLOY / "cloudformation.yaml"
 EMBEDDED: dict[str, Path] = {
     "VOPRD_BOOTSTRAP_SH": DEPLOY / "bootstrap.sh",
     "VOPRD_UNIT": DEPLOY / "systemd" / "voprd.service",
+    "VOPRD_BOOTSTRAP_UNIT": DEPLOY / "systemd" / "voprd-bootstrap.service",
 }
+
+
+def embedded_text(path: Path) -> str:
+    """The copy of `path` the user data carries: `path` without its whole-line comments."""
+    kept = [
+        line for line in path.read_text().splitlines(keepends=True)
+        if not line.lstrip().startswith("#")
+        or line.startswith("#!")
+        or line.lstrip().startswith("# shellcheck ")
+    ]
+    where = path.relative_to(DEPLOY)
+    note = f"# Comments left out (EC2's 16 KiB user data limit): deploy/{where}\n"
+    at = 1 if kept and kept[0].startswith("#!") else 0
+    return "".join([*kept[:at], note, *kept[at:]])
 
 
 def _block(lines: list[str], delimiter: str) -> tuple[int, int, str]:
@@ -44,8 +64,8 @@ def extract(template_text: str, delimiter: str) -> str:
 def embed(template_text: str) -> str:
     """The template with each heredoc's body replaced by its file's current content."""
     for delimiter, path in EMBEDDED.items():
-        content = path.read_text()
-        assert content.endswith("\n"), f"{path} must end with a newline"
+        assert path.read_text().endswith("\n"), f"{path} must end with a newline"
+        content = embedded_text(path)
         assert f"\n{delimiter}\n" not in f"\n{content}", f"{path} contains {delimiter} alone"
         lines = template_text.splitlines(keepends=True)
         start, end, indent = _block(lines, delimiter)

@@ -66,6 +66,10 @@ def deployed_stack(*parameter_overrides: str, region: str = REGION) -> Iterator[
 
     moto's state is per process, shared by every server it starts: each caller deploys to its
     own region so that stacks (and their per-region names) do not collide.
+
+    With Network=public-ipv4: moto's CloudFormation cannot create the default ipv6-only
+    network (AWS::EC2::VPCCidrBlock, EgressOnlyInternetGateway, GetAtt Vpc.Ipv6CidrBlocks);
+    tests/test_deploy_template.py checks that network on the template's content instead.
     """
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -90,7 +94,7 @@ def deployed_stack(*parameter_overrides: str, region: str = REGION) -> Iterator[
                 str(VENV_BIN / "aws"), "cloudformation", "deploy", "--endpoint-url", endpoint,
                 "--template-file", str(TEMPLATE), "--stack-name", STACK,
                 "--capabilities", "CAPABILITY_NAMED_IAM",
-                "--parameter-overrides", *parameter_overrides,
+                "--parameter-overrides", "Network=public-ipv4", *parameter_overrides,
             ],
             env=env, capture_output=True, text=True, timeout=120,
         )

@@ -14,6 +14,7 @@ DEPLOY = ROOT / "deploy"
 TEMPLATE = DEPLOY / "cloudformation.yaml"
 BOOTSTRAP = DEPLOY / "bootstrap.sh"
 UNIT = DEPLOY / "systemd" / "voprd.service"
+BOOTSTRAP_UNIT = DEPLOY / "systemd" / "voprd-bootstrap.service"
 README = ROOT / "README.md"
 GUIDE_HEADING = "## Running voprd on AWS"
 

@@ -122,3 +122,39 @@ def test_validate_reports_unreachable_endpoint(
 def test_out_of_range_file_settings_are_refused_naming_the_setting(text: str, name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         build_settings({}, env={}, file_text=text)
+
+
+def test_dualstack_variable_gives_every_client_its_ipv6_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the stack's default IPv6-only network the bootstrap writes AWS_USE_DUALSTACK_ENDPOINT
+    (tests/test_deploy_bootstrap.py): the clients the daemon makes here, and the boto3 client
+    watchtower gets, must then resolve to the dual-stack names AWS lists for each service (AWS
+    General Reference, "endpoints and quotas" of S3, SNS, CloudWatch, CloudWatch Logs); the
+    plain *.amazonaws.com names of SNS, CloudWatch and Logs answer over IPv4 only."""
+    from voprd.sinks.aws.backend import _logs_client
+
+    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_USE_DUALSTACK_ENDPOINT", "true")
+
+    async def endpoints() -> dict[str, str]:
+        async with AwsClients(Settings(bucket="b", region="eu-north-1")) as clients:
+            return {name: str(getattr(clients, name).meta.endpoint_url)
+                    for name in ("s3", "sns", "cloudwatch", "logs")}
+
+    assert asyncio.run(endpoints()) == {
+        "s3": "https://s3.dualstack.eu-north-1.amazonaws.com",
+        "sns": "https://sns.eu-north-1.api.aws",
+        "cloudwatch": "https://monitoring.eu-north-1.api.aws",
+        "logs": "https://logs.eu-north-1.api.aws",
+    }
+    assert _logs_client("eu-north-1").meta.endpoint_url == "https://logs.eu-north-1.api.aws"
+    monkeypatch.setenv("AWS_USE_DUALSTACK_ENDPOINT", "false")  # the public-ipv4 network
+    assert _logs_client("eu-north-1").meta.endpoint_url == "https://logs.eu-north-1.amazonaws.com"
+
+
+def test_bad_metadata_endpoint_mode_is_refused_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"):
+        build_settings({}, env={"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "v6"})
+    assert build_settings({}, env={"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv6"}) is not None

@@ -1,8 +1,11 @@
 """deploy/bootstrap.sh against a temporary root (VOPRD_ROOT + --dry-run): the files it installs.
 
 The instance's user data is rendered from the template (its Fn::Sub header with stack values,
-then the embedded bootstrap and unit) and run exactly as cloud-init would, except that every
-path is under a temporary root and package installs, pip and systemctl are only printed.
+then the embedded bootstrap and units) and run exactly as cloud-init would, then the bootstrap
+as voprd-bootstrap.service runs it, except that every path is under a temporary root and
+package installs, pip and systemctl are only printed. The "bucket" source is also run for real:
+the bootstrap's aws CLI calls go to a moto server over HTTP, with dnf, pip and systemctl
+replaced by recorders.
 """
 
 from __future__ import annotations
@@ -10,11 +13,20 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.deploy_support import BOOTSTRAP, UNIT, VENV_BIN, user_data_parts
+from tests.aws_fixtures import AwsWorld, boto
+from tests.deploy_support import (
+    BOOTSTRAP,
+    BOOTSTRAP_UNIT,
+    UNIT,
+    VENV_BIN,
+    embed_module,
+    user_data_parts,
+)
 
 STACK_VALUES = {
     "VoprdSource": "git+https://github.com/example/voprd.git@v0.1.0",
@@ -24,6 +36,7 @@ STACK_VALUES = {
     "AlertTopic": "arn:aws:sns:us-east-1:123456789012:voprd-AlertTopic-X",
     "LogGroup": "/aws/ec2/vopr-simulation",
     "RunName": "nightly",
+    "Network": "public-ipv4",  # a git source: github.com has no IPv6 address
     "AWS::Region": "us-east-1",
 }
 
@@ -34,6 +47,11 @@ def render_user_data(values: dict[str, str]) -> str:
     rendered = re.sub(r"\$\{([^}!]+)\}", lambda m: values[m[1]], header["Fn::Sub"])
     assert "${" not in rendered
     return str(rendered + body)
+
+
+def would_run(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line.split("would run: ", 1)[1] for line in proc.stdout.splitlines()
+            if "would run: " in line]
 
 
 def run(script: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -58,15 +76,34 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
     return entries
 
 
-@pytest.fixture
-def booted(tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def boot(tmp_path: Path, values: dict[str, str]) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The user data (which hands over to voprd-bootstrap.service), then what that unit runs."""
     root = tmp_path / "root"
     root.mkdir()
     user_data = tmp_path / "user-data.sh"
-    user_data.write_text(render_user_data(STACK_VALUES))
-    proc = run(user_data, root, "--dry-run")
+    user_data.write_text(render_user_data(values))
+    handover = run(user_data, root, "--dry-run")
+    assert handover.returncode == 0, handover.stderr
+    assert sorted(snapshot(root)) == [
+        "etc/systemd/system/voprd-bootstrap.service",
+        "etc/voprd/stack.env",
+        "opt/voprd/bootstrap.sh",
+        "opt/voprd/voprd-bootstrap.service",
+        "opt/voprd/voprd.service",
+    ]
+    assert would_run(handover) == [
+        "systemctl daemon-reload",
+        "systemctl enable voprd-bootstrap.service",
+        "systemctl start --no-block voprd-bootstrap.service",  # cloud-init does not wait
+    ]
+    proc = run(root / "opt/voprd/bootstrap.sh", root, "--wait", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     return root, proc
+
+
+@pytest.fixture
+def booted(tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    return boot(tmp_path, STACK_VALUES)
 
 
 def test_user_data_installs_bootstrap_unit_and_environment(
@@ -75,16 +112,22 @@ def test_user_data_installs_bootstrap_unit_and_environment(
     root, proc = booted
     assert sorted(snapshot(root)) == [
         "etc/default/voprd",
+        "etc/systemd/system/voprd-bootstrap.service",
         "etc/systemd/system/voprd.service",
         "etc/voprd/stack.env",
         "opt/voprd/bootstrap.sh",
+        "opt/voprd/voprd-bootstrap.service",
         "opt/voprd/voprd.service",
         "usr/local/bin/voprd",
     ]
-    assert (root / "opt/voprd/bootstrap.sh").read_text() == BOOTSTRAP.read_text()
+    embedded = embed_module().embedded_text  # the user data's copies: comments left out
+    assert (root / "opt/voprd/bootstrap.sh").read_text() == embedded(BOOTSTRAP)
     assert os.readlink(root / "usr/local/bin/voprd") == "/opt/voprd/venv/bin/voprd"
     assert os.access(root / "opt/voprd/bootstrap.sh", os.X_OK)
-    assert (root / "etc/systemd/system/voprd.service").read_text() == UNIT.read_text()
+    assert (root / "etc/systemd/system/voprd.service").read_text() == embedded(UNIT)
+    assert (root / "etc/systemd/system/voprd-bootstrap.service").read_text() == embedded(
+        BOOTSTRAP_UNIT
+    )
     assert (root / "etc/default/voprd").read_text().splitlines() == [
         "# Written by /opt/voprd/bootstrap.sh from /etc/voprd/stack.env; edits are overwritten.",
         'VOPRD_BUCKET="vopr-simulation-results-123456789012-us-east-1"',
@@ -94,17 +137,36 @@ def test_user_data_installs_bootstrap_unit_and_environment(
         'AWS_REGION="us-east-1"',
         'VOPRD_ARGS="--seed 7000000 --faults network,crash --workers 2"',
     ]
-    # What a real boot would run, in order: packages (git for a git source), venv, pip, unit.
-    would = [line.split("would run: ", 1)[1] for line in proc.stdout.splitlines()
-             if "would run: " in line]
-    assert would == [
+    assert not (root / "etc/amazon").exists()  # public IPv4: the SSM agent's defaults work
+    # What a real boot would run, in order: packages (git for a git source), venv, pip, units.
+    assert would_run(proc) == [
         "dnf install -y -q python3.11 python3.11-pip git",
         f"python3.11 -m venv {root}/opt/voprd/venv",
         f"{root}/opt/voprd/venv/bin/pip install -q {STACK_VALUES['VoprdSource']}",
         "systemctl daemon-reload",
-        "systemctl enable voprd.service",
-        "systemctl restart voprd.service",
+        "systemctl enable voprd.service voprd-bootstrap.service",
+        "systemctl restart --no-block voprd.service",
     ]
+
+
+def test_ipv6_only_network_sets_dual_stack_endpoints_and_metadata_over_ipv6(
+    tmp_path: Path,
+) -> None:
+    """The default network: the daemon's SDK settings and the SSM agent's, from stack.env."""
+    values = {**STACK_VALUES, "Network": "ipv6-only", "VoprdSource": "voprd==0.1.0"}
+    root, proc = boot(tmp_path, values)
+    env_lines = (root / "etc/default/voprd").read_text().splitlines()
+    assert env_lines[-3:] == [
+        'AWS_USE_DUALSTACK_ENDPOINT="true"',
+        'AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE="IPv6"',
+        'VOPRD_ARGS="--seed 7000000 --faults network,crash --workers 2"',
+    ]
+    agent = (root / "etc/amazon/ssm/amazon-ssm-agent.json").read_text()
+    assert agent.strip() == '{ "Agent": { "UseDualStackEndpoint": true } }'
+    assert would_run(proc)[0] == "systemctl restart amazon-ssm-agent.service"
+    again = run(root / "opt/voprd/bootstrap.sh", root, "--wait", "--dry-run")
+    assert "unchanged: /etc/amazon/ssm/amazon-ssm-agent.json" in again.stdout
+    assert "amazon-ssm-agent" not in "".join(would_run(again))  # no needless restart
 
 
 def test_second_run_changes_nothing(booted: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
@@ -115,7 +177,7 @@ def test_second_run_changes_nothing(booted: tuple[Path, subprocess.CompletedProc
     assert snapshot(root) == before  # same content, modes and mtimes: nothing rewritten
     assert "unchanged: /etc/default/voprd" in proc.stdout
     assert "unchanged: /etc/systemd/system/voprd.service" in proc.stdout
-    assert "would run: systemctl start voprd.service" in proc.stdout  # no needless restart
+    assert "would run: systemctl start --no-block voprd.service" in proc.stdout  # no restart
     assert "restart" not in proc.stdout and "daemon-reload" not in proc.stdout
 
 
@@ -133,7 +195,10 @@ def test_update_with_new_source_upgrades_and_restarts(
     assert f"would run: {root}/opt/voprd/venv/bin/pip install -q --upgrade voprd==0.2.0" in (
         proc.stdout
     )
-    assert "would run: systemctl restart voprd.service" in proc.stdout
+    # A same-version rebuild is reinstalled too (pip alone would keep the installed one).
+    assert (f"would run: {root}/opt/voprd/venv/bin/pip install -q --force-reinstall --no-deps "
+            "voprd==0.2.0") in proc.stdout
+    assert "would run: systemctl restart --no-block voprd.service" in proc.stdout
     assert "git" not in proc.stdout.split("dnf install", 1)[1].splitlines()[0]
 
 
@@ -183,3 +248,106 @@ def test_shellcheck_clean(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+RECORDER = """#!/bin/bash
+echo "$(basename "$0") $*" >> "{log}"
+"""
+FAKE_PYTHON = """#!/bin/bash
+# python3.11 -m venv DIR: a venv whose pip records its arguments and "installs" voprd.
+echo "python3.11 $*" >> "{log}"
+[ "$1 $2" = "-m venv" ] || exit 1
+mkdir -p "$3/bin"
+printf '#!/bin/bash\\necho "pip $*" >> "{log}"\\ntouch "%s/bin/voprd"; chmod +x "%s/bin/voprd"\\n' \
+  "$3" "$3" > "$3/bin/pip"
+printf '#!/bin/bash\\n' > "$3/bin/python"
+chmod +x "$3/bin/pip" "$3/bin/python"
+"""
+
+
+def fake_instance(tmp_path: Path, aws: AwsWorld, source: str) -> tuple[Path, Path, dict[str, str]]:
+    """A root with the stack's stack.env, recorders for dnf/rpm/systemctl/python3.11, and an
+    environment whose aws CLI (the real one, awscli) talks to the moto server over HTTP."""
+    root, fakes, log = tmp_path / "root", tmp_path / "bin", tmp_path / "calls.log"
+    (root / "etc/voprd").mkdir(parents=True)
+    fakes.mkdir()
+    (root / "etc/voprd/stack.env").write_text(
+        f"VOPRD_SOURCE={source}\nVOPRD_SEED_START=0\nVOPRD_BUCKET={aws.bucket}\n"
+        f"VOPRD_SNS_TOPIC_ARN={aws.topic_arn}\nVOPRD_LOG_GROUP={aws.log_group}\n"
+        "VOPRD_NETWORK=ipv6-only\nAWS_REGION=us-east-1\n"
+    )
+    for name in ("dnf", "systemctl"):
+        (fakes / name).write_text(RECORDER.format(log=log))
+    (fakes / "rpm").write_text("#!/bin/bash\nexit 1\n")  # nothing installed yet
+    (fakes / "python3.11").write_text(FAKE_PYTHON.format(log=log))
+    for f in fakes.iterdir():
+        f.chmod(0o755)
+    env = {
+        **aws.env(), "VOPRD_ROOT": str(root), "LC_ALL": "C", "VOPRD_WHEEL_POLL_S": "1",
+        "PATH": f"{fakes}:{VENV_BIN}:/usr/bin:/bin",
+    }
+    return root, log, env
+
+
+def test_bucket_source_waits_for_the_newest_wheel_and_installs_it(
+    tmp_path: Path, aws: AwsWorld
+) -> None:
+    """VoprdSource "bucket" (the default): the instance waits for a wheel under releases/,
+    fetches the newest one with the aws CLI (here from moto, over HTTP) and pip installs it."""
+    root, log, env = fake_instance(tmp_path, aws, "bucket")
+    bootstrap = subprocess.Popen(
+        ["bash", str(BOOTSTRAP), "--wait"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert bootstrap.stderr is not None
+        waiting = bootstrap.stderr.readline()
+        assert f"waiting for a voprd wheel under s3://{aws.bucket}/releases/" in waiting
+        s3 = boto("s3")
+        s3.put_object(Bucket=aws.bucket, Key="releases/voprd-0.1.0-py3-none-any.whl", Body=b"old")
+        s3.put_object(Bucket=aws.bucket, Key="releases/notes.txt", Body=b"not a wheel")
+        time.sleep(1.2)  # LastModified has whole seconds
+        s3.put_object(Bucket=aws.bucket, Key="releases/voprd-0.2.0-py3-none-any.whl", Body=b"new")
+        _, err = bootstrap.communicate(timeout=120)
+    finally:
+        bootstrap.kill()
+    assert bootstrap.returncode == 0, err
+    wheel = root / "opt/voprd/dist/voprd-0.2.0-py3-none-any.whl"
+    assert wheel.read_bytes() == b"new"  # the newest wheel, as uploaded
+    calls = log.read_text().splitlines()
+    assert calls[:3] == [
+        "systemctl restart amazon-ssm-agent.service",
+        "dnf install -y -q python3.11 python3.11-pip",
+        f"python3.11 -m venv {root}/opt/voprd/venv",
+    ]
+    assert calls[3] == f"pip install -q {wheel}"
+    assert calls[-1] == "systemctl restart --no-block voprd.service"
+    assert f"fetched: s3://{aws.bucket}/releases/voprd-0.2.0-py3-none-any.whl" in err
+    assert 'AWS_USE_DUALSTACK_ENDPOINT="true"' in (root / "etc/default/voprd").read_text()
+
+    # --update fetches the newest wheel again and reinstalls it, even at the same version.
+    s3.put_object(Bucket=aws.bucket, Key="releases/voprd-0.2.1-py3-none-any.whl", Body=b"fix")
+    log.write_text("")
+    update = subprocess.run(["bash", str(BOOTSTRAP), "--update"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert update.returncode == 0, update.stderr
+    fixed = root / "opt/voprd/dist/voprd-0.2.1-py3-none-any.whl"
+    assert fixed.read_bytes() == b"fix"
+    pip_calls = [c for c in log.read_text().splitlines() if c.startswith("pip ")]
+    assert pip_calls == [
+        "pip install -q --upgrade pip",
+        f"pip install -q --upgrade {fixed}",
+        f"pip install -q --force-reinstall --no-deps {fixed}",
+    ]
+
+
+def test_bucket_source_without_wait_fails_at_once_naming_the_upload(
+    tmp_path: Path, aws: AwsWorld
+) -> None:
+    root, log, env = fake_instance(tmp_path, aws, "bucket")
+    proc = subprocess.run(["bash", str(BOOTSTRAP)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert f"no voprd wheel under s3://{aws.bucket}/releases/ (upload one" in proc.stderr
+    assert not (root / "etc/default/voprd").exists()  # stopped before writing anything else
+    assert not [c for c in log.read_text().splitlines() if c.startswith("pip ")]

@@ -67,12 +67,13 @@ def test_stack_to_running_daemon(stack: Deployed, tmp_path: Path) -> None:
     user_data.write_bytes(base64.b64decode(version["LaunchTemplateData"]["UserData"]))
     root = tmp_path / "root"
     root.mkdir()
-    boot = subprocess.run(
-        ["bash", str(user_data), "--dry-run"],
-        env={"PATH": "/usr/bin:/bin", "VOPRD_ROOT": str(root)},
-        capture_output=True, text=True, timeout=60,
-    )
-    assert boot.returncode == 0, boot.stderr
+    for script in (user_data, root / "opt/voprd/bootstrap.sh"):  # then what its unit runs
+        boot = subprocess.run(
+            ["bash", str(script), "--wait", "--dry-run"],
+            env={"PATH": "/usr/bin:/bin", "VOPRD_ROOT": str(root)},
+            capture_output=True, text=True, timeout=60,
+        )
+        assert boot.returncode == 0, boot.stderr
     # 2. The unit's ExecStart with its EnvironmentFile.
     env = parse_environment_file((root / "etc/default/voprd").read_text())
     assert env["VOPRD_ARGS"] == "--seed 9000 --workers 2 --faults all"

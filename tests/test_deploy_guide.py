@@ -14,13 +14,17 @@ from __future__ import annotations
 import functools
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tomllib
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy_support import BOOTSTRAP, guide_text, template
+from tests.deploy_support import BOOTSTRAP, ROOT, guide_text, template
 from voprd import cli
 
 AWS_CLI_V2_ONLY: dict[tuple[str, ...], set[str]] = {
@@ -224,3 +228,36 @@ def test_bootstrap_flags_in_guide_exist() -> None:
     assert flags >= {"--update", "--source", "--dry-run"}
     for flag in flags:
         assert flag in usage, flag
+
+
+def test_quick_start_wheel_build_gives_the_one_wheel_the_bootstrap_installs(
+    tmp_path: Path,
+) -> None:
+    """The quick start's build line, run as written (python3 -> this interpreter) in a copy of
+    the project: exactly one wheel in dist/, named as the bootstrap accepts, with voprd in it.
+    pip fetches the build backend from PyPI, as on the operator's machine."""
+    (build_line,) = {line for line in logical_lines() if "pip wheel" in line}
+    assert build_line == "rm -rf dist && python3 -m pip wheel --no-deps --wheel-dir dist ."
+    project = tmp_path / "voprd-checkout"
+    project.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, project / name)
+    shutil.copytree(ROOT / "voprd", project / "voprd",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "dist").mkdir()
+    (project / "dist" / "voprd-0.0.1-py3-none-any.whl").write_text("stale")  # rm -rf dist
+    proc = subprocess.run(
+        ["bash", "-c", build_line.replace("python3 ", f"{sys.executable} ", 1)],
+        cwd=project, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = (project / "dist").iterdir()
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert wheel.name == f"voprd-{version}-py3-none-any.whl"
+    assert re.fullmatch(r"[A-Za-z0-9._+-]+", wheel.name)  # bootstrap.sh's name check
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = archive.read(f"voprd-{version}.dist-info/entry_points.txt").decode()
+    assert "voprd/service/app.py" in names and "voprd/sim/__init__.py" in names
+    assert "voprd/report/assets/report.js" in names  # package data: the HTML report's script
+    assert "voprd = " in entry_points  # /opt/voprd/venv/bin/voprd, the unit's ExecStart

@@ -24,11 +24,12 @@ STACK_WAIT_S_MAX = 60.0
 
 def create_stack(deployed: Deployed, region: str, *parameters: str) -> dict[str, Any]:
     """`aws cloudformation create-stack` (which, unlike `deploy` in moto, fills the Outputs),
-    waited for until it is complete."""
+    waited for until it is complete. Network=public-ipv4: see deployed_stack."""
     proc = deployed.aws(
         "cloudformation", "create-stack", "--region", region, "--stack-name", STACK,
         "--template-body", f"file://{TEMPLATE}", "--capabilities", "CAPABILITY_NAMED_IAM",
-        "--parameters", "ParameterKey=AlertEmail,ParameterValue=ops@example.com", *parameters,
+        "--parameters", "ParameterKey=AlertEmail,ParameterValue=ops@example.com",
+        "ParameterKey=Network,ParameterValue=public-ipv4", *parameters,
     )
     assert proc.returncode == 0, proc.stderr
     cloudformation = deployed.client("cloudformation", region)
@@ -139,7 +140,9 @@ def test_role_policy_scoped_to_this_stack(deployed: Deployed) -> None:
     assert statements["CheckLogGroupAtStartup"]["Resource"] == (
         f"arn:aws:logs:{REGION}:123456789012:log-group:*"
     )
-    assert len(statements) == 8
+    assert statements["ReadReleases"]["Resource"] == f"{bucket_arn}/releases/*"
+    assert statements["ReadReleases"]["Action"] == "s3:GetObject"
+    assert len(statements) == 9
     # moto's AWS::IAM::Role ignores ManagedPolicyArns (Session Manager's managed policy): the
     # template test checks it.
     profile = iam.get_instance_profile(InstanceProfileName=deployed.physical_id("InstanceProfile"))
@@ -167,17 +170,18 @@ def test_launch_template_and_instance(deployed: Deployed) -> None:
     assert "MaxPrice" not in spot["SpotOptions"]  # empty SpotMaxPrice: on-demand cap
     user_data = base64.b64decode(data["UserData"]).decode()
     embed = embed_module()
-    bootstrap = (TEMPLATE.parent / "bootstrap.sh").read_text()
+    bootstrap = embed.embedded_text(TEMPLATE.parent / "bootstrap.sh")
     assert embed.extract(user_data, "VOPRD_BOOTSTRAP_SH") == bootstrap
     stack_env = user_data.split("<<'VOPRD_STACK_ENV'\n", 1)[1].split("VOPRD_STACK_ENV\n", 1)[0]
     assert stack_env.splitlines() == [
-        "VOPRD_SOURCE=voprd",
+        "VOPRD_SOURCE=bucket",  # the default: the newest wheel under releases/
         "VOPRD_EXTRA_ARGS=--faults network,crash --workers 2",
         "VOPRD_SEED_START=5000000",
         f"VOPRD_BUCKET={deployed.outputs['BucketName']}",
         f"VOPRD_SNS_TOPIC_ARN={deployed.outputs['SnsTopic']}",
         "VOPRD_LOG_GROUP=/aws/ec2/vopr-simulation",
         "VOPRD_RUN=default",
+        "VOPRD_NETWORK=public-ipv4",
         f"AWS_REGION={REGION}",
     ]
     (reservation,) = ec2.describe_instances(InstanceIds=[deployed.outputs["InstanceId"]])[

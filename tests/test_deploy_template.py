@@ -16,6 +16,7 @@ import pytest
 
 from tests.deploy_support import (
     BOOTSTRAP,
+    BOOTSTRAP_UNIT,
     DEPLOY,
     ROOT,
     TEMPLATE,
@@ -75,15 +76,24 @@ def test_checkov_no_failed_check_and_every_skip_is_used() -> None:
 def test_embedded_bootstrap_and_unit_equal_their_files() -> None:
     embed = embed_module()
     text = TEMPLATE.read_text()
-    assert embed.extract(text, "VOPRD_BOOTSTRAP_SH") == BOOTSTRAP.read_text()
-    assert embed.extract(text, "VOPRD_UNIT") == UNIT.read_text()
+    for delimiter, path in [("VOPRD_BOOTSTRAP_SH", BOOTSTRAP), ("VOPRD_UNIT", UNIT),
+                            ("VOPRD_BOOTSTRAP_UNIT", BOOTSTRAP_UNIT)]:
+        copy = embed.extract(text, delimiter)
+        # The file without its whole-line comments (the 16 KiB limit), and nothing else.
+        code = [line for line in path.read_text().splitlines()
+                if not line.lstrip().startswith("#") or line.startswith("#!")
+                or line.lstrip().startswith("# shellcheck ")]
+        assert [line for line in copy.splitlines() if not line.startswith("# Comments left out")] \
+            == code
+        assert "# Comments left out (EC2's 16 KiB user data limit): deploy/" in copy
     assert embed.embed(text) == text, "stale template: run python3 deploy/embed_bootstrap.py"
 
 
 def test_user_data_fits_the_ec2_limit() -> None:
     header, body = user_data_parts()
     assert isinstance(header, dict) and isinstance(body, str)
-    longest = {"VoprdSource": "x" * 200, "VoprdArgs": "y" * 300, "SeedStart": "9" * 20}
+    longest = {"VoprdSource": "x" * 200, "VoprdArgs": "y" * 300, "SeedStart": "9" * 20,
+               "Network": "public-ipv4"}
     rendered = re.sub(r"\$\{([^}]+)\}", lambda m: longest.get(m[1], "z" * 120), header["Fn::Sub"])
     size_bytes = len((rendered + body).encode())
     assert size_bytes < 16 * 1024, size_bytes  # EC2 rejects user data over 16 KiB (raw)
@@ -93,8 +103,12 @@ def test_parameters_and_outputs_are_the_documented_ones() -> None:
     params = template()["Parameters"]
     assert list(params) == [
         "AlertEmail", "InstanceType", "SpotMaxPrice", "LogRetentionDays", "VoprdSource",
-        "VoprdArgs", "SeedStart", "RunName", "FleetSize", "FleetInstanceTypes", "LatestAmiId",
+        "VoprdArgs", "SeedStart", "RunName", "FleetSize", "FleetInstanceTypes", "Network",
+        "LatestAmiId",
     ]
+    assert params["VoprdSource"]["Default"] == "bucket"  # the wheel uploaded to releases/
+    assert params["Network"]["Default"] == "ipv6-only"  # no public IPv4 address to pay for
+    assert params["Network"]["AllowedValues"] == ["ipv6-only", "public-ipv4"]
     assert "Default" not in params["AlertEmail"]
     assert params["InstanceType"]["Default"] == "c7g.medium"
     assert params["SpotMaxPrice"]["Default"] == ""
@@ -114,6 +128,7 @@ def test_parameters_and_outputs_are_the_documented_ones() -> None:
 @pytest.mark.parametrize(
     ("param", "value", "ok"),
     [
+        ("VoprdSource", "bucket", True),
         ("VoprdSource", "voprd==0.1.0", True),
         ("VoprdSource", "git+https://github.com/example/voprd.git@v0.1.0", True),
         ("VoprdSource", "voprd[aws]>=0.1,<0.3", True),
@@ -244,6 +259,10 @@ def test_instance_role_least_privilege() -> None:
     assert [k["Fn::Sub"] for k in keys] == [
         f"${{Bucket.Arn}}/{prefix}/*" for prefix in ("checkpoints", "failures", "leases", "done")
     ]
+    releases = statements["ReadReleases"]  # VoprdSource "bucket": read, never write
+    assert (releases["Action"], releases["Resource"]) == (
+        "s3:GetObject", {"Fn::Sub": "${Bucket.Arn}/releases/*"}
+    )
     deletable = statements["DeleteSetAsideCheckpointsAndLeases"]
     assert deletable["Action"] == "s3:DeleteObject"
     assert [k["Fn::Sub"] for k in deletable["Resource"]] == [
@@ -268,6 +287,7 @@ def test_launch_template_spot_imdsv2_encrypted_gp3() -> None:
     assert data["ImageId"] == {"Ref": "LatestAmiId"}
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    assert data["MetadataOptions"]["HttpProtocolIpv6"] == "enabled"  # IPv6-only subnets
     (disk,) = data["BlockDeviceMappings"]
     assert disk["Ebs"] == {
         "VolumeSize": 20, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True,
@@ -285,12 +305,71 @@ def test_launch_template_spot_imdsv2_encrypted_gp3() -> None:
     groups = resources_of_type("AWS::EC2::SecurityGroup")
     assert [g.get("Properties", {}).get("SecurityGroupIngress") for g in groups.values()] == [None]
     (group,) = groups.values()
-    egress = [(r["IpProtocol"], r["FromPort"], r["ToPort"], r["CidrIp"])
+    egress = [(r["IpProtocol"], r["FromPort"], r["ToPort"], r.get("CidrIp") or r["CidrIpv6"])
               for r in group["Properties"]["SecurityGroupEgress"]]
-    assert egress == [("tcp", 443, 443, "0.0.0.0/0")]
+    assert egress == [("tcp", 443, 443, "0.0.0.0/0"), ("tcp", 443, 443, "::/0")]
     (instance,) = resources_of_type("AWS::EC2::Instance").values()
     assert instance["Properties"]["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "LaunchTemplate"}
     assert instance["Condition"] == "IsSingleInstance"
+
+
+def test_network_ipv6_only_has_no_public_ipv4_and_public_ipv4_keeps_the_old_layout() -> None:
+    """moto's CloudFormation cannot create AWS::EC2::VPCCidrBlock or EgressOnlyInternetGateway
+    nor answer GetAtt Vpc.Ipv6CidrBlocks, so the moto deployments (tests/test_deploy_moto.py,
+    tests/test_deploy_e2e.py) use Network=public-ipv4; the default ipv6-only network is checked
+    here, on the template's content (cfn-lint validates it against AWS's resource schemas)."""
+    doc = template()
+    resources = doc["Resources"]
+    assert doc["Conditions"]["IsIpv6Only"] == {"Fn::Equals": [{"Ref": "Network"}, "ipv6-only"]}
+    assert doc["Conditions"]["HasPublicIpv4"] == {
+        "Fn::Equals": [{"Ref": "Network"}, "public-ipv4"]
+    }
+    by_condition: dict[str, set[str]] = {}
+    for name, resource in resources.items():
+        by_condition.setdefault(resource.get("Condition", "-"), set()).add(name)
+    assert by_condition["IsIpv6Only"] == {
+        "VpcIpv6Block", "EgressOnlyGateway", "Ipv6DefaultRoute", "Ipv6SubnetA", "Ipv6SubnetB",
+        "Ipv6SubnetARoutes", "Ipv6SubnetBRoutes",
+    }
+    assert by_condition["HasPublicIpv4"] == {
+        "InternetGateway", "GatewayAttachment", "DefaultRoute", "SubnetA", "SubnetB",
+        "SubnetARoutes", "SubnetBRoutes",
+    }
+    assert resources["VpcIpv6Block"]["Properties"] == {
+        "VpcId": {"Ref": "Vpc"}, "AmazonProvidedIpv6CidrBlock": True,
+    }
+    route = resources["Ipv6DefaultRoute"]["Properties"]
+    assert route["DestinationIpv6CidrBlock"] == "::/0"
+    assert route["EgressOnlyInternetGatewayId"] == {"Ref": "EgressOnlyGateway"}
+    for index, name in enumerate(["Ipv6SubnetA", "Ipv6SubnetB"]):
+        subnet = resources[name]
+        props = subnet["Properties"]
+        assert subnet["DependsOn"] == "VpcIpv6Block"  # the block exists before its /64s
+        assert props["Ipv6Native"] is True and "CidrBlock" not in props
+        assert "MapPublicIpOnLaunch" not in props  # no IPv4 address at all
+        assert props["AssignIpv6AddressOnCreation"] is True and props["EnableDns64"] is False
+        assert props["Ipv6CidrBlock"] == {"Fn::Select": [index, {"Fn::Cidr": [
+            {"Fn::Select": [0, {"Fn::GetAtt": ["Vpc", "Ipv6CidrBlocks"]}]}, 2, 64]}]}
+        assert props["PrivateDnsNameOptionsOnLaunch"]["HostnameType"] == "resource-name"
+        assert resources[f"{name}Routes"]["Properties"]["SubnetId"] == {"Ref": name}
+    for name in ("SubnetA", "SubnetB"):
+        assert resources[name]["Properties"]["MapPublicIpOnLaunch"] is True
+    # The instance (or the fleet) lands in the network's subnets, after its route exists.
+    instance = resources["Instance"]
+    assert instance["Properties"]["SubnetId"] == {
+        "Fn::If": ["IsIpv6Only", {"Ref": "Ipv6SubnetA"}, {"Ref": "SubnetA"}]
+    }
+    assert instance["Metadata"]["voprd"]["RoutesFirst"] == {"Fn::If": [
+        "IsIpv6Only", [{"Ref": "Ipv6DefaultRoute"}, {"Ref": "Ipv6SubnetARoutes"}],
+        [{"Ref": "DefaultRoute"}, {"Ref": "SubnetARoutes"}]]}
+    assert "DependsOn" not in instance
+    group = resources["FleetGroup"]
+    assert group["Properties"]["VPCZoneIdentifier"] == {"Fn::If": [
+        "IsIpv6Only", [{"Ref": "Ipv6SubnetA"}, {"Ref": "Ipv6SubnetB"}],
+        [{"Ref": "SubnetA"}, {"Ref": "SubnetB"}]]}
+    assert "Ipv6DefaultRoute" in json.dumps(group["Metadata"])
+    # The bootstrap learns the network (and so the SDK settings) from stack.env.
+    assert "VOPRD_NETWORK=${Network}" in json.dumps(user_data_parts()[0])
 
 
 def test_fleet_size_gives_a_spot_auto_scaling_group_on_the_same_run() -> None:

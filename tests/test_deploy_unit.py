@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy_support import UNIT, VENV_BIN
+from tests.deploy_support import BOOTSTRAP, BOOTSTRAP_UNIT, UNIT, VENV_BIN
 from voprd.config import Settings
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -20,11 +20,11 @@ needs_systemd_analyze = pytest.mark.skipif(
 )
 
 
-def unit_settings() -> dict[str, list[str]]:
+def unit_settings(unit: Path = UNIT) -> dict[str, list[str]]:
     """key -> values in order (systemd allows repeated keys), section names prefixed."""
     settings: dict[str, list[str]] = {}
     section = ""
-    for raw in UNIT.read_text().splitlines():
+    for raw in unit.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -119,3 +119,25 @@ def test_hardening_keeps_what_the_daemon_needs() -> None:
     for key in ("ProtectSystem", "ProtectHome", "NoNewPrivileges", "PrivateTmp",
                 "PrivateDevices", "MemoryDenyWriteExecute"):
         assert unit[f"Service.{key}"] in (["yes"], ["strict"]), key
+
+
+@needs_systemd_analyze
+def test_bootstrap_unit_verifies_and_retries_until_installed(tmp_path: Path) -> None:
+    """voprd-bootstrap.service runs bootstrap.sh --wait at every boot, retried on failure."""
+    text = BOOTSTRAP_UNIT.read_text()
+    assert "ExecStart=/opt/voprd/bootstrap.sh --wait\n" in text
+    copy = tmp_path / "voprd-bootstrap.service"
+    copy.write_text(text.replace("/opt/voprd/bootstrap.sh", str(BOOTSTRAP)))
+    assert SYSTEMD_ANALYZE is not None
+    proc = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    assert (proc.returncode, proc.stderr, proc.stdout) == (0, "", "")
+    unit = unit_settings(BOOTSTRAP_UNIT)
+    assert unit["Service.Type"] == ["oneshot"]
+    assert unit["Service.Restart"] == ["on-failure"]
+    assert seconds(unit["Service.RestartSec"][0]) >= 10
+    assert unit["Unit.StartLimitIntervalSec"] == ["0"]
+    assert unit["Service.TimeoutStartSec"] == ["infinity"]  # waiting for a wheel upload
+    assert unit["Unit.After"] == ["network-online.target"]
+    assert unit["Install.WantedBy"] == ["multi-user.target"]

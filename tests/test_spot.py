@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 import structlog
 
 from tests.aws_fixtures import free_port
@@ -94,3 +95,33 @@ def test_endpoint_variable() -> None:
     assert imds_endpoint({"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9/"}) == (
         "http://127.0.0.1:9"
     )
+
+
+def test_endpoint_mode_ipv6_as_botocore_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IPv6-only instance (the stack's default network) reaches IMDS at fd00:ec2::254 only;
+    the bootstrap sets the SDK's mode variable and the watcher must follow it as botocore's
+    credential chain does (compared with botocore's own choice from the same variables)."""
+    import botocore.session
+    from botocore.utils import InstanceMetadataFetcher, resolve_imds_endpoint_mode
+
+    for env, expected in [
+        ({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv6"}, "http://[fd00:ec2::254]"),
+        ({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "ipv4"}, "http://169.254.169.254"),
+        ({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv6",  # an explicit endpoint wins
+          "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9"}, "http://127.0.0.1:9"),
+    ]:
+        assert imds_endpoint(env) == expected
+        with monkeypatch.context() as m:
+            m.delenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", raising=False)
+            for name, value in env.items():
+                m.setenv(name, value)
+            session = botocore.session.Session()
+            # The config botocore's credential resolver hands its IMDS fetcher.
+            fetcher = InstanceMetadataFetcher(config={
+                "ec2_metadata_service_endpoint": session.get_config_variable(
+                    "ec2_metadata_service_endpoint"),
+                "ec2_metadata_service_endpoint_mode": resolve_imds_endpoint_mode(session),
+            })
+        assert fetcher.get_base_url().rstrip("/") == expected
+    with pytest.raises(ValueError, match="IPv4 or IPv6"):
+        imds_endpoint({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "v6"})

@@ -118,6 +118,13 @@ def build_settings(
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region:
         merged["region"] = region
+    imds_mode = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE")
+    if imds_mode and imds_mode.lower() not in ("ipv4", "ipv6"):
+        # botocore would fail only at its first credential fetch, the spot watcher at its first
+        # poll: refuse at start-up instead, naming the variable.
+        raise ConfigError(
+            f"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE: must be IPv4 or IPv6, not {imds_mode!r}"
+        )
     merged.update(flags)
     try:
         return msgspec.convert(merged, Settings)
