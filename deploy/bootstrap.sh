@@ -176,9 +176,13 @@ if [ "${stack[VOPRD_NETWORK]}" = ipv6-only ]; then
   rm -f "$tmp"
 fi
 
-# 1. Python (and git for git+ sources) from the distribution's repositories.
+# 1. Python (git for git+ sources, the AWS CLI for "bucket" if the image lacks it) from the
+# distribution's repositories.
 packages=("$python_pkg" "$python_pkg-pip")
-case "$source_spec" in git+*) packages+=(git) ;; esac
+case "$source_spec" in
+  git+*) packages+=(git) ;;
+  bucket) command -v aws >/dev/null 2>&1 || packages+=(awscli-2) ;;
+esac
 if [ "$dry_run" -eq 0 ] && rpm -q "${packages[@]}" >/dev/null 2>&1; then
   log "unchanged: packages ${packages[*]}"
 else
