@@ -201,3 +201,28 @@ async def test_alert_too_big_for_sns_keeps_seed_and_reproduce(
         assert line in sent.splitlines()
     assert "line(s) cut to fit SNS" in sent
     assert sent == fit_message(head + history + "---\n" + footer)
+
+
+async def test_alert_with_a_once_key_is_sent_once_across_a_restart(
+    aws: AwsWorld, tmp_path: Path
+) -> None:
+    """A daemon killed after alerting but before journalling the failure re-runs the seed: the
+    same failure alerts again with a new timestamp. The once key (fingerprint and seed) makes
+    the outbox's sent-ledger, which survives the restart, drop the repeat."""
+    where = "s3://vopr-test-bucket/failures/seed-42042-1790000000.json"
+    subject, message = alert_text(42042, where)
+    first = AwsBackend(settings_for(aws), tmp_path / "a", "i-aaa", tuning=FAST)
+    await first.start()
+    await first.alerts.send(subject, message, once_key="failure:abc123:42042")
+    await first.flush()
+    await first.close()
+    again = AwsBackend(settings_for(aws), tmp_path / "a", "i-aaa", tuning=FAST)  # same state
+    await again.start()
+    rerun = message.replace("Timestamp:", "Timestamp: 2030-01-01T00:00:00Z was")
+    await again.alerts.send(subject, rerun, once_key="failure:abc123:42042")
+    other_subject, other = alert_text(42043, where.replace("42042", "42043"))
+    await again.alerts.send(other_subject, other, once_key="failure:abc123:42043")
+    await again.flush()
+    await again.close()
+    bodies = [m["Message"] for m in sns_messages(aws, expected=2)]  # drains the queue
+    assert sorted(bodies) == sorted([message, other])  # seed 42042's repeat was not sent

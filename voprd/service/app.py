@@ -410,7 +410,10 @@ class Daemon:
                   report=report, reproduce=reproduce)
         if self.policy.observe(fp, info, time.time()):
             alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
-            await self.backend.alerts.send(alert.subject, alert.message)
+            # A seed re-run after a crash between this alert and the journal's fsync fails again
+            # with a new timestamp: the key lets the AWS outbox send the first alert only.
+            await self.backend.alerts.send(alert.subject, alert.message,
+                                           once_key=f"failure:{fp}:{seed}")
 
     async def render_report(self, seed: int) -> bytes | None:
         """Render the seed's HTML report in a separate process. Never raises: a failed report

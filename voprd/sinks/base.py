@@ -56,7 +56,11 @@ class FailureArchive(Protocol):
 
 
 class AlertSink(Protocol):
-    async def send(self, subject: str, message: str) -> None: ...
+    async def send(self, subject: str, message: str, *, once_key: str | None = None) -> None:
+        """Send an alert. `once_key` names what the alert is about (a failure's fingerprint and
+        seed): a sink with a durable sent-ledger sends one alert per key, so a seed re-run after
+        a crash (same failure, new timestamp) does not alert twice."""
+        ...
 
 
 class MetricsSink(Protocol):

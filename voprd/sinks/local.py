@@ -254,7 +254,9 @@ class LocalAlertSink:
         self.path = path
         self.sent = 0
 
-    async def send(self, subject: str, message: str) -> None:
+    async def send(self, subject: str, message: str, *, once_key: str | None = None) -> None:
+        # alerts.log is a log, not a notification: a repeat after a crash is one more entry.
+        del once_key
         text = f"Subject: {subject}\n{message.rstrip()}\n\n"
         await asyncio.to_thread(_append_durably, self.path, text.encode())
         self.sent += 1

@@ -189,8 +189,8 @@ class AwsAlertSink:
     def __init__(self, backend: AwsBackend) -> None:
         self._backend = backend
 
-    async def send(self, subject: str, message: str) -> None:
-        self._backend.enqueue_alert(subject, message)
+    async def send(self, subject: str, message: str, *, once_key: str | None = None) -> None:
+        self._backend.enqueue_alert(subject, message, once_key=once_key)
 
 
 class AwsMetricsSink:
@@ -390,7 +390,9 @@ class AwsBackend:
         )
         return f"s3://{self.bucket}/{key}"
 
-    def enqueue_alert(self, subject: str, message: str) -> None:
+    def enqueue_alert(self, subject: str, message: str, *, once_key: str | None = None) -> None:
+        """Queue an SNS alert. Deduplicated by `once_key` when given (the outbox's sent-ledger
+        survives restarts), else by the payload's digest."""
         payload = msgspec.json.encode(AlertPayload(fit_subject(subject), fit_message(message)))
         digest = hashlib.sha256(payload).hexdigest()
         if not self.settings.sns_topic_arn:
@@ -401,7 +403,7 @@ class AwsBackend:
             return
         self.outbox.put(
             SNS_LANE, "alert", digest, payload, priority=Priority.ESSENTIAL,
-            dedup_key=f"sns:{digest}",
+            dedup_key=f"sns:once:{once_key}" if once_key else f"sns:{digest}",
         )
 
     def enqueue_metrics(self, aggregate: MinuteAggregate) -> None:
