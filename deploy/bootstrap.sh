@@ -189,7 +189,8 @@ else
   run dnf install -y -q "${packages[@]}"
 fi
 
-# Source "bucket": the newest wheel under s3://BUCKET/releases/, downloaded to $prefix/dist/.
+# Source "bucket": the newest wheel under s3://BUCKET/releases/ by upload time (re-uploading
+# an older version rolls back), downloaded to $prefix/dist/.
 # Prints the local path of the wheel.
 fetch_wheel() {
   local query key name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +27,19 @@ def guide_text() -> str:
     end = text.find("\n## ", start + len(GUIDE_HEADING))
     return text[start:] if end < 0 else text[start:end]
 VENV_BIN = Path(sys.executable).parent
+
+
+def shell_blocks() -> list[str]:
+    """The guide's ```sh blocks."""
+    return re.findall(r"```sh\n(.*?)```", guide_text(), flags=re.DOTALL)
+
+
+def logical_lines() -> list[str]:
+    """The guide's shell commands, one per line (continuations joined, comments left out)."""
+    lines: list[str] = []
+    for block in shell_blocks():
+        lines.extend(block.replace("\\\n", " ").splitlines())
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 @functools.cache

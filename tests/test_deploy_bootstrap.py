@@ -25,6 +25,7 @@ from tests.deploy_support import (
     UNIT,
     VENV_BIN,
     embed_module,
+    logical_lines,
     user_data_parts,
 )
 
@@ -295,6 +296,9 @@ def test_bucket_source_waits_for_the_newest_wheel_and_installs_it(
     """VoprdSource "bucket" (the default): the instance waits for a wheel under releases/,
     fetches the newest one with the aws CLI (here from moto, over HTTP) and pip installs it."""
     root, log, env = fake_instance(tmp_path, aws, "bucket")
+    # Both wheels go up within the bootstrap's wait between two looks (the first look, at once,
+    # finds none): it must choose the newer by upload time, whatever the names say.
+    env["VOPRD_WHEEL_POLL_S"] = "8"
     bootstrap = subprocess.Popen(
         ["bash", str(BOOTSTRAP), "--wait"], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
@@ -304,10 +308,17 @@ def test_bucket_source_waits_for_the_newest_wheel_and_installs_it(
         waiting = bootstrap.stderr.readline()
         assert f"waiting for a voprd wheel under s3://{aws.bucket}/releases/" in waiting
         s3 = boto("s3")
-        s3.put_object(Bucket=aws.bucket, Key="releases/voprd-0.1.0-py3-none-any.whl", Body=b"old")
+        s3.put_object(Bucket=aws.bucket, Key="releases/voprd-0.9.0-py3-none-any.whl", Body=b"old")
         s3.put_object(Bucket=aws.bucket, Key="releases/notes.txt", Body=b"not a wheel")
         time.sleep(1.2)  # LastModified has whole seconds
-        s3.put_object(Bucket=aws.bucket, Key="releases/voprd-0.2.0-py3-none-any.whl", Body=b"new")
+        # The newest: uploaded with the quick start's own command, as written.
+        (upload,) = {line for line in logical_lines() if line.startswith("aws s3 cp dist/")}
+        checkout = tmp_path / "checkout"
+        (checkout / "dist").mkdir(parents=True)
+        (checkout / "dist/voprd-0.2.0-py3-none-any.whl").write_bytes(b"new")
+        uploaded = subprocess.run(["bash", "-c", upload], cwd=checkout, capture_output=True,
+                                  text=True, timeout=120, env={**env, "BUCKET": aws.bucket})
+        assert uploaded.returncode == 0, uploaded.stderr
         _, err = bootstrap.communicate(timeout=120)
     finally:
         bootstrap.kill()

@@ -24,7 +24,14 @@ from typing import Any
 
 import pytest
 
-from tests.deploy_support import BOOTSTRAP, ROOT, guide_text, template
+from tests.deploy_support import (
+    BOOTSTRAP,
+    ROOT,
+    guide_text,
+    logical_lines,
+    shell_blocks,
+    template,
+)
 from voprd import cli
 
 AWS_CLI_V2_ONLY: dict[tuple[str, ...], set[str]] = {
@@ -36,15 +43,6 @@ AWS_CLI_V2_ONLY: dict[tuple[str, ...], set[str]] = {
 STOP_TOKENS = {";", ")", "|", ">", "&&", "||", "}"}
 
 
-def shell_blocks() -> list[str]:
-    return re.findall(r"```sh\n(.*?)```", guide_text(), flags=re.DOTALL)
-
-
-def logical_lines() -> list[str]:
-    lines: list[str] = []
-    for block in shell_blocks():
-        lines.extend(block.replace("\\\n", " ").splitlines())
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 def tokens_from(text: str) -> list[str]:
