@@ -12,6 +12,7 @@
 #   sudo /opt/voprd/bootstrap.sh --update --source voprd==0.2.0   switch source, upgrade
 #   VOPRD_ROOT=/tmp/root bootstrap.sh --dry-run  write the files under /tmp/root only
 set -euo pipefail
+shopt -s inherit_errexit  # set -e inside $(...) too: a failed step there stops the script
 
 usage() {
   cat <<'EOF'
@@ -109,6 +110,17 @@ if [ "$boot" -eq 1 ]; then
   exit 0
 fi
 
+# One bootstrap at a time: voprd-bootstrap.service (at boot, or waiting for a wheel) and an
+# operator's --update must not run dnf and pip into the same environment at once.
+if [ "$dry_run" -eq 0 ]; then
+  install -d -m 0755 "$root/run"
+  exec 9>"$root/run/voprd-bootstrap.lock"
+  if ! flock -w 600 9; then
+    echo "bootstrap.sh: another bootstrap is running (journalctl -u voprd-bootstrap); try again later" >&2
+    exit 1
+  fi
+fi
+
 # Reads KEY=VALUE lines literally (never sourced: the values are data, not shell).
 declare -A stack=()
 read_stack_env() {
@@ -193,21 +205,28 @@ fi
 # an older version rolls back), downloaded to $prefix/dist/.
 # Prints the local path of the wheel.
 fetch_wheel() {
-  local query key name
-  # JMESPath literals in backquotes, not shell: single quotes on purpose.
+  local query key name listed what
+  # JMESPath literals in backquotes, not shell: single quotes on purpose. One page (up to 1,000
+  # keys, --no-paginate): with --output text the CLI would apply the query to each page.
   # shellcheck disable=SC2016
   query='sort_by(Contents[?ends_with(Key, `".whl"`)] || `[]`, &LastModified)[-1].Key'
   while :; do
-    key="$(aws s3api list-objects-v2 --bucket "$bucket" --prefix releases/ \
-      --query "$query" --output text)" || key=""
-    if [ -n "$key" ] && [ "$key" != None ]; then
+    listed=1
+    key="$(aws s3api list-objects-v2 --bucket "$bucket" --prefix releases/ --no-paginate \
+      --query "$query" --output text)" || listed=0
+    if [ "$listed" -eq 1 ] && [ -n "$key" ] && [ "$key" != None ]; then
       break
     fi
+    if [ "$listed" -eq 0 ]; then
+      what="could not list s3://$bucket/releases/ (the aws error is above)"
+    else
+      what="no voprd wheel under s3://$bucket/releases/ (upload one: README, Quick start)"
+    fi
     if [ "$wait_for_wheel" -eq 0 ]; then
-      echo "bootstrap.sh: no voprd wheel under s3://$bucket/releases/ (upload one: README, Quick start)" >&2
+      echo "bootstrap.sh: $what" >&2
       exit 1
     fi
-    log "waiting for a voprd wheel under s3://$bucket/releases/ (README, Quick start); next look in ${poll_s}s" >&2
+    log "waiting: $what; next look in ${poll_s}s" >&2
     sleep "$poll_s"
   done
   name="${key##*/}"
@@ -215,7 +234,10 @@ fetch_wheel() {
     *[!A-Za-z0-9._+-]* | -*) echo "bootstrap.sh: refusing wheel name: $name" >&2; exit 1 ;;
   esac
   install -d -m 0755 "$prefix/dist"
-  aws s3 cp --only-show-errors "s3://$bucket/$key" "$prefix/dist/$name" >&2
+  # To a temporary name first: a failed download never leaves a stale wheel under the name.
+  rm -f "$prefix/dist/.download"
+  aws s3 cp --only-show-errors "s3://$bucket/$key" "$prefix/dist/.download" >&2
+  mv -f "$prefix/dist/.download" "$prefix/dist/$name"
   log "fetched: s3://$bucket/$key" >&2
   echo "$prefix/dist/$name"
 }

@@ -14,6 +14,7 @@ with their comments are larger than that. Nothing else changes, so they behave t
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -27,14 +28,30 @@ EMBEDDED: dict[str, Path] = {
 }
 
 
+HEREDOC = re.compile(r"<<-?\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?")
+
+
 def embedded_text(path: Path) -> str:
-    """The copy of `path` the user data carries: `path` without its whole-line comments."""
-    kept = [
-        line for line in path.read_text().splitlines(keepends=True)
-        if not line.lstrip().startswith("#")
-        or line.startswith("#!")
-        or line.lstrip().startswith("# shellcheck ")
-    ]
+    """The copy of `path` the user data carries: `path` without its whole-line comments. Lines
+    inside a shell heredoc are data, not comments: they are kept whatever they start with."""
+    kept: list[str] = []
+    terminator: str | None = None
+    for line in path.read_text().splitlines(keepends=True):
+        if terminator is not None:
+            kept.append(line)
+            if line.strip() == terminator:
+                terminator = None
+            continue
+        stripped = line.lstrip()
+        if stripped.startswith("#") and not line.startswith("#!") and not stripped.startswith(
+            "# shellcheck "
+        ):
+            continue
+        kept.append(line)
+        opened = HEREDOC.search(line)
+        if opened is not None and path.suffix == ".sh":
+            terminator = opened[1]
+    assert terminator is None, f"{path}: heredoc {terminator} is never closed"
     where = path.relative_to(DEPLOY)
     note = f"# Comments left out (EC2's 16 KiB user data limit): deploy/{where}\n"
     at = 1 if kept and kept[0].startswith("#!") else 0

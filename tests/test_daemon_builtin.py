@@ -76,6 +76,20 @@ def test_aws_report_in_s3_beside_the_record_and_named_in_the_alert(
     assert f"Archive: s3://{aws.bucket}/{keys[1]}\nReport: s3://{aws.bucket}/{keys[0]}\n" in message
 
 
+def test_a_new_run_alerts_its_failures_again(aws: AwsWorld, tmp_path: Path) -> None:
+    """Alerts carry a once key so that a crash re-run does not e-mail twice; the key holds the
+    run's id, so the same failure in a new run of the same state dir (a new fleet run and
+    `--reset`, which forgets the known fingerprints) is alerted again, not taken for a repeat
+    by the outbox's sent-ledger (which outlives runs)."""
+    state = tmp_path / "state"
+    env = aws_daemon_env(aws, None)
+    for extra in (("--run", "first"), ("--run", "second", "--reset")):
+        done = run_daemon(state, env, *extra)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    messages = [m["Message"] for m in sns_messages(aws, expected=2)]
+    assert len(messages) == 2 and all("Seed: 0\nInvariant: durability" in m for m in messages)
+
+
 def test_a_failing_report_loses_neither_the_record_nor_the_alert(tmp_path: Path) -> None:
     # A directory where the report file should go (for every second the failure could be
     # stamped with) makes archiving the report fail for real, after it was rendered.

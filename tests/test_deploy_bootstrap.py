@@ -290,66 +290,81 @@ def fake_instance(tmp_path: Path, aws: AwsWorld, source: str) -> tuple[Path, Pat
     return root, log, env
 
 
-def test_bucket_source_waits_for_the_newest_wheel_and_installs_it(
+def test_bucket_source_waits_for_a_wheel_then_updates_to_the_one_uploaded_last(
     tmp_path: Path, aws: AwsWorld
 ) -> None:
     """VoprdSource "bucket" (the default): the instance waits for a wheel under releases/,
-    fetches the newest one with the aws CLI (here from moto, over HTTP) and pip installs it."""
+    fetches it with the aws CLI (here from moto, over HTTP) and pip installs it; `--update`
+    takes the wheel uploaded last, whatever its version, and reinstalls it."""
     root, log, env = fake_instance(tmp_path, aws, "bucket")
-    # Both wheels go up within the bootstrap's wait between two looks (the first look, at once,
-    # finds none): it must choose the newer by upload time, whatever the names say.
-    env["VOPRD_WHEEL_POLL_S"] = "8"
+    s3 = boto("s3")
     bootstrap = subprocess.Popen(
         ["bash", str(BOOTSTRAP), "--wait"], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )
     try:
         assert bootstrap.stderr is not None
-        waiting = bootstrap.stderr.readline()
-        assert f"waiting for a voprd wheel under s3://{aws.bucket}/releases/" in waiting
-        s3 = boto("s3")
-        s3.put_object(Bucket=aws.bucket, Key="releases/voprd-0.9.0-py3-none-any.whl", Body=b"old")
+        waiting = bootstrap.stderr.readline()  # the first look finds nothing
+        assert f"waiting: no voprd wheel under s3://{aws.bucket}/releases/" in waiting
         s3.put_object(Bucket=aws.bucket, Key="releases/notes.txt", Body=b"not a wheel")
-        time.sleep(1.2)  # LastModified has whole seconds
-        # The newest: uploaded with the quick start's own command, as written.
-        (upload,) = {line for line in logical_lines() if line.startswith("aws s3 cp dist/")}
-        checkout = tmp_path / "checkout"
-        (checkout / "dist").mkdir(parents=True)
-        (checkout / "dist/voprd-0.2.0-py3-none-any.whl").write_bytes(b"new")
-        uploaded = subprocess.run(["bash", "-c", upload], cwd=checkout, capture_output=True,
-                                  text=True, timeout=120, env={**env, "BUCKET": aws.bucket})
-        assert uploaded.returncode == 0, uploaded.stderr
+        s3.put_object(Bucket=aws.bucket, Key="releases/voprd-0.9.0-py3-none-any.whl", Body=b"old")
         _, err = bootstrap.communicate(timeout=120)
     finally:
         bootstrap.kill()
     assert bootstrap.returncode == 0, err
-    wheel = root / "opt/voprd/dist/voprd-0.2.0-py3-none-any.whl"
-    assert wheel.read_bytes() == b"new"  # the newest wheel, as uploaded
+    first = root / "opt/voprd/dist/voprd-0.9.0-py3-none-any.whl"
+    assert first.read_bytes() == b"old"
     calls = log.read_text().splitlines()
-    assert calls[:3] == [
+    assert calls == [
         "systemctl restart amazon-ssm-agent.service",
         "dnf install -y -q python3.11 python3.11-pip",
         f"python3.11 -m venv {root}/opt/voprd/venv",
+        f"pip install -q {first}",
+        "systemctl daemon-reload",
+        "systemctl enable voprd.service voprd-bootstrap.service",
+        "systemctl restart --no-block voprd.service",
     ]
-    assert calls[3] == f"pip install -q {wheel}"
-    assert calls[-1] == "systemctl restart --no-block voprd.service"
-    assert f"fetched: s3://{aws.bucket}/releases/voprd-0.2.0-py3-none-any.whl" in err
+    assert f"fetched: s3://{aws.bucket}/releases/voprd-0.9.0-py3-none-any.whl" in err
     assert 'AWS_USE_DUALSTACK_ENDPOINT="true"' in (root / "etc/default/voprd").read_text()
+    assert not (root / "opt/voprd/dist/.download").exists()
 
-    # --update fetches the newest wheel again and reinstalls it, even at the same version.
-    s3.put_object(Bucket=aws.bucket, Key="releases/voprd-0.2.1-py3-none-any.whl", Body=b"fix")
+    # A lower version uploaded later (a rollback), with the quick start's own command as
+    # written: --update installs it, reinstalling even what pip would call up to date.
+    time.sleep(1.1)  # LastModified has whole seconds
+    (upload,) = {line for line in logical_lines() if line.startswith("aws s3 cp dist/")}
+    checkout = tmp_path / "checkout"
+    (checkout / "dist").mkdir(parents=True)
+    (checkout / "dist/voprd-0.2.0-py3-none-any.whl").write_bytes(b"new")
+    uploaded = subprocess.run(["bash", "-c", upload], cwd=checkout, capture_output=True,
+                              text=True, timeout=120, env={**env, "BUCKET": aws.bucket})
+    assert uploaded.returncode == 0, uploaded.stderr
     log.write_text("")
     update = subprocess.run(["bash", str(BOOTSTRAP), "--update"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert update.returncode == 0, update.stderr
-    fixed = root / "opt/voprd/dist/voprd-0.2.1-py3-none-any.whl"
-    assert fixed.read_bytes() == b"fix"
+    newest = root / "opt/voprd/dist/voprd-0.2.0-py3-none-any.whl"
+    assert newest.read_bytes() == b"new"
     pip_calls = [c for c in log.read_text().splitlines() if c.startswith("pip ")]
     assert pip_calls == [
         "pip install -q --upgrade pip",
-        f"pip install -q --upgrade {fixed}",
-        f"pip install -q --force-reinstall --no-deps {fixed}",
+        f"pip install -q --upgrade {newest}",
+        f"pip install -q --force-reinstall --no-deps {newest}",
     ]
+
+
+def test_bucket_source_failed_listing_is_not_taken_for_a_missing_wheel(
+    tmp_path: Path, aws: AwsWorld
+) -> None:
+    root, log, env = fake_instance(tmp_path, aws, "bucket")
+    env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens: the listing itself fails
+    env["AWS_MAX_ATTEMPTS"] = "1"
+    proc = subprocess.run(["bash", str(BOOTSTRAP)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert f"could not list s3://{aws.bucket}/releases/" in proc.stderr
+    assert "no voprd wheel" not in proc.stderr
+    assert not (root / "etc/default/voprd").exists()
+    assert not [c for c in log.read_text().splitlines() if c.startswith("pip ")]
 
 
 def test_bucket_source_without_wait_fails_at_once_naming_the_upload(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -412,3 +413,34 @@ def test_checkov_requirements_are_pinned() -> None:
         if line.strip() and not line.startswith("#")
     ]
     assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", x) for x in lines)
+
+
+def test_template_fits_deploy_without_an_s3_bucket() -> None:
+    # `aws cloudformation deploy` (the quick start) sends the template inline: at most 51,200
+    # bytes; a larger one would need --s3-bucket, which the quick start has none of yet.
+    assert len(TEMPLATE.read_bytes()) < 51_200
+
+
+def test_comment_stripping_keeps_heredoc_lines(tmp_path: Path) -> None:
+    """The user data's copies leave out whole-line comments, but a '#' line inside a shell
+    heredoc is data (here: what a file gets), and must stay."""
+    embed = embed_module()
+    script = embed.DEPLOY / "_embed_probe.sh"
+    script.write_text(
+        "#!/bin/bash\n# a comment\ncat > f <<'EOF'\n# data, not a comment\nEOF\n"
+        "  # an indented comment\necho kept  # a trailing comment stays\n"
+        "# shellcheck disable=SC2016\n"
+    )
+    try:
+        copy = embed.embedded_text(script)
+    finally:
+        script.unlink()
+    assert copy.splitlines() == [
+        "#!/bin/bash",
+        "# Comments left out (EC2's 16 KiB user data limit): deploy/_embed_probe.sh",
+        "cat > f <<'EOF'",
+        "# data, not a comment",
+        "EOF",
+        "echo kept  # a trailing comment stays",
+        "# shellcheck disable=SC2016",
+    ]

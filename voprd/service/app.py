@@ -411,9 +411,12 @@ class Daemon:
         if self.policy.observe(fp, info, time.time()):
             alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
             # A seed re-run after a crash between this alert and the journal's fsync fails again
-            # with a new timestamp: the key lets the AWS outbox send the first alert only.
-            await self.backend.alerts.send(alert.subject, alert.message,
-                                           once_key=f"failure:{fp}:{seed}")
+            # with a new timestamp: the key lets the AWS outbox send the first alert only. The
+            # run id is in it: a new run (--reset, --run, an upgrade) alerts its failures again.
+            await self.backend.alerts.send(
+                alert.subject, alert.message,
+                once_key=f"failure:{self.progress.run_id}:{fp}:{seed}",
+            )
 
     async def render_report(self, seed: int) -> bytes | None:
         """Render the seed's HTML report in a separate process. Never raises: a failed report
