@@ -306,12 +306,13 @@ rm -f "$tmp"
 # 4. The units: next to this script on an instance, deploy/systemd/ in a source checkout.
 unit_changed=0
 install_if_changed "$unit_file" "$(unit_source voprd.service)" 0644 && unit_changed=1
+reload=$unit_changed
 install_if_changed "$root/etc/systemd/system/voprd-bootstrap.service" \
-  "$(unit_source voprd-bootstrap.service)" 0644 && unit_changed=1
+  "$(unit_source voprd-bootstrap.service)" 0644 && reload=1
 
 # 5. Start (or restart when anything it runs with changed); a restart drains gracefully.
 # --no-block: inside voprd-bootstrap.service, waiting for voprd's start would only delay boot.
-if [ "$unit_changed" -eq 1 ]; then
+if [ "$reload" -eq 1 ]; then
   run systemctl daemon-reload
 fi
 run systemctl enable voprd.service voprd-bootstrap.service

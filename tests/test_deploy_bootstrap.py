@@ -377,3 +377,18 @@ def test_bucket_source_without_wait_fails_at_once_naming_the_upload(
     assert f"no voprd wheel under s3://{aws.bucket}/releases/ (upload one" in proc.stderr
     assert not (root / "etc/default/voprd").exists()  # stopped before writing anything else
     assert not [c for c in log.read_text().splitlines() if c.startswith("pip ")]
+
+
+def test_a_changed_bootstrap_unit_reloads_systemd_but_leaves_the_daemon_running(
+    booted: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    root, _ = booted
+    installed = root / "etc/systemd/system/voprd-bootstrap.service"
+    installed.write_text(installed.read_text() + "# an older copy\n")
+    proc = run(root / "opt/voprd/bootstrap.sh", root, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert [c for c in would_run(proc) if c.startswith("systemctl")] == [
+        "systemctl daemon-reload",
+        "systemctl enable voprd.service voprd-bootstrap.service",
+        "systemctl start --no-block voprd.service",  # not a restart: its own unit is unchanged
+    ]
