@@ -412,7 +412,8 @@ class Daemon:
             alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
             # A seed re-run after a crash between this alert and the journal's fsync fails again
             # with a new timestamp: the key lets the AWS outbox send the first alert only. The
-            # run id is in it: a new run (--reset, --run, an upgrade) alerts its failures again.
+            # run id is in it: a run started afresh (--reset: a new id, no known fingerprints)
+            # alerts its failures again instead of having them taken for sent.
             await self.backend.alerts.send(
                 alert.subject, alert.message,
                 once_key=f"failure:{self.progress.run_id}:{fp}:{seed}",
