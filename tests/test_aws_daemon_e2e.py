@@ -207,15 +207,23 @@ def test_outage_mid_run_everything_arrives_exactly_once(aws: AwsWorld, tmp_path:
         try:
             before = seeds_run()
             time.sleep(2.5)  # AWS is away; the simulation must keep going
-            status_path = state_dir / "status.json"
-            status_path.unlink(missing_ok=True)
-            daemon.send_signal(signal.SIGUSR1)  # the status dump shows the backend's health
-            for _ in range(100):
-                if status_path.exists():
-                    break
-                time.sleep(0.05)
-            status = json.loads(status_path.read_text())
             during = seeds_run() - before
+            # The status dump shows the backend's health. A send already in flight when AWS went
+            # away is not a failure until it times out (connect 3 s, read 10 s): ask again until
+            # the dump says unhealthy, for up to 20 s.
+            status_path = state_dir / "status.json"
+            deadline = time.monotonic() + 20
+            while True:
+                status_path.unlink(missing_ok=True)
+                daemon.send_signal(signal.SIGUSR1)
+                for _ in range(100):
+                    if status_path.exists():
+                        break
+                    time.sleep(0.05)
+                status = json.loads(status_path.read_text())
+                if not status["backend"]["healthy"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             assert daemon.poll() is None
         finally:
             aws.server.restart()
