@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ REGION = "ca-central-1"
 STACK = "voprd"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+STACK_WAIT_S_MAX = 60.0
 
 
 class Deployed:
@@ -107,3 +109,25 @@ def deployed_stack(*parameter_overrides: str, region: str = REGION) -> Iterator[
         yield Deployed(endpoint, env, region)
     finally:
         server.stop()
+
+
+def create_stack(deployed: Deployed, region: str, *parameters: str) -> dict[str, Any]:
+    """`aws cloudformation create-stack` (which, unlike `deploy` in moto, fills the Outputs),
+    waited for until it is complete. Network=public-ipv4: see deployed_stack."""
+    proc = deployed.aws(
+        "cloudformation", "create-stack", "--region", region, "--stack-name", STACK,
+        "--template-body", f"file://{TEMPLATE}", "--capabilities", "CAPABILITY_NAMED_IAM",
+        "--parameters", "ParameterKey=AlertEmail,ParameterValue=ops@example.com",
+        "ParameterKey=Network,ParameterValue=public-ipv4", *parameters,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cloudformation = deployed.client("cloudformation", region)
+    deadline = time.monotonic() + STACK_WAIT_S_MAX
+    while (stack := cloudformation.describe_stacks(StackName=STACK)["Stacks"][0])[
+        "StackStatus"
+    ].endswith("_IN_PROGRESS"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    result: dict[str, Any] = stack
+    return result

@@ -10,38 +10,19 @@ from __future__ import annotations
 
 import ast
 import base64
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from tests.deploy_moto_support import AMI_PARAMETER, REGION, STACK, Deployed, deployed_stack
+from tests.deploy_moto_support import (
+    AMI_PARAMETER,
+    REGION,
+    STACK,
+    Deployed,
+    create_stack,
+    deployed_stack,
+)
 from tests.deploy_support import TEMPLATE, embed_module
-
-STACK_WAIT_S_MAX = 60.0
-
-
-def create_stack(deployed: Deployed, region: str, *parameters: str) -> dict[str, Any]:
-    """`aws cloudformation create-stack` (which, unlike `deploy` in moto, fills the Outputs),
-    waited for until it is complete. Network=public-ipv4: see deployed_stack."""
-    proc = deployed.aws(
-        "cloudformation", "create-stack", "--region", region, "--stack-name", STACK,
-        "--template-body", f"file://{TEMPLATE}", "--capabilities", "CAPABILITY_NAMED_IAM",
-        "--parameters", "ParameterKey=AlertEmail,ParameterValue=ops@example.com",
-        "ParameterKey=Network,ParameterValue=public-ipv4", *parameters,
-    )
-    assert proc.returncode == 0, proc.stderr
-    cloudformation = deployed.client("cloudformation", region)
-    deadline = time.monotonic() + STACK_WAIT_S_MAX
-    while (stack := cloudformation.describe_stacks(StackName=STACK)["Stacks"][0])[
-        "StackStatus"
-    ].endswith("_IN_PROGRESS"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
-    result: dict[str, Any] = stack
-    return result
 
 
 @pytest.fixture(scope="module")
