@@ -178,12 +178,17 @@ if [ "${stack[VOPRD_NETWORK]}" = ipv6-only ]; then
   export AWS_USE_DUALSTACK_ENDPOINT=true AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6
 fi
 
-# 0. IPv6-only: the SSM agent (Session Manager, Run Command) must use dual-stack endpoints too.
+# 0. IPv6-only: the SSM agent (Session Manager, Run Command) must use dual-stack endpoints too,
+# and chrony the Amazon Time Sync Service's IPv6 address (request signatures need a right clock).
 if [ "${stack[VOPRD_NETWORK]}" = ipv6-only ]; then
   tmp="$(mktemp)"
   echo '{ "Agent": { "UseDualStackEndpoint": true } }' >"$tmp"
   if install_if_changed "$root/etc/amazon/ssm/amazon-ssm-agent.json" "$tmp" 0644; then
     run systemctl restart amazon-ssm-agent.service
+  fi
+  echo 'server fd00:ec2::123 prefer iburst minpoll 4 maxpoll 4' >"$tmp"
+  if install_if_changed "$root/etc/chrony.d/voprd-time-sync-ipv6.sources" "$tmp" 0644; then
+    run chronyc reload sources || log "chronyc reload sources failed; chronyd reads the file at its next start"
   fi
   rm -f "$tmp"
 fi

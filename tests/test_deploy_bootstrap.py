@@ -139,6 +139,7 @@ def test_user_data_installs_bootstrap_unit_and_environment(
         'VOPRD_ARGS="--seed 7000000 --faults network,crash --workers 2"',
     ]
     assert not (root / "etc/amazon").exists()  # public IPv4: the SSM agent's defaults work
+    assert not (root / "etc/chrony.d").exists()  # ... and chrony's 169.254.169.123
     # What a real boot would run, in order: packages (git for a git source), venv, pip, units.
     assert would_run(proc) == [
         "dnf install -y -q python3.11 python3.11-pip git",
@@ -164,10 +165,16 @@ def test_ipv6_only_network_sets_dual_stack_endpoints_and_metadata_over_ipv6(
     ]
     agent = (root / "etc/amazon/ssm/amazon-ssm-agent.json").read_text()
     assert agent.strip() == '{ "Agent": { "UseDualStackEndpoint": true } }'
-    assert would_run(proc)[0] == "systemctl restart amazon-ssm-agent.service"
+    time_sync = (root / "etc/chrony.d/voprd-time-sync-ipv6.sources").read_text()
+    assert time_sync.strip() == "server fd00:ec2::123 prefer iburst minpoll 4 maxpoll 4"
+    assert would_run(proc)[:2] == [
+        "systemctl restart amazon-ssm-agent.service", "chronyc reload sources",
+    ]
     again = run(root / "opt/voprd/bootstrap.sh", root, "--wait", "--dry-run")
     assert "unchanged: /etc/amazon/ssm/amazon-ssm-agent.json" in again.stdout
-    assert "amazon-ssm-agent" not in "".join(would_run(again))  # no needless restart
+    assert "unchanged: /etc/chrony.d/voprd-time-sync-ipv6.sources" in again.stdout
+    rerun = " ".join(would_run(again))
+    assert "amazon-ssm-agent" not in rerun and "chronyc" not in rerun  # no needless restarts
 
 
 def test_second_run_changes_nothing(booted: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
@@ -277,7 +284,7 @@ def fake_instance(tmp_path: Path, aws: AwsWorld, source: str) -> tuple[Path, Pat
         f"VOPRD_SNS_TOPIC_ARN={aws.topic_arn}\nVOPRD_LOG_GROUP={aws.log_group}\n"
         "VOPRD_NETWORK=ipv6-only\nAWS_REGION=us-east-1\n"
     )
-    for name in ("dnf", "systemctl"):
+    for name in ("dnf", "systemctl", "chronyc"):
         (fakes / name).write_text(RECORDER.format(log=log))
     (fakes / "rpm").write_text("#!/bin/bash\nexit 1\n")  # nothing installed yet
     (fakes / "python3.11").write_text(FAKE_PYTHON.format(log=log))
@@ -317,6 +324,7 @@ def test_bucket_source_waits_for_a_wheel_then_updates_to_the_one_uploaded_last(
     calls = log.read_text().splitlines()
     assert calls == [
         "systemctl restart amazon-ssm-agent.service",
+        "chronyc reload sources",
         "dnf install -y -q python3.11 python3.11-pip",
         f"python3.11 -m venv {root}/opt/voprd/venv",
         f"pip install -q {first}",
