@@ -186,11 +186,23 @@ if [ "${stack[VOPRD_NETWORK]}" = ipv6-only ]; then
   if install_if_changed "$root/etc/amazon/ssm/amazon-ssm-agent.json" "$tmp" 0644; then
     run systemctl restart amazon-ssm-agent.service
   fi
-  echo 'server fd00:ec2::123 prefer iburst minpoll 4 maxpoll 4' >"$tmp"
-  if install_if_changed "$root/etc/chrony.d/voprd-time-sync-ipv6.sources" "$tmp" 0644; then
-    run chronyc reload sources || log "chronyc reload sources failed; chronyd reads the file at its next start"
-  fi
   rm -f "$tmp"
+  time_sync="server fd00:ec2::123 prefer iburst minpoll 4 maxpoll 4"
+  chrony_conf="$root/etc/chrony.conf"
+  if grep -qsF 'fd00:ec2::123' "$chrony_conf" "$root"/etc/chrony.d/*.sources; then
+    log "unchanged: chrony already has fd00:ec2::123"
+  elif grep -qs '^sourcedir /etc/chrony.d' "$chrony_conf"; then
+    install -d -m 0755 "$root/etc/chrony.d"
+    echo "$time_sync" >"$root/etc/chrony.d/voprd-time-sync-ipv6.sources"
+    log "wrote: /etc/chrony.d/voprd-time-sync-ipv6.sources"
+    run chronyc reload sources || log "chronyc failed; chronyd reads the file at its next start"
+  elif [ -f "$chrony_conf" ]; then
+    echo "$time_sync" >>"$chrony_conf"
+    log "added fd00:ec2::123 to /etc/chrony.conf"
+    run systemctl try-restart chronyd.service
+  else
+    log "no /etc/chrony.conf: the clock is not synchronised over IPv6"
+  fi
 fi
 
 # 1. Python (git for git+ sources, the AWS CLI for "bucket" if the image lacks it) from the

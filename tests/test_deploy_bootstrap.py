@@ -165,16 +165,45 @@ def test_ipv6_only_network_sets_dual_stack_endpoints_and_metadata_over_ipv6(
     ]
     agent = (root / "etc/amazon/ssm/amazon-ssm-agent.json").read_text()
     assert agent.strip() == '{ "Agent": { "UseDualStackEndpoint": true } }'
-    time_sync = (root / "etc/chrony.d/voprd-time-sync-ipv6.sources").read_text()
-    assert time_sync.strip() == "server fd00:ec2::123 prefer iburst minpoll 4 maxpoll 4"
-    assert would_run(proc)[:2] == [
-        "systemctl restart amazon-ssm-agent.service", "chronyc reload sources",
-    ]
+    assert would_run(proc)[0] == "systemctl restart amazon-ssm-agent.service"
+    assert "no /etc/chrony.conf: the clock is not synchronised over IPv6" in proc.stdout
     again = run(root / "opt/voprd/bootstrap.sh", root, "--wait", "--dry-run")
     assert "unchanged: /etc/amazon/ssm/amazon-ssm-agent.json" in again.stdout
-    assert "unchanged: /etc/chrony.d/voprd-time-sync-ipv6.sources" in again.stdout
-    rerun = " ".join(would_run(again))
-    assert "amazon-ssm-agent" not in rerun and "chronyc" not in rerun  # no needless restarts
+    assert "amazon-ssm-agent" not in " ".join(would_run(again))  # no needless restart
+
+
+@pytest.mark.parametrize("layout", ["sourcedir", "one-file"])
+def test_ipv6_only_network_gives_chrony_the_ipv6_time_sync_address(
+    tmp_path: Path, layout: str
+) -> None:
+    """Amazon Linux's chrony uses the Time Sync Service's IPv4 address only (AWS's EC2 guide:
+    the IPv6 endpoint is opt-in); an instance without IPv4 needs fd00:ec2::123, as a sources
+    file where chrony.conf reads /etc/chrony.d, else as a line of chrony.conf, once."""
+    root = tmp_path / "root"
+    (root / "etc/voprd").mkdir(parents=True)
+    conf = "driftfile /var/lib/chrony/drift\n"
+    if layout == "sourcedir":
+        conf += "sourcedir /run/chrony.d\nsourcedir /etc/chrony.d\n"
+    (root / "etc/chrony.conf").write_text(conf)
+    (root / "etc/voprd/stack.env").write_text(
+        "VOPRD_SOURCE=voprd==0.1.0\nVOPRD_SEED_START=0\nVOPRD_BUCKET=b\nVOPRD_SNS_TOPIC_ARN=t\n"
+        "VOPRD_LOG_GROUP=g\nAWS_REGION=r\nVOPRD_NETWORK=ipv6-only\n"
+    )
+    line = "server fd00:ec2::123 prefer iburst minpoll 4 maxpoll 4"
+    for attempt in range(2):
+        proc = run(BOOTSTRAP, root, "--dry-run")
+        assert proc.returncode == 0, proc.stderr
+        if layout == "sourcedir":
+            sources = root / "etc/chrony.d/voprd-time-sync-ipv6.sources"
+            assert sources.read_text() == line + "\n"
+            assert (root / "etc/chrony.conf").read_text() == conf
+            reload = "chronyc reload sources"
+        else:
+            assert (root / "etc/chrony.conf").read_text() == conf + line + "\n"
+            assert not (root / "etc/chrony.d").exists()
+            reload = "systemctl try-restart chronyd.service"
+        assert (reload in would_run(proc)) == (attempt == 0)  # the second run changes nothing
+    assert "unchanged: chrony already has fd00:ec2::123" in proc.stdout
 
 
 def test_second_run_changes_nothing(booted: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
@@ -324,7 +353,6 @@ def test_bucket_source_waits_for_a_wheel_then_updates_to_the_one_uploaded_last(
     calls = log.read_text().splitlines()
     assert calls == [
         "systemctl restart amazon-ssm-agent.service",
-        "chronyc reload sources",
         "dnf install -y -q python3.11 python3.11-pip",
         f"python3.11 -m venv {root}/opt/voprd/venv",
         f"pip install -q {first}",

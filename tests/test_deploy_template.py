@@ -418,7 +418,8 @@ def test_checkov_requirements_are_pinned() -> None:
 def test_template_fits_deploy_without_an_s3_bucket() -> None:
     # `aws cloudformation deploy` (the quick start) sends the template inline: at most 51,200
     # bytes; a larger one would need --s3-bucket, which the quick start has none of yet.
-    assert len(TEMPLATE.read_bytes()) < 51_200
+    size = len(TEMPLATE.read_bytes())
+    assert size < 51_200, f"{size} bytes: shorten the template's comments (or the bootstrap's)"
 
 
 def test_comment_stripping_keeps_heredoc_lines(tmp_path: Path) -> None:
