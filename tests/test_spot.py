@@ -10,7 +10,8 @@ import structlog
 
 from tests.aws_fixtures import free_port
 from tests.fake_imds import FakeImds
-from voprd.service.spot import SpotNotice, SpotWatcher, imds_endpoint
+from voprd.config import imds_endpoint
+from voprd.service.spot import SpotNotice, SpotWatcher
 
 
 async def test_fake_imds_requires_a_token(imds: FakeImds) -> None:

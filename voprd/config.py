@@ -8,6 +8,7 @@ without touching the process environment.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -91,6 +92,26 @@ ENV_VARS: dict[str, str] = {
 FILE_KEYS: frozenset[str] = frozenset(Settings.__struct_fields__)
 
 
+DEFAULT_IMDS_ENDPOINT = "http://169.254.169.254"
+IPV6_IMDS_ENDPOINT = "http://[fd00:ec2::254]"
+IMDS_ENDPOINT_MODES = {"ipv4": DEFAULT_IMDS_ENDPOINT, "ipv6": IPV6_IMDS_ENDPOINT}
+
+
+def imds_endpoint(env: Mapping[str, str]) -> str:
+    """The EC2 metadata service's base URL, chosen from the environment as botocore's credential
+    chain chooses it: `AWS_EC2_METADATA_SERVICE_ENDPOINT` when set, else by
+    `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE` the IPv4 (default) or the IPv6 address (an instance
+    in an IPv6-only subnet has no IPv4 route). Raises ValueError for a mode other than IPv4/IPv6,
+    as botocore does, even with an explicit endpoint."""
+    mode = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") or "IPv4"
+    if mode.lower() not in IMDS_ENDPOINT_MODES:
+        raise ValueError(
+            f"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE must be IPv4 or IPv6, not {mode!r}"
+        )
+    explicit = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+    return explicit.rstrip("/") if explicit else IMDS_ENDPOINT_MODES[mode.lower()]
+
+
 def build_settings(
     flags: dict[str, Any],
     env: dict[str, str] | None = None,
@@ -118,13 +139,12 @@ def build_settings(
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region:
         merged["region"] = region
-    imds_mode = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE")
-    if imds_mode and imds_mode.lower() not in ("ipv4", "ipv6"):
+    try:
         # botocore would fail only at its first credential fetch, the spot watcher at its first
-        # poll: refuse at start-up instead, naming the variable.
-        raise ConfigError(
-            f"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE: must be IPv4 or IPv6, not {imds_mode!r}"
-        )
+        # poll: refuse a bad metadata endpoint mode at start-up instead, naming the variable.
+        imds_endpoint(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     merged.update(flags)
     try:
         return msgspec.convert(merged, Settings)

@@ -29,7 +29,7 @@ import msgspec
 import structlog
 
 from voprd import __version__
-from voprd.config import ConfigError, Settings
+from voprd.config import ConfigError, Settings, imds_endpoint
 from voprd.core.failures import AlertPolicy, FailureInfo, alert_for, digest_for, fingerprint
 from voprd.core.metrics import MetricsAggregator
 from voprd.core.progress import RunProgress, resume_decision
@@ -595,7 +595,7 @@ class Daemon:
     async def spot_watch(self) -> None:
         """On EC2 spot: a notice (interruption or rebalance) drains like SIGTERM, with the
         checkpoint written and uploaded at once instead of after the in-flight seeds."""
-        watcher = spot.SpotWatcher(self.on_spot_notice, endpoint=spot.imds_endpoint(self.env))
+        watcher = spot.SpotWatcher(self.on_spot_notice, endpoint=imds_endpoint(self.env))
         await watcher.run(self._stop_loops)
 
     def on_spot_notice(self, notice: spot.SpotNotice) -> None:

@@ -8,9 +8,9 @@ for `/latest/meta-data/spot/instance-action` (404 until AWS schedules a stop or 
 drains (stop dispatching, final checkpoint to S3, flush logs/metrics/outbox, STOPPING=1, exit).
 
 Off EC2 (nothing answers at the endpoint) the watcher logs one line saying so and stops polling.
-The endpoint is the one botocore's credential chain uses: `AWS_EC2_METADATA_SERVICE_ENDPOINT` when
-set, else by `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE` http://169.254.169.254 (IPv4, the default) or
-http://[fd00:ec2::254] (IPv6: an instance in an IPv6-only subnet has no IPv4 route to the first).
+The endpoint is the one botocore's credential chain uses (`voprd.config.imds_endpoint`):
+`AWS_EC2_METADATA_SERVICE_ENDPOINT` when set, else by `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE`
+http://169.254.169.254 (IPv4, the default) or http://[fd00:ec2::254] (IPv6-only subnets).
 A token that expires or is rejected (401) is fetched again.
 """
 
@@ -25,9 +25,6 @@ import aiohttp
 import msgspec
 import structlog
 
-DEFAULT_IMDS_ENDPOINT = "http://169.254.169.254"
-IPV6_IMDS_ENDPOINT = "http://[fd00:ec2::254]"
-ENDPOINT_MODES = {"ipv4": DEFAULT_IMDS_ENDPOINT, "ipv6": IPV6_IMDS_ENDPOINT}
 TOKEN_PATH = "/latest/api/token"
 INSTANCE_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
@@ -59,21 +56,6 @@ class _Rebalance(msgspec.Struct):
 
 class ImdsUnavailable(Exception):
     """Nothing answers at the metadata endpoint (not on EC2, or IMDS disabled)."""
-
-
-def imds_endpoint(env: Mapping[str, str]) -> str:
-    """The metadata service's base URL, chosen from the environment as botocore chooses it.
-
-    Raises ValueError for a mode other than IPv4/IPv6 (settings refuse it at start-up)."""
-    explicit = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-    if explicit:
-        return explicit.rstrip("/")
-    mode = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") or "IPv4"
-    if mode.lower() not in ENDPOINT_MODES:
-        raise ValueError(
-            f"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE must be IPv4 or IPv6, not {mode!r}"
-        )
-    return ENDPOINT_MODES[mode.lower()]
 
 
 class ImdsClient:

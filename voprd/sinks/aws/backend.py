@@ -33,7 +33,7 @@ import msgspec
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from voprd.config import ConfigError, Settings
+from voprd.config import ConfigError, Settings, imds_endpoint
 from voprd.core.metrics import MinuteAggregate
 from voprd.core.records import (
     Checkpoint,
@@ -276,7 +276,7 @@ class AwsBackend:
         self._clients = clients
         if "VOPRD_INSTANCE" not in os.environ and spot.watch_enabled(self.name, os.environ):
             # On EC2 the instance id names this machine (log stream, metric dimension, alerts).
-            found = await spot.instance_id(spot.imds_endpoint(os.environ))
+            found = await spot.instance_id(imds_endpoint(os.environ))
             if found:
                 self.instance_id = self.instance = found
                 self._handler.log_stream_name = _stream_name(found)
