@@ -168,19 +168,16 @@ source_spec="${stack[VOPRD_SOURCE]}"
 bucket="${stack[VOPRD_BUCKET]}"
 export AWS_REGION="${stack[AWS_REGION]}"
 
-# The AWS SDK settings of this network, for the daemon (in /etc/default/voprd) and for this
+# 0. The AWS SDK settings of this network, for the daemon (in /etc/default/voprd) and for this
 # script's own aws calls. IPv6-only: the dual-stack service endpoints (the default names of SNS,
 # CloudWatch and CloudWatch Logs answer over IPv4 only) and the metadata service at
-# fd00:ec2::254 (169.254.169.254 is unreachable without an IPv4 address).
+# fd00:ec2::254 (169.254.169.254 is unreachable without an IPv4 address); the SSM agent
+# (Session Manager, Run Command) must use dual-stack endpoints too, and chrony the Amazon Time
+# Sync Service's IPv6 address (request signatures need a right clock).
 aws_settings=()
 if [ "${stack[VOPRD_NETWORK]}" = ipv6-only ]; then
   aws_settings=(AWS_USE_DUALSTACK_ENDPOINT=true AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6)
-  export AWS_USE_DUALSTACK_ENDPOINT=true AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6
-fi
-
-# 0. IPv6-only: the SSM agent (Session Manager, Run Command) must use dual-stack endpoints too,
-# and chrony the Amazon Time Sync Service's IPv6 address (request signatures need a right clock).
-if [ "${stack[VOPRD_NETWORK]}" = ipv6-only ]; then
+  export "${aws_settings[@]}"
   tmp="$(mktemp)"
   echo '{ "Agent": { "UseDualStackEndpoint": true } }' >"$tmp"
   if install_if_changed "$root/etc/amazon/ssm/amazon-ssm-agent.json" "$tmp" 0644; then
