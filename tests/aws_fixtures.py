@@ -9,6 +9,7 @@ moto keeps its state in-process, so objects stored before the outage are still t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import urllib.request
@@ -75,21 +76,29 @@ AWS_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    saved = {key: os.environ.get(key) for key in [*AWS_ENV, "AWS_ENDPOINT_URL"]}
-    os.environ.update(AWS_ENV)
-    os.environ["AWS_ENDPOINT_URL"] = server.url
+@contextlib.contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with `values` set for the block, as it was (set or unset) afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
-        yield server
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    server.start()
+    try:
+        with environ({**AWS_ENV, "AWS_ENDPOINT_URL": server.url}):
+            yield server
+    finally:
         server.stop()
 
 

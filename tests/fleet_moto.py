@@ -8,7 +8,6 @@ any response).
 
 from __future__ import annotations
 
-import os
 import threading
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,8 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import make_server
+
+from tests.aws_fixtures import environ
 
 
 class _Serialised:
@@ -63,19 +64,13 @@ def moto_bucket(bucket: str = "voprd-fleet") -> Iterator[dict[str, str]]:
     server.start()
     host, port = server.get_host_and_port()
     env = dict(AWS_ENV, AWS_ENDPOINT_URL=f"http://{host}:{port}")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        # moto's backends live in the process, shared by every server it starts: start clean.
-        urllib.request.urlopen(
-            urllib.request.Request(env["AWS_ENDPOINT_URL"] + "/moto-api/reset", method="POST")
-        ).close()
-        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
-        yield env
+        with environ(env):
+            # moto's backends live in the process, shared by every server it starts: start clean.
+            urllib.request.urlopen(
+                urllib.request.Request(env["AWS_ENDPOINT_URL"] + "/moto-api/reset", method="POST")
+            ).close()
+            boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
+            yield env
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         server.stop()
