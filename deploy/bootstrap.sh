@@ -234,7 +234,7 @@ fetch_wheel() {
     if [ "$listed" -eq 0 ]; then
       what="could not list s3://$bucket/releases/ (the aws error is above)"
     else
-      what="no voprd wheel under s3://$bucket/releases/ (upload one: README, Quick start)"
+      what="no voprd wheel under s3://$bucket/releases/ (upload one: docs/deploy.md, Quick start)"
     fi
     if [ "$wait_for_wheel" -eq 0 ]; then
       echo "bootstrap.sh: $what" >&2

@@ -16,16 +16,12 @@ TEMPLATE = DEPLOY / "cloudformation.yaml"
 BOOTSTRAP = DEPLOY / "bootstrap.sh"
 UNIT = DEPLOY / "systemd" / "voprd.service"
 BOOTSTRAP_UNIT = DEPLOY / "systemd" / "voprd-bootstrap.service"
-README = ROOT / "README.md"
-GUIDE_HEADING = "## Running voprd on AWS"
+GUIDE = ROOT / "docs" / "deploy.md"
 
 
 def guide_text() -> str:
-    """The operator's guide: README.md's "Running voprd on AWS" section, up to the next section."""
-    text = README.read_text()
-    start = text.index(GUIDE_HEADING)
-    end = text.find("\n## ", start + len(GUIDE_HEADING))
-    return text[start:] if end < 0 else text[start:end]
+    """The operator's guide: docs/deploy.md ("Running voprd on AWS")."""
+    return GUIDE.read_text()
 VENV_BIN = Path(sys.executable).parent
 
 

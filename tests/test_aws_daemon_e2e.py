@@ -101,7 +101,9 @@ def test_bounded_run_then_fresh_instance_resumes_from_s3(aws: AwsWorld, tmp_path
     events = [json.loads(line) for line in log_messages(aws)]
     names = [str(event["event"]) for event in events]
     assert "start" in names
-    assert any(name.startswith("seed 6 failed") for name in names)
+    failed_events = [event for event in events if event["event"] == "seed_failed"]
+    assert [event["seed"] for event in failed_events][:1] == [6]
+    assert str(failed_events[0]["msg"]).startswith("seed 6 failed")
     assert "iteration" not in names  # per-seed lines stay local without --log-iterations
     streams = boto("logs").describe_log_streams(logGroupName=aws.log_group)["logStreams"]
     assert [s["logStreamName"] for s in streams] == ["i-first"]

@@ -1,4 +1,4 @@
-"""README.md: every command in the operator's guide is valid as written.
+"""docs/deploy.md: every command in the operator's guide is valid as written.
 
 Each `aws` command in its shell blocks is checked against the AWS CLI's own argument tables
 (awscli's command table: services, operations, customizations such as `cloudformation deploy`
@@ -130,7 +130,7 @@ def test_guide_has_the_issue_sections() -> None:
         "Stopping and starting", "Updating", "Several instances", "Custom fault scenarios",
         "Exporting metrics", "Destroying", "Cost", "Troubleshooting", "Security notes",
     ):
-        assert re.search(rf"^### {re.escape(heading)}", text, flags=re.MULTILINE), heading
+        assert re.search(rf"^## {re.escape(heading)}", text, flags=re.MULTILINE), heading
     for needle in ("aws logs tail", "systemctl status voprd", "journalctl -u voprd -f",
                    "voprd status", "voprd --once --seed 42042 -v", "AlertEmail=you@example.com"):
         assert needle in text, needle

@@ -1,4 +1,4 @@
-"""The operator's guide, run: every `aws` command of README.md's "Running voprd on AWS", in the
+"""The operator's guide, run: every `aws` command of docs/deploy.md ("Running voprd on AWS"), in the
 guide's order and in one shell, against a stack in moto's server (over HTTP, the awscli pointed
 at it by AWS_ENDPOINT_URL only; the commands are the guide's text, unedited).
 

@@ -140,7 +140,7 @@ def done_key(run: str, batch: int) -> str:
 def progress_key(run: str) -> str:
     # Under checkpoints/ (the daemon's instance role may already write there) but not
     # checkpoints/latest.json itself: that object is one daemon's exact checkpoint (AWS backend),
-    # whereas this is the fleet's watermark cache; see README.md.
+    # whereas this is the fleet's watermark cache; see docs/fleet.md.
     return f"checkpoints/fleet/{run}/progress.json"
 
 

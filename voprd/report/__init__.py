@@ -1,4 +1,4 @@
-"""The HTML picture of a run. See README.md.
+"""The HTML picture of a run. See docs/report.md.
 
 - `build_report(seed, options)`: rerun a seed of the builtin simulator with its trace and return
   the page (what `voprd --once --seed N --report F` and the daemon's failure archive use);

@@ -1,6 +1,6 @@
 """The daemon: wires the pure cores (progress, failures, metrics) to the supervisor and a backend.
 
-Output (see README.md): with `--json`, stdout carries only the JSON-lines envelope
+Output (see docs/daemon.md): with `--json`, stdout carries only the JSON-lines envelope
 events (start, iteration, batch_complete, status) and the structlog log lines go to stderr; without
 `--json`, stdout carries the structlog log lines (JSON, or readable when stdout is a terminal).
 
@@ -70,6 +70,7 @@ from voprd.sinks.local import (
     keep_aside,
 )
 from voprd.targets.loader import TargetNotFound, load_target
+from voprd.text import plural
 from voprd.vsr.bugs import validate_bugs
 
 GROUP_COMMIT_INTERVAL_S = 0.1
@@ -221,7 +222,7 @@ class Daemon:
                 self.emit("stdout_closed", "warning")
 
     def emit(self, event: str, severity: Severity, **fields: Any) -> None:
-        """A log event. Sentence-like events carry a stable `type` field for filtering."""
+        """A log event: `event` is a stable snake_case name; a readable sentence goes in `msg`."""
         self.backend.events.emit(event, severity, fields)
 
     # --- start-up ---------------------------------------------------------------------------
@@ -404,10 +405,11 @@ class Daemon:
             info = msgspec.structs.replace(
                 info, archive=location, report=await self.store_report(seed, location, html))
         location, report = info.archive, info.report
-        self.emit(f"seed {seed} failed: {info.invariant_or_kind}: {message} "
-                  f"(reproduce: {reproduce})", "warning", type="seed_failed", seed=seed,
-                  kind=kind, invariant=failure.invariant, fingerprint=fp, archive=location,
-                  report=report, reproduce=reproduce)
+        self.emit("seed_failed", "warning",
+                  msg=f"seed {seed} failed: {info.invariant_or_kind}: {message} "
+                      f"(reproduce: {reproduce})",
+                  seed=seed, kind=kind, invariant=failure.invariant, fingerprint=fp,
+                  archive=location, report=report, reproduce=reproduce)
         if self.policy.observe(fp, info, time.time()):
             alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
             # A seed re-run after a crash between this alert and the journal's fsync fails again
@@ -431,7 +433,7 @@ class Daemon:
         try:
             return await self._render_report(seed)
         except Exception as exc:  # any report error must cost only the report
-            self.emit(f"report for seed {seed} failed: {exc!r}", "warning", type="report_failed",
+            self.emit("report_failed", "warning", msg=f"report for seed {seed} failed: {exc!r}",
                       seed=seed, error=repr(exc))
             return None
 
@@ -442,7 +444,7 @@ class Daemon:
         try:
             return await self.backend.archive.put_report(archived_at, html)
         except Exception as exc:  # any report error must cost only the report
-            self.emit(f"report for seed {seed} failed: {exc!r}", "warning", type="report_failed",
+            self.emit("report_failed", "warning", msg=f"report for seed {seed} failed: {exc!r}",
                       seed=seed, error=repr(exc))
             return None
 
@@ -543,7 +545,7 @@ class Daemon:
                 self.notifier.send(status=self.status_line())
                 last_status_s = now
             if now - last_progress_s >= PROGRESS_LOG_INTERVAL_S:
-                self.emit(f"progress: {self.status_line()}", "info", type="progress",
+                self.emit("progress", "info", msg=self.status_line(),
                           seeds_done=self.progress.total_iterations, rate_per_s=self.rate())
                 last_progress_s = now
 
@@ -552,9 +554,9 @@ class Daemon:
         return round(self.done_this_start / elapsed, 3)
 
     def status_line(self) -> str:
-        return (f"{self.state}: {self.progress.total_iterations} seeds done, watermark "
+        return (f"{self.state}: {plural(self.progress.total_iterations, 'seed')} done, watermark "
                 f"{self.progress.watermark}, {self.rate():g} seeds/s, "
-                f"{self.progress.total_failures} failures")
+                f"{plural(self.progress.total_failures, 'failure')}")
 
     def status(self) -> StatusData:
         by_fingerprint = [
@@ -640,9 +642,10 @@ class Daemon:
     async def run(self) -> int:
         if not await self.start():
             message = (f"run already finished: seeds {self.progress.first_seed}.."
-                       f"{self.progress.watermark - 1} are done ({self.progress.total_iterations} "
-                       f"seeds, {self.progress.total_failures} failed); --reset starts it over")
-            self.emit(message, "info", type="run_already_finished")
+                       f"{self.progress.watermark - 1} are done "
+                       f"({plural(self.progress.total_iterations, 'seed')}, "
+                       f"{self.progress.total_failures} failed); --reset starts it over")
+            self.emit("run_already_finished", "info", msg=message)
             if not self.settings.json:
                 print(message, file=sys.stderr)
             await self.backend.close()
@@ -722,7 +725,7 @@ class Daemon:
             rate=round(self.done_this_start / max(elapsed_s, 1e-6), 3),
             failed_seeds=self.failures_this_start,
         ))
-        self.emit(self.status_line(), "info", type="batch_complete",
+        self.emit("batch_complete", "info", msg=self.status_line(),
                   seeds_done_this_start=self.done_this_start,
                   failures_this_start=len(self.failures_this_start))
         await self.backend.flush()

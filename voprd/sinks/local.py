@@ -1,6 +1,6 @@
 """The local embedded backend: everything in one state directory on disk.
 
-Layout (see README.md): checkpoint.json (+ checkpoint.json.prev, the previous good
+Layout (see docs/daemon.md): checkpoint.json (+ checkpoint.json.prev, the previous good
 copy), checkpoint.json.journal (progress journal), failures/seed-{seed}-{unix_ts}.json, alerts.log,
 metrics.jsonl, status.json, voprd.pid. Every write that must survive a crash is made durable:
 temporary file, fsync, rename, fsync of the directory.
