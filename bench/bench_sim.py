@@ -6,12 +6,17 @@ changes wall time but much less the figures. `--profile` prints the cProfile top
 Each seed is simulated with the history checks off, then its history is checked
 (`check_linearizability`, exactly what `run_seed` does), both timed in the same run: the figures
 are given sim-only and with the checker, and the checker's share of the CPU.
+
+Machines are noisy, so the run also times a same-run reference: a bare `heapq` event loop (the
+shape of the simulator's queue, no simulation behind it), before and after the seeds. The ratio
+sim-only events/s : reference events/s is what to compare across machines and runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import heapq
 import pstats
 import statistics
 import sys
@@ -21,8 +26,29 @@ from voprd.options import DEFAULT_MAX_EVENTS, RunOptions, parse_faults
 from voprd.sim import run as sim_run
 from voprd.sim.linearizability import check_linearizability
 
+REFERENCE_EVENTS = 1_000_000
+REFERENCE_TIMERS = 64
+
+
+def reference_events_per_s(events: int = REFERENCE_EVENTS) -> float:
+    """Events per CPU-second of a bare heapq loop: pop the earliest `(time_us, seq, kind, a, b)`
+    tuple and push its successor at a pseudo-random later time (an LCG, no PRNG object)."""
+    queue = [(t, t, 0, t, None) for t in range(REFERENCE_TIMERS)]
+    heapq.heapify(queue)
+    pop, push = heapq.heappop, heapq.heappush
+    x = 1
+    seq = REFERENCE_TIMERS
+    started = time.process_time()
+    for _ in range(events):
+        time_us, _, kind, a, b = pop(queue)
+        x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        seq += 1
+        push(queue, (time_us + 1 + (x >> 50), seq, kind, a, b))
+    return events / (time.process_time() - started)
+
 
 def measure(start: int, count: int, options: RunOptions) -> None:
+    reference_before = reference_events_per_s()
     per_seed_s: list[float] = []
     events = 0
     events_max = 0
@@ -51,6 +77,7 @@ def measure(start: int, count: int, options: RunOptions) -> None:
             bounds += bool(result.bounds_reached)
     finally:
         sim_run.HISTORY_CHECKS[:] = checks
+    reference = (reference_before + reference_events_per_s()) / 2
     total_s = sim_s + check_s
     per_seed_s.sort()
     print(f"python {sys.version.split()[0]}  seeds {start}..{start + count - 1}  "
@@ -65,6 +92,8 @@ def measure(start: int, count: int, options: RunOptions) -> None:
           f"max {per_seed_s[-1] * 1000:.1f} ms  events/seed mean {events / count:,.0f} "
           f"max {events_max:,}")
     print(f"seeds that reached a bound {bounds}  failed {failed}")
+    print(f"reference (bare heapq loop, mean of before/after): events/s {reference:,.0f}  "
+          f"sim-only / reference = {events / sim_s / reference:.4f}")
 
 
 def main() -> None:
