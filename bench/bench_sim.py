@@ -1,6 +1,7 @@
 """Simulator speed: simulated events per CPU-second and seeds per CPU-second on one core.
 
-Usage: python bench/bench_sim.py [--start 0] [--count 300] [--faults all] [--profile]
+Usage: python bench/bench_sim.py [--start 0] [--count 300] [--faults all] [--target builtin]
+                                [--profile]
 CPU time is time.process_time() of this single process (one core), so other load on the machine
 changes wall time but much less the figures. `--profile` prints the cProfile top functions.
 Each seed is simulated with the history checks off, then its history is checked
@@ -25,6 +26,8 @@ import time
 from voprd.options import DEFAULT_MAX_EVENTS, RunOptions, parse_faults
 from voprd.sim import run as sim_run
 from voprd.sim.linearizability import check_linearizability
+from voprd.sim.system import System
+from voprd.targets.loader import load_system
 
 REFERENCE_EVENTS = 1_000_000
 REFERENCE_TIMERS = 64
@@ -47,7 +50,7 @@ def reference_events_per_s(events: int = REFERENCE_EVENTS) -> float:
     return events / (time.process_time() - started)
 
 
-def measure(start: int, count: int, options: RunOptions) -> None:
+def measure(start: int, count: int, options: RunOptions, system: System) -> None:
     reference_before = reference_events_per_s()
     per_seed_s: list[float] = []
     events = 0
@@ -56,15 +59,16 @@ def measure(start: int, count: int, options: RunOptions) -> None:
     failed = 0
     sim_s = 0.0
     check_s = 0.0
+    model = system.linearizability_model()
     checks = sim_run.HISTORY_CHECKS[:]
     sim_run.HISTORY_CHECKS.clear()
     try:
         for seed in range(start, start + count):
             seed_started = time.process_time()
-            outcome = sim_run.simulate(seed, options)
+            outcome = sim_run.simulate(seed, options, system)
             simulated = time.process_time()
             if outcome.result.status == "ok":
-                failed += check_linearizability(outcome.history) is not None
+                failed += check_linearizability(outcome.history, model) is not None
             else:
                 failed += 1
             checked = time.process_time()
@@ -80,7 +84,8 @@ def measure(start: int, count: int, options: RunOptions) -> None:
     reference = (reference_before + reference_events_per_s()) / 2
     total_s = sim_s + check_s
     per_seed_s.sort()
-    print(f"python {sys.version.split()[0]}  seeds {start}..{start + count - 1}  "
+    print(f"python {sys.version.split()[0]}  target {options.target}  "
+          f"seeds {start}..{start + count - 1}  "
           f"faults={','.join(options.faults) or 'none'}  max_events={options.max_events}")
     print(f"events {events}  cpu {total_s:.2f}s (sim {sim_s:.2f}s + checker {check_s:.2f}s, "
           f"checker {check_s / total_s:.1%})")
@@ -102,17 +107,20 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--faults", default="all")
     parser.add_argument("--max-events", type=int, default=DEFAULT_MAX_EVENTS)
+    parser.add_argument("--target", default="builtin", help="an engine-backed target")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    options = RunOptions(faults=parse_faults(args.faults), max_events=args.max_events)
+    options = RunOptions(target=args.target, faults=parse_faults(args.faults),
+                         max_events=args.max_events)
+    system = load_system(args.target)
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        measure(args.start, args.count, options)
+        measure(args.start, args.count, options, system)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     else:
-        measure(args.start, args.count, options)
+        measure(args.start, args.count, options, system)
 
 
 if __name__ == "__main__":

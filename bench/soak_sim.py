@@ -15,10 +15,11 @@ from collections import Counter
 from voprd.events import SeedResult
 from voprd.options import RunOptions, parse_faults, reproduce_command
 from voprd.sim.run import run_seed
+from voprd.systems.vsr import VSR
 
 
 def _run(args: tuple[int, RunOptions]) -> SeedResult:
-    return run_seed(args[0], args[1])[0]
+    return run_seed(args[0], args[1], VSR)[0]
 
 
 def main() -> int:

@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _call(SUBCOMMANDS[args[0]], "main", args[1:])
     settings, command = parse(args)
     if command.get("list_bugs"):
-        return _call("voprd.vsr.bugs", "list_bugs_main")
+        return _call("voprd.targets.loader", "list_bugs_main", settings.target)
     if command.get("once"):
         return _call("voprd.sim.reproduce", "once_main", settings, command)
     once_only = [flag for key, flag in _ONCE_ONLY_FLAGS if key in command]

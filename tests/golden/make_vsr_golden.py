@@ -18,13 +18,9 @@ from collections.abc import Iterator
 import msgspec
 
 from voprd.options import FAULT_CLASSES, RunOptions
-
-try:  # the module path moved with the split; the generator runs on either side of it
-    from voprd.systems.vsr.bugs import BUGS
-except ImportError:  # pragma: no cover - the code before the split
-    from voprd.vsr.bugs import BUGS  # type: ignore[no-redef]
 from voprd.sim.run import simulate
 from voprd.sim.trace import format_event
+from voprd.systems.vsr import VSR
 
 VERBOSE_SEEDS = 20  # all-faults seeds whose readable trace is hashed too
 
@@ -38,7 +34,7 @@ def cases() -> Iterator[tuple[int, RunOptions, bool]]:
     for fault in FAULT_CLASSES:
         for seed in range(10):
             yield seed, RunOptions(faults=(fault,)), seed < 1
-    for bug in BUGS:
+    for bug in VSR.bugs:
         for seed in range(8):
             yield seed, RunOptions(bugs=(bug,)), seed < 1
     for seed in range(5):
@@ -50,7 +46,7 @@ def digest(data: bytes) -> str:
 
 
 def entry(seed: int, options: RunOptions, verbose: bool) -> dict[str, object]:
-    outcome = simulate(seed, options, record_trace=verbose)
+    outcome = simulate(seed, options, VSR, record_trace=verbose)
     result = outcome.result
     row: dict[str, object] = {
         "seed": seed,
