@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugin_support import TARGET
 from voprd.options import RunOptions
 from voprd.sim.run import run_seed, simulate
 from voprd.systems.vsr import VSR
@@ -19,7 +20,7 @@ from voprd.targets.loader import load_system
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = range(0, 16)
 # Every engine system: the builtin VSR and the example plugin (examples/ is on the path: conftest).
-TARGETS = ("builtin",)
+TARGETS = ("builtin", TARGET)
 
 _SCRIPT = """
 import json, sys
@@ -45,6 +46,7 @@ def _run_in_process(hash_seed: str, target: str) -> dict[str, list[object]]:
     return result
 
 
+@pytest.mark.usefixtures("examples_path")
 @pytest.mark.parametrize("target", TARGETS)
 def test_two_processes_with_different_hash_seeds_agree(target: str) -> None:
     first = _run_in_process("1", target)
