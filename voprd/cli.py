@@ -88,13 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--bug", dest="bugs", action="append", metavar="NAME",
         help="switch on a planted bug (repeatable; see --list-bugs)",
     )
-    run.add_argument("--list-bugs", action="store_true", help="list planted bugs and exit")
+    run.add_argument(
+        "--list-bugs", action="store_true", help="list the planted bugs of --target's system, exit"
+    )
     run.add_argument(
         "--check-determinism", dest="check_determinism", action="store_true",
         help="run every seed twice and fail it (kind nondeterminism) if the traces differ",
     )
     run.add_argument(
-        "--target", help="builtin (default), exec, an entry point name, or module:attribute"
+        "--target",
+        help="builtin (default), exec, or a system plugin / target: an entry point name "
+             "(groups voprd.systems, voprd.targets) or module:attribute",
     )
     run.add_argument(
         "--exec", dest="exec_cmd", metavar="CMD",
