@@ -4,9 +4,12 @@ kinds, the system-facing Env) tested without any system logic in the way."""
 from __future__ import annotations
 
 import ast
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -16,6 +19,7 @@ from voprd.sim.engine import SimEnv
 from voprd.sim.system import DAMAGED, System
 from voprd.sim.trace import ENGINE_KINDS, KindTable
 from voprd.systems.vsr import VSR
+from voprd.targets.loader import TargetNotFound, load_system
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM = ROOT / "voprd" / "sim"
@@ -139,3 +143,41 @@ def test_unknown_bugs_name_the_system() -> None:
     with pytest.raises(ValueError, match="known: none"):
         System().validate_bugs(["x"])
     assert RunOptions().target == "builtin"
+
+
+class CollidingKinds(System):
+    """Not runnable: its trace kind takes an engine code (loaded by the test below)."""
+
+    name = "colliding"
+    message_names = ("ping",)
+    trace_kinds = MappingProxyType({"mine": ENGINE_KINDS["crash"]})
+
+
+class UnknownModel(System):
+    name = "unknown_model"
+    message_names = ("ping",)
+    model = "no_such_model"
+
+
+class NeedsArguments(System):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ("tests.test_sim_engine:CollidingKinds", "taken by the engine"),
+    ("tests.test_sim_engine:UnknownModel", "unknown model"),
+    ("tests.test_sim_engine:NeedsArguments", "NeedsArguments() failed"),
+    ("tests.targets_for_tests:Flaky", "not a simulation-engine system"),
+    ("exec", "external binary"),
+])
+def test_targets_the_engine_cannot_run_are_refused_in_one_line(spec: str, why: str) -> None:
+    with pytest.raises(TargetNotFound, match=re.escape(why)):
+        load_system(spec)
+    once = subprocess.run(
+        [sys.executable, "-m", "voprd", "--once", "--seed", "0", "--target", spec,
+         *(["--exec", "true"] if spec == "exec" else [])],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert once.returncode == 2 and once.stdout == "", once.stderr
+    assert once.stderr.count("\n") == 1 and "--target" in once.stderr and why in once.stderr

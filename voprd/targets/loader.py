@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from voprd.events import SeedResult
 from voprd.options import RunOptions
 from voprd.sim.system import System
+from voprd.sim.trace import KindTable
 from voprd.targets.base import Target
 
 SYSTEMS_GROUP = "voprd.systems"
@@ -38,8 +39,15 @@ class BatchTarget(Protocol):
     def run_batch(self, seeds: Sequence[int], options: RunOptions) -> Iterator[SeedResult]: ...
 
 
+def _construct(cls: type) -> Any:
+    try:
+        return cls()
+    except Exception as exc:  # a plugin's constructor: any failure is the plugin's, reported
+        raise TargetNotFound(f"{cls.__module__}.{cls.__qualname__}() failed: {exc!r}") from exc
+
+
 def _instantiate(obj: Any) -> Target:
-    target = obj() if isinstance(obj, type) else obj
+    target = _construct(obj) if isinstance(obj, type) else obj
     if not callable(getattr(target, "run", None)):
         raise TargetNotFound(
             f"{obj!r} is neither a voprd.sim.system.System nor a target with a "
@@ -50,8 +58,18 @@ def _instantiate(obj: Any) -> Target:
 
 def _as_system(obj: Any) -> System | None:
     if isinstance(obj, type) and issubclass(obj, System):
-        return obj()
-    return obj if isinstance(obj, System) else None
+        obj = _construct(obj)
+    if not isinstance(obj, System):
+        return None
+    # Refuse a description the engine cannot run, here rather than in every seed.
+    try:
+        KindTable(obj.trace_kinds)
+        obj.linearizability_model()
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise TargetNotFound(f"system {obj.name!r} is not runnable: {exc}") from exc
+    if not obj.message_names:
+        raise TargetNotFound(f"system {obj.name!r} is not runnable: no message_names")
+    return obj
 
 
 def _import_path(spec: str) -> Any:
