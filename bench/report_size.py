@@ -14,6 +14,7 @@ from voprd.options import RunOptions
 from voprd.report import REPORT_BYTES_MAX, report_html
 from voprd.report.from_sim import picture_for_seed
 from voprd.sim.run import simulate
+from voprd.systems.vsr import VSR
 
 
 def main(argv: list[str]) -> int:
@@ -26,10 +27,10 @@ def main(argv: list[str]) -> int:
     run_s_total = report_s_total = 0.0
     for seed in range(first, first + count):
         started = time.process_time()
-        simulate(seed, options)
+        simulate(seed, options, VSR)
         run_s = time.process_time() - started
         started = time.process_time()
-        picture = picture_for_seed(seed, options)
+        picture = picture_for_seed(seed, options, VSR)
         size = len(report_html(picture).encode())
         report_s = time.process_time() - started
         run_s_total += run_s

@@ -1,12 +1,15 @@
-"""Soak: run a range of seeds with all faults on the reference cluster; every seed must pass.
+"""Soak: run a range of seeds with all faults on an engine target; every seed must pass.
 
 Usage: python bench/soak_sim.py [--start 0] [--count 2000] [--workers 2] [--faults all]
+                                [--target builtin]
+(a plugin such as the example: PYTHONPATH=examples ... --target abd_register:AbdRegister)
 Prints each failing seed with its reproduce command, then a summary; exits 1 if any seed failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import sys
 import time
@@ -15,10 +18,17 @@ from collections import Counter
 from voprd.events import SeedResult
 from voprd.options import RunOptions, parse_faults, reproduce_command
 from voprd.sim.run import run_seed
+from voprd.sim.system import System
+from voprd.targets.loader import load_system
+
+
+@functools.lru_cache(maxsize=1)
+def _system(target: str) -> System:
+    return load_system(target)
 
 
 def _run(args: tuple[int, RunOptions]) -> SeedResult:
-    return run_seed(args[0], args[1])[0]
+    return run_seed(args[0], args[1], _system(args[1].target))[0]
 
 
 def main() -> int:
@@ -27,8 +37,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--faults", default="all")
+    parser.add_argument("--target", default="builtin")
     args = parser.parse_args()
-    options = RunOptions(faults=parse_faults(args.faults))
+    options = RunOptions(target=args.target, faults=parse_faults(args.faults))
     started = time.perf_counter()
     failed: list[SeedResult] = []
     bounds: Counter[str] = Counter()

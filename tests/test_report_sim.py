@@ -21,6 +21,7 @@ from voprd.report import REPORT_BYTES_MAX, build_report
 from voprd.report.from_sim import picture_for_seed
 from voprd.report.model import RunPicture
 from voprd.sim.run import simulate
+from voprd.systems.vsr import VSR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +39,7 @@ def first_seed(name: str) -> tuple[str, int, tuple[str, ...]]:
         "liveness": ("rejoin_without_recovery",),
     }[name]
     for seed in range(SCAN_SEEDS_MAX):
-        outcome = simulate(seed, RunOptions(bugs=bugs))
+        outcome = simulate(seed, RunOptions(bugs=bugs), VSR)
         result = outcome.result
         if name == "pass":
             found = result.status == "ok" and sum(outcome.fault_counts.values()) > 0
@@ -144,8 +145,8 @@ def test_picture_matches_the_run_it_reports(seed_bugs: str | int) -> None:
     else:
         seed, bugs = seed_bugs, ()
     options = RunOptions(bugs=bugs)
-    outcome = simulate(seed, options, record_trace=True)
-    picture = picture_for_seed(seed, options)
+    outcome = simulate(seed, options, VSR, record_trace=True)
+    picture = picture_for_seed(seed, options, VSR)
     assert outcome.trace is not None
     trace = outcome.trace
     assert picture.verdict.trace_hash == outcome.result.trace_hash
@@ -181,8 +182,8 @@ def test_report_is_deterministic_in_seed_and_options() -> None:
     assert re.search(r'id="verdict">FAILED', first)
 
 
-def test_reports_need_the_builtin_target() -> None:
-    with pytest.raises(ValueError, match="builtin"):
+def test_reports_need_an_engine_target() -> None:
+    with pytest.raises(ValueError, match="simulation-engine target"):
         build_report(1, RunOptions(target="exec", exec_cmd="true"))
 
 

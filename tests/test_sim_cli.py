@@ -14,7 +14,8 @@ import pytest
 from voprd.check.history import HistoryOp
 from voprd.options import RunOptions, reproduce_command
 from voprd.sim.run import run_seed
-from voprd.vsr.bugs import BUGS
+from voprd.systems.vsr import VSR
+from voprd.systems.vsr.bugs import BUGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +50,7 @@ def test_bad_arguments_exit_2_naming_the_flag(args: list[str], flag: str) -> Non
 def test_once_prints_the_outcome() -> None:
     proc = voprd("--once", "--seed", "3")
     assert proc.returncode == 0, proc.stderr
-    expected, _ = run_seed(3, RunOptions())
+    expected, _ = run_seed(3, RunOptions(), VSR)
     assert proc.stdout.strip() == (
         f"seed 3: ok events={expected.events} simulated_time_ms={expected.simulated_time_ms} "
         f"trace_hash={expected.trace_hash}"
@@ -94,7 +95,7 @@ def test_failing_seed_exits_1_with_a_reproduce_command_that_replays_it() -> None
     bug = "view_change_own_log"
     failing = next(
         seed for seed in range(60)
-        if run_seed(seed, RunOptions(bugs=(bug,)))[0].status == "failed"
+        if run_seed(seed, RunOptions(bugs=(bug,)), VSR)[0].status == "failed"
     )
     proc = voprd("--once", "--seed", str(failing), "--bug", bug, "--json")
     assert proc.returncode == 1

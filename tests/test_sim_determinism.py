@@ -9,60 +9,73 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.plugin_support import TARGET
 from voprd.options import RunOptions
 from voprd.sim.run import run_seed, simulate
+from voprd.systems.vsr import VSR
+from voprd.targets.loader import load_system
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = range(0, 16)
+# Every engine system: the builtin VSR and the example plugin (examples/ is on the path: conftest).
+TARGETS = ("builtin", TARGET)
 
 _SCRIPT = """
 import json, sys
 from voprd.options import RunOptions
 from voprd.sim.run import run_seed
+from voprd.targets.loader import load_system
+system = load_system(sys.argv[3])
 out = {}
 for seed in range(int(sys.argv[1]), int(sys.argv[2])):
-    result, _ = run_seed(seed, RunOptions())
+    result, _ = run_seed(seed, RunOptions(target=sys.argv[3]), system)
     out[seed] = [result.trace_hash, result.events, result.status]
 print(json.dumps(out))
 """
 
 
-def _run_in_process(hash_seed: str) -> dict[str, list[object]]:
+def _run_in_process(hash_seed: str, target: str) -> dict[str, list[object]]:
     env = dict(os.environ, PYTHONHASHSEED=hash_seed)
     proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(SEEDS.start), str(SEEDS.stop)],
+        [sys.executable, "-c", _SCRIPT, str(SEEDS.start), str(SEEDS.stop), target],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     )
     result: dict[str, list[object]] = json.loads(proc.stdout)
     return result
 
 
-def test_two_processes_with_different_hash_seeds_agree() -> None:
-    first = _run_in_process("1")
-    second = _run_in_process("4242")
+@pytest.mark.usefixtures("examples_path")
+@pytest.mark.parametrize("target", TARGETS)
+def test_two_processes_with_different_hash_seeds_agree(target: str) -> None:
+    first = _run_in_process("1", target)
+    second = _run_in_process("4242", target)
     assert first == second
     assert len(first) == len(SEEDS)
+    assert len({tuple(v) for v in first.values()}) == len(SEEDS)
     # And they agree with this process (a third PYTHONHASHSEED).
+    system = load_system(target)
     for seed in SEEDS[:4]:
-        result, _ = run_seed(seed, RunOptions())
+        result, _ = run_seed(seed, RunOptions(target=target), system)
         assert [result.trace_hash, result.events, result.status] == first[str(seed)]
 
 
 def test_different_seeds_give_different_traces() -> None:
-    hashes = {run_seed(seed, RunOptions())[0].trace_hash for seed in SEEDS}
+    hashes = {run_seed(seed, RunOptions(), VSR)[0].trace_hash for seed in SEEDS}
     assert len(hashes) == len(SEEDS)
 
 
 def test_recording_a_trace_does_not_change_the_hash() -> None:
     for seed in (1, 2):
-        plain, none = run_seed(seed, RunOptions())
-        traced, trace = run_seed(seed, RunOptions(), record_trace=True)
+        plain, none = run_seed(seed, RunOptions(), VSR)
+        traced, trace = run_seed(seed, RunOptions(), VSR, record_trace=True)
         assert none is None and trace
         assert plain.trace_hash == traced.trace_hash and plain.events == traced.events
 
 
 def test_history_is_recorded_with_call_and_return_times() -> None:
-    outcome = simulate(5, RunOptions(faults=()))
+    outcome = simulate(5, RunOptions(faults=()), VSR)
     assert outcome.result.status == "ok"
     assert outcome.history
     for op in outcome.history:
@@ -81,11 +94,11 @@ def test_history_is_recorded_with_call_and_return_times() -> None:
 
 
 def test_check_determinism_passes_for_the_simulator() -> None:
-    result, _ = run_seed(3, RunOptions(check_determinism=True))
+    result, _ = run_seed(3, RunOptions(check_determinism=True), VSR)
     assert result.status == "ok", result.message
 
 
 def test_max_events_bound_is_reported() -> None:
-    result, _ = run_seed(3, RunOptions(max_events=200))
+    result, _ = run_seed(3, RunOptions(max_events=200), VSR)
     assert result.events == 200
     assert "max_events" in result.bounds_reached

@@ -9,6 +9,7 @@ import pytest
 from voprd.options import FAULT_CLASSES, RunOptions
 from voprd.sim.faults import FAULT_KIND_CLASS
 from voprd.sim.run import simulate
+from voprd.systems.vsr import VSR
 
 SEEDS = range(100, 130)
 
@@ -17,7 +18,7 @@ def _class_counts(faults: tuple[str, ...]) -> tuple[Counter[str], Counter[str]]:
     by_class: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()
     for seed in SEEDS:
-        outcome = simulate(seed, RunOptions(faults=faults))
+        outcome = simulate(seed, RunOptions(faults=faults), VSR)
         assert outcome.result.status == "ok", (seed, outcome.result.message)
         for kind, count in outcome.fault_counts.items():
             by_kind[kind] += count

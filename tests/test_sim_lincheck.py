@@ -13,6 +13,7 @@ import pytest
 from voprd.options import RunOptions
 from voprd.sim import linearizability
 from voprd.sim.run import simulate
+from voprd.systems.vsr import VSR
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_BUDGET = 40
@@ -29,7 +30,7 @@ def voprd(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str
 
 def first_failing_seed(bug: str) -> int:
     for seed in range(SEED_BUDGET):
-        if simulate(seed, RunOptions(bugs=(bug,))).result.status == "failed":
+        if simulate(seed, RunOptions(bugs=(bug,)), VSR).result.status == "failed":
             return seed
     raise AssertionError(f"{bug} survived {SEED_BUDGET} seeds")
 
@@ -38,21 +39,21 @@ def test_every_passing_seed_history_is_checked(monkeypatch: pytest.MonkeyPatch) 
     checked: list[int] = []
     real = linearizability.check_linearizability
 
-    def counting(history: list[object]) -> tuple[str, str] | None:
+    def counting(history: list[object], model: object) -> tuple[str, str] | None:
         checked.append(len(history))
-        return real(history)  # type: ignore[arg-type]
+        return real(history, model)  # type: ignore[arg-type]
 
     from voprd.sim import run
     monkeypatch.setattr(run, "HISTORY_CHECKS", [counting])
     for seed in range(3):
-        assert simulate(seed, RunOptions()).result.status == "ok"
+        assert simulate(seed, RunOptions(), VSR).result.status == "ok"
     assert len(checked) == 3 and all(n > 0 for n in checked)
 
 
 def test_unknown_verdict_is_reported_as_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     # With a budget of one step no real history can be decided: it must not count as a pass.
     monkeypatch.setattr(linearizability, "LINEARIZABILITY_STEPS_MAX", 1)
-    result = simulate(0, RunOptions()).result
+    result = simulate(0, RunOptions(), VSR).result
     assert result.status == "failed" and result.kind == "invariant"
     assert result.invariant == "linearizability_unknown"
     assert result.message is not None and "budget of 1 steps" in result.message
@@ -62,13 +63,13 @@ def test_unknown_verdict_is_reported_as_a_failure(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("bug", CHECKER_ONLY_BUGS)
 def test_checker_only_bugs_are_caught_by_linearizability(bug: str) -> None:
     seed = first_failing_seed(bug)
-    result = simulate(seed, RunOptions(bugs=(bug,))).result
+    result = simulate(seed, RunOptions(bugs=(bug,)), VSR).result
     assert result.invariant == "linearizability", result.message
     assert result.message and "not linearizable" in result.message
     # The verdict is a function of the seed: the same seed, run again, fails the same way.
-    again = simulate(seed, RunOptions(bugs=(bug,))).result
+    again = simulate(seed, RunOptions(bugs=(bug,)), VSR).result
     assert (again.trace_hash, again.message) == (result.trace_hash, result.message)
-    assert simulate(seed, RunOptions()).result.status == "ok"
+    assert simulate(seed, RunOptions(), VSR).result.status == "ok"
 
 
 def test_history_file_round_trips_through_lincheck(tmp_path: Path) -> None:

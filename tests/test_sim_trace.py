@@ -7,19 +7,21 @@ import msgspec
 from voprd.options import RunOptions
 from voprd.sim.faults import FAULT_KIND_CLASS
 from voprd.sim.run import simulate
-from voprd.sim.trace import KINDS, Trace, TraceEvent, format_event
+from voprd.sim.trace import KindTable, Trace, TraceEvent, format_event
+from voprd.systems.vsr import VSR
 
 
 def test_trace_events_cover_messages_faults_view_changes_and_client_ops() -> None:
     kinds: set[str] = set()
+    known = KindTable(VSR.trace_kinds).codes
     for seed in range(40, 48):
-        outcome = simulate(seed, RunOptions(), record_trace=True)
+        outcome = simulate(seed, RunOptions(), VSR, record_trace=True)
         trace = outcome.trace
         assert trace is not None and outcome.result.status == "ok"
         times = [event.time_us for event in trace]
         assert times == sorted(times)
         for event in trace:
-            assert event.kind in KINDS
+            assert event.kind in known
             kinds.add(event.kind)
             if event.kind == "deliver":
                 assert event.peer and event.detail
@@ -33,7 +35,7 @@ def test_trace_events_cover_messages_faults_view_changes_and_client_ops() -> Non
 
 
 def test_trace_round_trips_through_json() -> None:
-    outcome = simulate(7, RunOptions(), record_trace=True)
+    outcome = simulate(7, RunOptions(), VSR, record_trace=True)
     assert outcome.trace is not None
     data = msgspec.json.encode(outcome.trace)
     assert msgspec.json.decode(data, type=Trace) == outcome.trace

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_ruff_clean() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "voprd", "tests", "bench"],
+        [sys.executable, "-m", "ruff", "check", "voprd", "tests", "bench", "examples"],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -23,7 +23,8 @@ def test_ruff_clean() -> None:
 
 def test_mypy_clean() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "voprd"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "mypy", "voprd", "examples"], cwd=ROOT, capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

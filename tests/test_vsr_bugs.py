@@ -7,7 +7,8 @@ import pytest
 from voprd.check.history import HistoryOp
 from voprd.options import RunOptions
 from voprd.sim.run import run_seed, simulate
-from voprd.vsr.bugs import BUGS
+from voprd.systems.vsr import VSR
+from voprd.systems.vsr.bugs import BUGS
 
 SEED_BUDGET = 60
 
@@ -29,10 +30,10 @@ def test_bugs_are_off_by_default() -> None:
 @pytest.mark.parametrize("bug", sorted(CAUGHT_BY_INVARIANTS))
 def test_planted_bug_is_caught(bug: str) -> None:
     for seed in range(SEED_BUDGET):
-        result, _ = run_seed(seed, RunOptions(bugs=(bug,)))
+        result, _ = run_seed(seed, RunOptions(bugs=(bug,)), VSR)
         if result.status == "failed":
             assert result.invariant in CAUGHT_BY_INVARIANTS[bug], (seed, result.message)
-            clean, _ = run_seed(seed, RunOptions())
+            clean, _ = run_seed(seed, RunOptions(), VSR)
             assert clean.status == "ok", (seed, clean.message)
             return
     pytest.fail(f"{bug} survived {SEED_BUDGET} seeds")
@@ -49,7 +50,7 @@ def test_duplicate_execution_is_visible_in_the_history() -> None:
     later read, which the linearizability checker (and this simple scan) can see."""
     def duplicated_token(bugs: tuple[str, ...], seeds: range) -> int | None:
         for seed in seeds:
-            outcome = simulate(seed, RunOptions(faults=("network",), bugs=bugs))
+            outcome = simulate(seed, RunOptions(faults=("network",), bugs=bugs), VSR)
             for op in outcome.history:
                 if op.op == "get" and isinstance(op.output, str):
                     tokens = [t for t in op.output.split(",") if t]
@@ -89,8 +90,8 @@ def _stale_read(history: list[HistoryOp]) -> bool:
 def test_stale_backup_reads_are_visible_in_the_history() -> None:
     stale_seed = next(
         (seed for seed in range(40)
-         if _stale_read(simulate(seed, RunOptions(bugs=("backup_serves_reads",))).history)),
+         if _stale_read(simulate(seed, RunOptions(bugs=("backup_serves_reads",)), VSR).history)),
         None,
     )
     assert stale_seed is not None
-    assert not _stale_read(simulate(stale_seed, RunOptions()).history)
+    assert not _stale_read(simulate(stale_seed, RunOptions(), VSR).history)

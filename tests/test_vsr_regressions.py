@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.sim_support import crash_and_recover, quiet_simulation, write_now
 from voprd.options import RunOptions
 from voprd.sim.prng import Rng
 from voprd.sim.run import run_seed
-from voprd.sim.storage import Disk
-from voprd.vsr.messages import (
+from voprd.systems.vsr import VSR
+from voprd.systems.vsr.messages import (
     COMMIT,
     ENTRIES,
     GET_ENTRIES,
@@ -16,9 +17,11 @@ from voprd.vsr.messages import (
     START_VIEW,
     Entry,
     Message,
+    encode_entry,
     make_entry,
 )
-from voprd.vsr.replica import NORMAL, VIEW_CHANGE, Replica
+from voprd.systems.vsr.replica import NORMAL, VIEW_CHANGE, Replica
+from voprd.systems.vsr.system import load_log
 
 
 class FakeIO:
@@ -127,27 +130,29 @@ def test_unfinished_install_restarts_from_the_previous_log() -> None:
 
 
 def test_disk_install_is_copy_on_write() -> None:
-    disk = Disk()
+    sim = quiet_simulation()
+    disk = sim.storage.disks[0]
     old = _log(10, tag="old")
     for entry in old:
-        disk.complete(disk.submit(entry[0], entry, True))
-    disk.begin_install()
+        write_now(sim, disk, entry[0], encode_entry(entry))
+    disk.begin_atomic()
     disk.truncate(8)
     new_ninth = make_entry(9, 2, 9, 9, ("put", "k", "new", None), old[7][5])
-    disk.complete(disk.submit(9, new_ninth, True))
-    disk.submit(10, new_ninth, True)  # still in flight at the crash
-    disk.crash([])
-    log, damaged = disk.load(set())
+    write_now(sim, disk, 9, encode_entry(new_ninth))
+    disk.write(10, encode_entry(new_ninth))  # still in flight at the crash
+    crash_and_recover(sim, disk)
+    log, damaged = load_log(disk)
     assert log == old and not damaged  # the previous log, whole
-    disk.begin_install()
+    disk.begin_atomic()
     disk.truncate(8)
-    disk.complete(disk.submit(9, new_ninth, True))
-    disk.end_install()
-    log, damaged = disk.load(set())
+    write_now(sim, disk, 9, encode_entry(new_ninth))
+    disk.end_atomic()
+    crash_and_recover(sim, disk)
+    log, damaged = load_log(disk)
     assert log == [*old[:8], new_ninth] and not damaged
 
 
 def test_original_seeds_pass() -> None:
     for seed in (324, 1173, 1485, 1523):
-        result, _ = run_seed(seed, RunOptions())
+        result, _ = run_seed(seed, RunOptions(), VSR)
         assert result.status == "ok", (seed, result.message)

@@ -88,13 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--bug", dest="bugs", action="append", metavar="NAME",
         help="switch on a planted bug (repeatable; see --list-bugs)",
     )
-    run.add_argument("--list-bugs", action="store_true", help="list planted bugs and exit")
+    run.add_argument(
+        "--list-bugs", action="store_true", help="list the planted bugs of --target's system, exit"
+    )
     run.add_argument(
         "--check-determinism", dest="check_determinism", action="store_true",
         help="run every seed twice and fail it (kind nondeterminism) if the traces differ",
     )
     run.add_argument(
-        "--target", help="builtin (default), exec, an entry point name, or module:attribute"
+        "--target",
+        help="builtin (default), exec, or a system plugin / target: an entry point name "
+             "(groups voprd.systems, voprd.targets) or module:attribute",
     )
     run.add_argument(
         "--exec", dest="exec_cmd", metavar="CMD",
@@ -198,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _call(SUBCOMMANDS[args[0]], "main", args[1:])
     settings, command = parse(args)
     if command.get("list_bugs"):
-        return _call("voprd.vsr.bugs", "list_bugs_main")
+        return _call("voprd.targets.loader", "list_bugs_main", settings.target)
     if command.get("once"):
         return _call("voprd.sim.reproduce", "once_main", settings, command)
     once_only = [flag for key, flag in _ONCE_ONLY_FLAGS if key in command]

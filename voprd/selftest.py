@@ -1,15 +1,18 @@
 """`voprd selftest`: proof that the simulator finds bugs.
 
-Runs every planted bug (voprd/vsr/bugs.py) over seeds 0, 1, 2, ... until the first failure, in a
-process pool, and prints per bug the first failing seed, the invariant that caught it and the seeds
-run. A caught seed is run again without the bug and must pass, so the failure is the bug's doing.
-Exit 0 if every bug is caught within its seed budget, 1 if any survives, 2 on a usage error.
+Runs every planted bug of the target's system (`--target`, default builtin: the VSR's
+voprd/systems/vsr/bugs.py; a plugin's `System.bugs`) over seeds 0, 1, 2, ... until the first
+failure, in a process pool, and prints per bug the first failing seed, the invariant that caught it
+and the seeds run. A caught seed is run again without the bug and must pass, so the failure is the
+bug's doing. Exit 0 if every bug is caught within its seed budget, 1 if any survives, 2 on a usage
+error.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import statistics
 import sys
 import time
@@ -20,7 +23,8 @@ import msgspec
 from voprd.events import SeedResult
 from voprd.options import RunOptions, reproduce_command
 from voprd.sim.run import run_seed
-from voprd.vsr.bugs import BUGS, validate_bugs
+from voprd.sim.system import System
+from voprd.targets.loader import TargetNotFound, load_system
 
 DEFAULT_SEED_BUDGET = 500
 DEFAULT_WORKERS = 2
@@ -44,6 +48,7 @@ class BugReport(msgspec.Struct, kw_only=True):
 
 
 class SelftestReport(msgspec.Struct, kw_only=True):
+    target: str
     seed_budget: int
     bugs: list[BugReport]
     all_caught: bool
@@ -51,11 +56,18 @@ class SelftestReport(msgspec.Struct, kw_only=True):
     invariants: list[str]
 
 
-def _run(seed: int, bugs: tuple[str, ...]) -> SeedResult:
-    return run_seed(seed, RunOptions(bugs=bugs))[0]
+@functools.lru_cache(maxsize=4)
+def _system(target: str) -> System:
+    return load_system(target)
 
 
-def hunt(pool: ProcessPoolExecutor, bug: str, seed_budget: int, window: int) -> BugReport:
+def _run(seed: int, target: str, bugs: tuple[str, ...]) -> SeedResult:
+    return run_seed(seed, RunOptions(target=target, bugs=bugs), _system(target))[0]
+
+
+def hunt(
+    pool: ProcessPoolExecutor, target: str, bug: str, seed_budget: int, window: int
+) -> BugReport:
     """The first seed (in order) below `seed_budget` that fails with `bug` on."""
     assert seed_budget > 0 and window > 0
     started = time.perf_counter()
@@ -65,7 +77,7 @@ def hunt(pool: ProcessPoolExecutor, bug: str, seed_budget: int, window: int) -> 
     found: SeedResult | None = None
     while found is None and (in_flight or next_seed < seed_budget):
         while len(in_flight) < window and next_seed < seed_budget:
-            in_flight.append(pool.submit(_run, next_seed, (bug,)))
+            in_flight.append(pool.submit(_run, next_seed, target, (bug,)))
             next_seed += 1
         result = in_flight.popleft().result()
         seeds_run += 1
@@ -76,24 +88,27 @@ def hunt(pool: ProcessPoolExecutor, bug: str, seed_budget: int, window: int) -> 
     if found is None:
         return BugReport(bug=bug, caught=False, seeds_run=seeds_run,
                          elapsed_s=time.perf_counter() - started)
-    clean = pool.submit(_run, found.seed, ()).result()
+    clean = pool.submit(_run, found.seed, target, ()).result()
     return BugReport(
         bug=bug, caught=True, seeds_run=seeds_run, seed=found.seed, kind=found.kind,
         invariant=found.invariant or found.kind, message=found.message,
         clean_passes=clean.status == "ok",
-        reproduce=reproduce_command(found.seed, RunOptions(bugs=(bug,))),
+        reproduce=reproduce_command(found.seed, RunOptions(target=target, bugs=(bug,))),
         elapsed_s=time.perf_counter() - started,
     )
 
 
-def run_selftest(bugs: list[str], seed_budget: int, workers: int) -> SelftestReport:
+def run_selftest(
+    bugs: list[str], seed_budget: int, workers: int, target: str = "builtin"
+) -> SelftestReport:
     assert bugs and seed_budget > 0 and workers > 0
     reports: list[BugReport] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for bug in bugs:
-            reports.append(hunt(pool, bug, seed_budget, workers * WINDOW_PER_WORKER))
+            reports.append(hunt(pool, target, bug, seed_budget, workers * WINDOW_PER_WORKER))
     caught = [r for r in reports if r.caught]
     return SelftestReport(
+        target=target,
         seed_budget=seed_budget,
         bugs=reports,
         # A seed that also fails without the bug proves nothing about the bug.
@@ -129,16 +144,25 @@ def main(argv: list[str]) -> int:
                         help=f"seed budget per bug (default {DEFAULT_SEED_BUDGET})")
     parser.add_argument("--bug", action="append", default=[], metavar="NAME",
                         help="only this planted bug (repeatable; default: all, see --list-bugs)")
+    parser.add_argument("--target", default="builtin",
+                        help="the system whose planted bugs to hunt: builtin (default), an "
+                             "entry point name or module:attribute naming a System")
     parser.add_argument("--workers", type=_positive, default=DEFAULT_WORKERS,
                         help=f"worker processes (default {DEFAULT_WORKERS})")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    bugs: list[str] = args.bug or list(BUGS)
     try:
-        validate_bugs(tuple(bugs))
+        system = load_system(args.target)
+    except TargetNotFound as error:
+        parser.error(f"--target: {error}")
+    bugs: list[str] = args.bug or list(system.bugs)
+    if not bugs:
+        parser.error(f"--target: system {system.name!r} has no planted bugs")
+    try:
+        system.validate_bugs(bugs)
     except ValueError as error:
         parser.error(f"--bug: {error}")
-    report = run_selftest(bugs, args.seeds, args.workers)
+    report = run_selftest(bugs, args.seeds, args.workers, args.target)
     if args.json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:

@@ -166,7 +166,7 @@ def _describe(model: Model, op: Operation) -> str:
 
 def check_history(
     ops: Sequence[HistoryOp],
-    model: str = "kv",
+    model: str | Model = "kv",
     budget_ms: float | None = DEFAULT_BUDGET_MS,
     max_steps: int | None = None,
 ) -> Verdict:
@@ -177,4 +177,5 @@ def check_history(
     from voprd.check.formats import from_history_ops
 
     operations = from_history_ops(enumerate(ops, start=1))
-    return check_operations(operations, get_model(model), budget_ms=budget_ms, max_steps=max_steps)
+    chosen = get_model(model) if isinstance(model, str) else model
+    return check_operations(operations, chosen, budget_ms=budget_ms, max_steps=max_steps)

@@ -1,10 +1,11 @@
-"""`voprd lincheck [--model register|kv] [--json] [--budget-ms N] FILE...`
+"""`voprd lincheck [--model register|kv | --target SYSTEM] [--json] [--budget-ms N] FILE...`
 
 One line per file (`FILE: VERDICT (N ops, T ms)` plus the explanation, indented), or with
 `--json` one object per file: {"file", "verdict", "ops", "elapsed_ms", "explanation"}.
 Exit 0 if every file is linearizable, 1 if any is not (and none failed to be decided), 2 on any
 error (unreadable or malformed file, operation outside the model) or `unknown` verdict.
-Without --model the model follows the format: etcd -> register, kv and voprd -> kv.
+Without --model the model follows the format: etcd -> register, kv and voprd -> kv; with
+`--target X` it is the model of X's system (a plugin may name one or supply its own).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 
 from voprd.check.checker import DEFAULT_BUDGET_MS, ModelMismatchError, check_operations
 from voprd.check.formats import DEFAULT_MODEL, HistoryParseError, load_history
-from voprd.check.models import MODELS, get_model
+from voprd.check.models import MODELS, Model, get_model
 from voprd.cli import _positive_float
 
 
@@ -36,9 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="voprd lincheck",
         description="Check recorded histories for linearizability (format detected per file).",
     )
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--model", choices=sorted(MODELS),
         help="sequential model (default: register for etcd logs, kv otherwise)",
+    )
+    which.add_argument(
+        "--target", metavar="SYSTEM",
+        help="use the model of this simulation-engine target's system (builtin, an entry point, "
+             "or module:attribute): for histories written by `voprd --once --target SYSTEM`",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per file")
     parser.add_argument(
@@ -50,10 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_file(path: Path, model_name: str | None, budget_ms: float) -> FileResult:
+def check_file(path: Path, model_choice: str | Model | None, budget_ms: float) -> FileResult:
     try:
         history = load_history(path)
-        model = get_model(model_name or DEFAULT_MODEL[history.format])
+        if isinstance(model_choice, str) or model_choice is None:
+            model = get_model(model_choice or DEFAULT_MODEL[history.format])
+        else:
+            model = model_choice
         verdict = check_operations(history.ops, model, budget_ms=budget_ms)
     except (OSError, HistoryParseError) as exc:
         return FileResult(str(path), "error", 0, 0.0, str(exc))
@@ -65,8 +75,17 @@ def check_file(path: Path, model_name: str | None, budget_ms: float) -> FileResu
 
 
 def main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
-    results = [check_file(path, args.model, args.budget_ms) for path in args.files]
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    model: str | Model | None = args.model
+    if args.target is not None:
+        from voprd.targets.loader import TargetNotFound, load_system
+
+        try:
+            model = load_system(args.target).linearizability_model()
+        except TargetNotFound as exc:
+            parser.error(f"argument --target: {exc}")
+    results = [check_file(path, model, args.budget_ms) for path in args.files]
     encoder = msgspec.json.Encoder()
     for result in results:
         if args.json:

@@ -35,6 +35,15 @@ import msgspec
 OpName = Literal["get", "put", "append", "cas", "read", "write"]
 
 
+def op_text(op: str, key: str, value: str | None, expected: str | None) -> str:
+    """An operation as text: get(k), read(k), put(k, 'v'), cas(k, 'old'->'new')."""
+    if op in ("get", "read"):
+        return f"{op}({key})"
+    if op == "cas":
+        return f"cas({key}, {expected!r}->{value!r})"
+    return f"{op}({key}, {value!r})"
+
+
 class HistoryOp(msgspec.Struct, kw_only=True, omit_defaults=True):
     process: int
     op: OpName

@@ -1,7 +1,8 @@
 """The HTML picture of a run. See docs/report.md.
 
-- `build_report(seed, options)`: rerun a seed of the builtin simulator with its trace and return
-  the page (what `voprd --once --seed N --report F` and the daemon's failure archive use);
+- `build_report(seed, options)`: rerun a seed of an engine target (the builtin VSR or a system
+  plugin) with its trace and return the page (what `voprd --once --seed N --report F` and the
+  daemon's failure archive use);
 - `report_html(picture)`: collapse any RunPicture to the size bound and render it;
 - `write_report` / `write_report_for_seed`: the same, written atomically to a file.
 """
@@ -47,15 +48,18 @@ def report_html(
 
 
 def build_report(seed: int, options: RunOptions, limits: Limits | None = None) -> str:
-    """Rerun `seed` of the builtin simulator with recording and return its report page.
+    """Rerun `seed` of the target's system with recording and return its report page.
     Deterministic in (seed, options): the same page every time. Raises ValueError for targets
-    other than `builtin` (an external VOPR binary gives no trace to draw)."""
-    if options.target != "builtin":
-        raise ValueError(f"reports need the builtin target, not {options.target!r}")
+    that do not run in the simulation engine (an external VOPR binary gives no trace to draw)."""
     # Imported here so rendering a picture does not import the simulator.
     from voprd.report.from_sim import picture_for_seed
+    from voprd.targets.loader import TargetNotFound, load_system
 
-    return report_html(picture_for_seed(seed, options), limits)
+    try:
+        system = load_system(options.target)
+    except TargetNotFound as exc:
+        raise ValueError(f"reports need a simulation-engine target: {exc}") from exc
+    return report_html(picture_for_seed(seed, options, system), limits)
 
 
 def write_report_for_seed(seed: int, options: RunOptions, path: Path) -> int:

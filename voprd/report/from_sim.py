@@ -1,8 +1,10 @@
 """RunPicture from a simulator run: rerun the seed with its trace, note every message sent,
 check the client history, and translate it all into the report's model.
 
-The trace records a delivered message only at its arrival, so `_RecordingSimulation` also notes
-each message when a node sends it (through the ReplicaIO `send`), and arrivals are paired with
+Works for any system: the engine's kinds (faults, phases) are drawn here, the system's own trace
+events become node events through `System.report_event`, and messages are named and described by
+the system. The trace records a delivered message only at its arrival, so `_RecordingSimulation`
+also notes each message when a node sends it (through `env.send`), and arrivals are paired with
 sends. It only observes: the run's trace hash is checked against the plain run's, so the picture
 is of exactly the run `voprd --once` reports.
 """
@@ -11,13 +13,15 @@ from __future__ import annotations
 
 import collections
 import re
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
 from voprd.check.checker import check_history
 from voprd.check.formats import from_history_ops
 from voprd.check.history import HistoryOp
-from voprd.check.models import get_model
+from voprd.check.models import Model
 from voprd.check.search import SearchOutcome, fast_search
 from voprd.events import SeedResult
 from voprd.options import RunOptions, reproduce_command
@@ -35,16 +39,16 @@ from voprd.report.model import (
     Verdict,
     op_outcome,
 )
-from voprd.sim.cluster import Simulation
+from voprd.sim.engine import Simulation
 from voprd.sim.linearizability import (
     INVARIANT,
     INVARIANT_UNKNOWN,
     LINEARIZABILITY_STEPS_MAX,
 )
 from voprd.sim.run import simulate
-from voprd.sim.trace import KINDS, K, TraceEvent
-from voprd.vsr.messages import MESSAGE_NAMES, describe
-from voprd.vsr.messages import Message as Message_
+from voprd.sim.system import Message as Message_
+from voprd.sim.system import System
+from voprd.sim.trace import K, KindTable, TraceEvent
 
 # Bound on the search that rebuilds the explanation of a refuted key (the checker already decided
 # it, so this only repeats the search on one part).
@@ -68,25 +72,33 @@ class _Sent(msgspec.Struct, array_like=True):
 
 
 class _RecordingSimulation(Simulation):
-    """The simulation, also noting every message a node sends (through the ReplicaIO `send`)
-    and what the network did with it (the trace records it appended during the send)."""
+    """The simulation, also noting every message a node sends (through `env.send`) and what the
+    network did with it (the trace records it appended during the send)."""
 
-    def __init__(self, seed: int, options: RunOptions) -> None:
+    def __init__(self, seed: int, options: RunOptions, system: System) -> None:
         self.sent: list[_Sent] = []
-        super().__init__(seed, options, record_trace=True)
+        super().__init__(seed, options, system, record_trace=True)
         # What the seed drew, before the liveness phase changes any of it.
         plan = self.plan
         self.drawn = {name: str(getattr(plan, name)) for name in sorted(type(plan).__slots__)}
 
-    def send(self, src: int, dst: int, msg: Message_) -> None:
-        records_before = len(self.records)
-        super().send(src, dst, msg)
-        kinds = [record[2] for record in self.records[records_before:]]
-        dropped = next((KINDS[k] for k in kinds if k in _DROP_CODES), None)
-        copies = 0 if dropped else 1 + kinds.count(_DUPLICATE_CODE)
-        self.sent.append(
-            _Sent(self.now, src, dst, MESSAGE_NAMES[msg[0]], describe(msg), dropped, copies)
-        )
+    def _sender(self) -> Callable[[int, int, Message_], None]:
+        network_send = super()._sender()
+        names = self.kinds.names
+        message_names = self.system.message_names
+        describe = self.system.describe_message
+
+        def send(src: int, dst: int, msg: Message_) -> None:
+            records_before = len(self.records)
+            network_send(src, dst, msg)
+            kinds = [record[2] for record in self.records[records_before:]]
+            dropped = next((names[k] for k in kinds if k in _DROP_CODES), None)
+            copies = 0 if dropped else 1 + kinds.count(_DUPLICATE_CODE)
+            self.sent.append(
+                _Sent(self.now, src, dst, message_names[msg[0]], describe(msg), dropped, copies)
+            )
+
+        return send
 
 
 def _node_index(name: str, replicas: int) -> int | None:
@@ -155,14 +167,15 @@ def _messages(
 
 
 def _events_and_faults(
-    trace: list[TraceEvent], replicas: int, end_us: int
+    trace: list[TraceEvent], replicas: int, end_us: int, system: System, kinds: KindTable
 ) -> tuple[list[NodeEvent], list[FaultEvent], list[TimeMarker]]:
     events: list[NodeEvent] = []
     faults: list[FaultEvent] = []
     markers: list[TimeMarker] = []
     open_interval: dict[tuple[str, int], FaultEvent] = {}
     open_partition: FaultEvent | None = None
-    normal_view: dict[int, str] = {}
+    memo: dict[Any, Any] = {}
+    system_kinds = kinds.system_codes
 
     def add_fault(kind: str, start_us: int, nodes: list[int], detail: str) -> FaultEvent:
         fault = FaultEvent(id=len(faults), kind=kind, start_us=start_us, nodes=nodes,
@@ -197,30 +210,17 @@ def _events_and_faults(
             fault.end_us = end_us
         elif kind in _STORAGE_KINDS:
             add_fault("storage", t, [node], f"{kind} {event.detail}")
-        elif kind == "commit":
-            events.append(NodeEvent(t, node, "commit", event.detail))
-        elif kind == "status":
-            status, _, rest = event.detail.partition(" ")
-            view = rest.split(" ", 1)[0]
-            # A view change ends when the replica is normal in a new view: that is the diamond.
-            if status == "normal" and normal_view.get(node) != view:
-                normal_view[node] = view
-                label = view.replace("=", " ") + ", " + rest
-                events.append(NodeEvent(t, node, "view_change", label))
-            elif status == "view_change":
-                events.append(NodeEvent(t, node, "view_change_start", rest))
-            elif status != "normal":
-                events.append(NodeEvent(t, node, status, rest))
-        elif kind in ("log_installed", "retry"):
-            events.append(NodeEvent(t, node, kind, event.detail))
+        elif kind in system_kinds:
+            shown = system.report_event(kind, node, event.detail, memo)
+            if shown is not None:
+                events.append(NodeEvent(t, node, shown[0], shown[1]))
     for fault in [*open_interval.values(), *([open_partition] if open_partition else [])]:
         fault.open_ended = True
     return events, faults, markers
 
 
-def _explanation(history: list[HistoryOp], key: str) -> LinExplanation | None:
+def _explanation(history: list[HistoryOp], key: str, model: Model) -> LinExplanation | None:
     """The longest linearizable order and the blocking operation for one refuted key."""
-    model = get_model("kv")
     parts = model.partition(from_history_ops(enumerate(history, start=1)))
     part = next((p for p in parts if p and p[0].key == key), None)
     if part is None:
@@ -245,37 +245,39 @@ def _explanation(history: list[HistoryOp], key: str) -> LinExplanation | None:
     )
 
 
-def _linearizability(history: list[HistoryOp], result: SeedResult) -> Linearizability:
+def _linearizability(
+    history: list[HistoryOp], result: SeedResult, model: Model
+) -> Linearizability:
     """The simulator's verdict on the history, with the exact order explained per refuted key.
 
     The simulator checks every history that passed the replica invariants (HISTORY_CHECKS), so a
     passing seed is linearizable and an undecided one is already reported; the checker only runs
     again here to find the refuted keys, or for a seed that failed a replica invariant first."""
     if result.status == "ok":
-        return Linearizability(verdict="linearizable", model="kv")
+        return Linearizability(verdict="linearizable", model=model.name)
     if result.invariant == INVARIANT_UNKNOWN:
-        return Linearizability(verdict="unknown", model="kv", message=result.message)
+        return Linearizability(verdict="unknown", model=model.name, message=result.message)
     verdict = check_history(
-        history, model="kv", budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
+        history, model=model, budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
     )
     assert result.invariant != INVARIANT or verdict.verdict == "not_linearizable", (
         "the checker's verdict is a function of the history"
     )
-    lin = Linearizability(verdict=verdict.verdict, model="kv")
+    lin = Linearizability(verdict=verdict.verdict, model=model.name)
     if verdict.verdict != "linearizable":
         lin.message = verdict.explanation
     for key in verdict.failing_keys:
-        explanation = _explanation(history, key)
+        explanation = _explanation(history, key, model)
         if explanation is not None:
             lin.explanations.append(explanation)
     return lin
 
 
-def picture_for_seed(seed: int, options: RunOptions) -> RunPicture:
+def picture_for_seed(seed: int, options: RunOptions, system: System) -> RunPicture:
     """Run `seed` (as `voprd --once` does) and again with recording; picture the run."""
-    official = simulate(seed, options)
+    official = simulate(seed, options, system)
     result = official.result
-    sim = _RecordingSimulation(seed, options)
+    sim = _RecordingSimulation(seed, options, system)
     sim.run()
     # The recording run must be the very run that was reported.
     assert sim.trace_hash() == result.trace_hash, "recording changed the run"
@@ -283,7 +285,7 @@ def picture_for_seed(seed: int, options: RunOptions) -> RunPicture:
     replicas = sim.n
     history = sim.history_ops()
     nodes = [Node(name=f"r{r}", kind="replica") for r in range(replicas)]
-    nodes += [Node(name=f"c{c}", kind="client") for c in range(len(sim.clients))]
+    nodes += [Node(name=f"c{c}", kind="client") for c in range(len(sim.client_nodes))]
     ops = [
         ClientOp(
             id=line, process=op.process, key=op.key, op=op.op, call_us=op.call_us,
@@ -293,8 +295,8 @@ def picture_for_seed(seed: int, options: RunOptions) -> RunPicture:
         for line, op in enumerate(history, start=1)
     ]
     end_us = sim.now
-    events, faults, markers = _events_and_faults(trace, replicas, end_us)
-    lin = _linearizability(history, result)
+    events, faults, markers = _events_and_faults(trace, replicas, end_us, system, sim.kinds)
+    lin = _linearizability(history, result, system.linearizability_model())
     status, kind, invariant, message = result.status, result.kind, result.invariant, result.message
     failure_us = next(
         (m.time_us for m in reversed(markers)
@@ -305,7 +307,7 @@ def picture_for_seed(seed: int, options: RunOptions) -> RunPicture:
         config=RunConfig(
             seed=seed, target=options.target, faults=list(options.faults),
             bugs=list(options.bugs), max_events=options.max_events, replica_count=replicas,
-            client_count=len(sim.clients), drawn=sim.drawn,
+            client_count=len(sim.client_nodes), drawn=sim.drawn,
         ),
         verdict=Verdict(
             status=status, kind=kind, invariant=invariant, message=message,

@@ -69,9 +69,8 @@ from voprd.sinks.local import (
     ProgressJournal,
     keep_aside,
 )
-from voprd.targets.loader import TargetNotFound, load_target
+from voprd.targets.loader import TargetNotFound, engine_system, load_target, validate_bugs
 from voprd.text import plural
-from voprd.vsr.bugs import validate_bugs
 
 GROUP_COMMIT_INTERVAL_S = 0.1
 CHECKPOINT_INTERVAL_S = 2.0
@@ -423,9 +422,9 @@ class Daemon:
 
     async def render_report(self, seed: int) -> bytes | None:
         """Render the seed's HTML report in a separate process. Never raises: a failed report
-        costs the report (a warning), never the failure record or its alert. Only the builtin
-        target has a run to draw."""
-        if self.options.target != "builtin":
+        costs the report (a warning), never the failure record or its alert. Only engine targets
+        (the builtin and system plugins) have a run to draw."""
+        if engine_system(self.options.target) is None:
             return None
         if self._drain.is_set():
             self.emit("report_skipped", "warning", seed=seed, reason="draining")
@@ -787,7 +786,7 @@ def daemon_main(settings: Settings, command: dict[str, Any]) -> int:
     # Until the loop's handler is installed, a `voprd status` must not kill a starting daemon.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        validate_bugs(settings.bugs)
+        validate_bugs(settings.target, settings.bugs)
     except ValueError as exc:
         print(f"voprd: --bug: {exc}", file=sys.stderr)
         return EXIT_REFUSED

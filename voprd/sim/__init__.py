@@ -1,5 +1,33 @@
-"""voprd.sim: the deterministic simulator. `run_seed` runs one seed; see voprd.sim.run."""
+"""voprd.sim: the deterministic simulation engine. It knows no system under test: a system plugs in
+through `voprd.sim.system` (System, Cluster, Server, Client, Env, Disk, Violation), and
+`run_seed(seed, options, system)` / `simulate(...)` run one seed of it (voprd.sim.run)."""
 
 from voprd.sim.run import Outcome, run_seed, simulate
+from voprd.sim.system import (
+    DAMAGED,
+    Client,
+    Cluster,
+    Damaged,
+    Disk,
+    Env,
+    Recovery,
+    Server,
+    System,
+    Violation,
+)
 
-__all__ = ["Outcome", "run_seed", "simulate"]
+__all__ = [
+    "DAMAGED",
+    "Client",
+    "Cluster",
+    "Damaged",
+    "Disk",
+    "Env",
+    "Outcome",
+    "Recovery",
+    "Server",
+    "System",
+    "Violation",
+    "run_seed",
+    "simulate",
+]

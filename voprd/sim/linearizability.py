@@ -1,4 +1,4 @@
-"""The simulator's linearizability check: every seed's client history against the `kv` model.
+"""The simulator's linearizability check: every seed's client history against its system's model.
 
 Registered in `voprd.sim.run.HISTORY_CHECKS`. The budget is a step count, never wall time, so the
 verdict is a function of the seed alone (a loaded machine cannot turn a pass into `unknown`).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from voprd.check.checker import check_history
 from voprd.check.history import HistoryOp
+from voprd.check.models import Model
 
 # Simulator histories need a few hundred steps (436 at most over seeds 0..99, `--faults all`);
 # refuting a planted bug needs a few thousand. One million steps is seconds of CPU at worst.
@@ -20,10 +21,10 @@ INVARIANT = "linearizability"
 INVARIANT_UNKNOWN = "linearizability_unknown"
 
 
-def check_linearizability(history: list[HistoryOp]) -> tuple[str, str] | None:
-    """None if `history` is linearizable; else (invariant, message) as described above."""
+def check_linearizability(history: list[HistoryOp], model: Model) -> tuple[str, str] | None:
+    """None if `history` is linearizable under `model`; else (invariant, message) as above."""
     verdict = check_history(
-        history, model="kv", budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
+        history, model=model, budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
     )
     if verdict.verdict == "linearizable":
         return None

@@ -13,7 +13,6 @@ from voprd.events import IterationData, SeedResult, encode_event
 from voprd.options import RunOptions, reproduce_command
 from voprd.sim.run import check_determinism, simulate
 from voprd.sim.trace import format_event
-from voprd.vsr.bugs import validate_bugs
 
 
 def iteration_data(result: SeedResult, options: RunOptions) -> IterationData:
@@ -43,13 +42,18 @@ def summary_line(result: SeedResult) -> str:
 
 def once_main(settings: Settings, command: dict[str, Any]) -> int:
     options = settings.run_options()
+    # The target is resolved here, not imported by the engine (it knows no system).
+    from voprd.targets.loader import TargetNotFound, load_system
+
     try:
-        validate_bugs(options.bugs)
+        system = load_system(options.target)
+    except TargetNotFound as exc:
+        sys.stderr.write(f"voprd: error: argument --target: --once runs engine targets: {exc}\n")
+        return 2
+    try:
+        system.validate_bugs(options.bugs)
     except ValueError as exc:
         sys.stderr.write(f"voprd: error: argument --bug: {exc}\n")
-        return 2
-    if options.target != "builtin":
-        sys.stderr.write("voprd: error: argument --target: --once runs the builtin target only\n")
         return 2
     if command.get("report") is not None:
         from voprd.report import write_report_for_seed
@@ -59,10 +63,10 @@ def once_main(settings: Settings, command: dict[str, Any]) -> int:
     trace_file: Path | None = command.get("trace_file")
     history_file: Path | None = command.get("history_file")
     record_trace = settings.verbose or trace_file is not None
-    outcome = simulate(settings.seed, options, record_trace=record_trace)
+    outcome = simulate(settings.seed, options, system, record_trace=record_trace)
     result = outcome.result
     if options.check_determinism:
-        check_determinism(result, options)
+        check_determinism(result, options, system)
     lines = [format_event(event) for event in outcome.trace or []]
     if trace_file is not None:
         trace_file.write_text("".join(line + "\n" for line in lines))

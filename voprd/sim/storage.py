@@ -1,101 +1,201 @@
-"""A simulated disk per replica: checksummed log sectors, a superblock, and injected faults.
+"""Simulated disks: one per server, sectors of opaque bytes with checksums, and the storage faults.
 
-Writes complete after a latency; until then they are unsynced and a crash loses (or, on replicas
-the fault atlas allows, tears) them. Reading the log back verifies every sector's checksum, its
-position and the hash chain, so torn writes, read corruption and misdirected writes are detected.
-The superblock (view, last normal view, lnv_base) is written atomically and synchronously (as if
-kept in redundant copies that are never all torn at once). Log installs are copy-on-write: while
-the superblock marks one unfinished (lnv_base >= 0), the previous log stays readable, and a
-restart reads it (`shadow`), as a log written to a second area and switched by the superblock.
+A sector is `(data, checksum)`; the engine computes the checksum over the data and the address
+the write was sent to (like T10 protection information's reference tag), so a torn write, a corrupt
+read and a misdirected write all read back as `DAMAGED`. Writes complete after a latency; until
+then they are unsynced, and a crash loses them (or, on servers the fault atlas allows, tears them).
+The superblock is written atomically and synchronously (as if kept in redundant copies that are
+never all torn at once). An atomic update (`begin_atomic`/`end_atomic`) keeps the sectors as they
+were at its start until it ends; a restart in between reads those (`shadow`).
+
+The fault atlas: torn writes, misdirected writes and corrupt reads only hit the servers of
+`FaultPlan.storage_faulty` (at most f of them), and a misdirected write only lands on a sector the
+system declared settled (never rewritten), that is durable, with no write in flight to it: so every
+quorum keeps an intact copy of committed data. Write errors hit any server (the system retries).
+In the liveness phase the core's disks are healthy.
 """
 
 from __future__ import annotations
 
-from voprd.vsr.messages import Entry, entry_valid
+from typing import TYPE_CHECKING
+from zlib import crc32  # a sector's checksum: crc32(data, address)
 
-# A stored sector: (entry, stored checksum). A stored checksum != entry checksum is a torn sector.
-Sector = tuple[Entry, int]
-# A write in flight: (target slot, entry, ok).
-PendingWrite = tuple[int, Entry, bool]
+from voprd.sim.events import EV_DISK
+from voprd.sim.phases import SAFETY
+from voprd.sim.system import DAMAGED, Damaged
+from voprd.sim.trace import NO_PEER, K
+
+if TYPE_CHECKING:
+    from voprd.sim.engine import Simulation
+
+# A stored sector: (data, stored checksum).
+Sector = tuple[bytes, int]
+# A write in flight: (slot it lands on, slot it was sent to, data, ok).
+PendingWrite = tuple[int, int, bytes, bool]
+
+
+_K_DISK_WRITE = K["disk_write"]
+_K_WRITE_ERROR = K["disk_write_error"]
+_K_MISDIRECT = K["disk_misdirect"]
+_K_TORN = K["disk_torn"]
+_K_READ_CORRUPT = K["disk_read_corrupt"]
 
 
 class Disk:
-    __slots__ = ("next_write_id", "pending", "sectors", "shadow", "superblock")
+    """One server's disk; the system-facing methods are those of `voprd.sim.system.Disk`."""
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "corrupt_reads", "next_write_id", "node", "pending", "sectors", "shadow", "storage",
+        "superblock",
+    )
+
+    def __init__(self, storage: Storage, node: int) -> None:
+        self.storage = storage
+        self.node = node
         self.sectors: dict[int, Sector] = {}
         self.pending: dict[int, PendingWrite] = {}
         self.next_write_id = 0
-        self.superblock = (0, 0, -1)  # (view, last normal view, lnv_base)
+        self.superblock: bytes | None = None
         self.shadow: dict[int, Sector] | None = None
+        # Sectors that read back corrupt since the last restart (drawn by the engine), until
+        # rewritten.
+        self.corrupt_reads: set[int] = set()
 
-    def begin_install(self) -> None:
+    # ---- the system's view ----------------------------------------------------------------
+    def write(self, slot: int, data: bytes, settled: int = 0) -> None:
+        storage = self.storage
+        sim = storage.sim
+        plan = storage.plan
+        rng = storage.rng
+        r = self.node
+        low, high = plan.write_latency_us_min, plan.write_latency_us_max
+        # One draw: 32 bits of latency, 20 bits for the write-error decision.
+        x = rng.next_u64()
+        latency_us = low + (((x & 0xFFFFFFFF) * (high - low + 1)) >> 32)
+        landed = slot
+        ok = True
+        healthy = sim.phase != SAFETY and r in sim.core
+        if (
+            plan.write_error_ppm and not healthy
+            and ((x >> 32) & 0xFFFFF) * 1_000_000 < plan.write_error_ppm << 20
+        ):
+            ok = False
+            sim.fault(r, _K_WRITE_ERROR, slot, detail=f"slot {slot}")
+        elif (plan.misdirect_ppm and r in sim.faulty and min(settled, slot - 1) >= 1
+              and not healthy and rng.chance(plan.misdirect_ppm)):
+            # The atlas: the write lands on an earlier, settled, durable sector that nothing
+            # will rewrite, so reading back meets the misplaced sector before any gap.
+            target = rng.between(1, min(settled, slot - 1))
+            if target in self.sectors and all(w[0] != target for w in self.pending.values()):
+                sim.fault(r, _K_MISDIRECT, slot, target, detail=f"slot {slot} written to {target}")
+                landed = target
+        write_id = self.next_write_id
+        self.next_write_id += 1
+        self.pending[write_id] = (landed, slot, data, ok)
+        sim.push(sim.now + latency_us, EV_DISK, r, (sim.incarnation[r], write_id))
+
+    def read(self, slot: int) -> bytes | Damaged | None:
+        sector = self.sectors.get(slot)
+        if sector is None:
+            return None
+        data, stored = sector
+        if slot in self.corrupt_reads or stored != crc32(data, slot):
+            return DAMAGED
+        return data
+
+    def truncate(self, slot_count: int) -> None:
+        for slot in [s for s in self.sectors if s > slot_count]:
+            del self.sectors[slot]
+        for write_id in [w for w, write in self.pending.items() if write[1] > slot_count]:
+            del self.pending[write_id]
+
+    def read_superblock(self) -> bytes | None:
+        return self.superblock
+
+    def write_superblock(self, data: bytes) -> None:
+        self.superblock = data
+
+    def begin_atomic(self) -> None:
         if self.shadow is None:
             self.shadow = dict(self.sectors)
 
-    def end_install(self) -> None:
+    def end_atomic(self) -> None:
         self.shadow = None
 
-    def submit(self, slot: int, entry: Entry, ok: bool) -> int:
-        write_id = self.next_write_id
-        self.next_write_id += 1
-        self.pending[write_id] = (slot, entry, ok)
-        return write_id
-
-    def complete(self, write_id: int) -> PendingWrite | None:
-        """Finish a write; None if it was cancelled (truncation) or lost (crash)."""
-        write = self.pending.pop(write_id, None)
-        if write is not None and write[2]:
-            slot, entry, _ = write
-            self.sectors[slot] = (entry, entry[5])
-        return write
-
-    def truncate(self, op_count: int) -> None:
-        """Durably drop every sector after `op_count` and cancel writes of entries after it."""
-        for slot in [s for s in self.sectors if s > op_count]:
-            del self.sectors[slot]
-        for write_id in [w for w, (_, e, _) in self.pending.items() if e[0] > op_count]:
-            del self.pending[write_id]
+    # ---- the engine's side ----------------------------------------------------------------
+    def slot_max(self) -> int:
+        return max(self.sectors, default=0)
 
     def crash(self, torn: list[bool]) -> list[int]:
         """Lose every unsynced write; `torn[i]` tears the i-th pending one instead. Returns the
         slots left torn."""
         torn_slots = []
-        for index, (slot, entry, ok) in enumerate(self.pending.values()):
+        for index, (landed, slot, data, ok) in enumerate(self.pending.values()):
             if ok and index < len(torn) and torn[index]:
-                self.sectors[slot] = (entry, entry[5] ^ 1)
-                torn_slots.append(slot)
+                self.sectors[landed] = (data, crc32(data, slot) ^ 1)
+                torn_slots.append(landed)
         self.pending.clear()
         return torn_slots
 
-    def load(self, corrupt_reads: set[int]) -> tuple[list[Entry], bool]:
-        """Read the log back. Returns (valid prefix, damaged). A gap ends the log (later sectors
-        were never acknowledged, so they are dropped); a sector that fails verification, or one
-        in `corrupt_reads`, marks the log damaged."""
+    def recover(self, corrupt_reads: set[int]) -> None:
+        """At a restart: an unfinished atomic update reverts; these sectors read back corrupt."""
         if self.shadow is not None:
-            self.sectors = self.shadow  # the install never finished: read the previous log
+            self.sectors = self.shadow
             self.shadow = None
-        log: list[Entry] = []
-        parent = 0
-        damaged = False
-        slot = 1
-        while True:
-            sector = self.sectors.get(slot)
-            if sector is None:
-                break
-            entry, stored = sector
-            if (
-                slot in corrupt_reads or stored != entry[5] or entry[0] != slot
-                or not entry_valid(entry, parent)
-            ):
-                damaged = True
-                break
-            log.append(entry)
-            parent = entry[5]
-            slot += 1
-        if not damaged:
-            self.truncate(len(log))
-        return log, damaged
+        self.corrupt_reads = corrupt_reads
 
-    def slot_max(self) -> int:
-        return max(self.sectors, default=0)
+
+class Storage:
+    """The disks of one run and the faults injected into them."""
+
+    __slots__ = ("disks", "plan", "rng", "sim")
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.plan = sim.plan
+        self.rng = sim.streams.stream("storage")
+        self.disks = [Disk(self, r) for r in range(sim.n)]
+
+    def complete(self, r: int, b: tuple[int, int]) -> None:
+        """A write's completion event: note it, tell the server (if the same incarnation)."""
+        disk = self.disks[r]
+        write = disk.pending.pop(b[1], None)
+        if write is None:
+            return  # cancelled (truncation) or lost (crash)
+        landed, slot, data, ok = write
+        if ok:
+            disk.sectors[landed] = (data, crc32(data, slot))
+            disk.corrupt_reads.discard(landed)
+        sim = self.sim
+        sim.records.append((sim.now, r, _K_DISK_WRITE, slot, int(ok)))
+        if sim.record_trace:
+            sim.details.append(sim.system.describe_write(slot, landed, ok))
+            sim.peers.append(NO_PEER)
+        server = sim.nodes[r]
+        if server is None or sim.incarnation[r] != b[0]:
+            return
+        server.on_write_done(slot, ok)
+
+    def crash(self, r: int) -> tuple[int, list[int]]:
+        """Lose (or, on atlas servers, tear) the writes in flight. Returns (lost, torn slots)."""
+        plan = self.plan
+        disk = self.disks[r]
+        torn: list[bool] = []
+        if r in self.sim.faulty and plan.torn_ppm:
+            torn = [self.rng.chance(plan.torn_ppm) for _ in disk.pending]
+        lost = len(disk.pending)
+        return lost, disk.crash(torn)
+
+    def before_restart(self, r: int) -> None:
+        """Draw the sectors that read back corrupt at this restart (atlas servers, safety phase
+        only), and revert an unfinished atomic update."""
+        sim = self.sim
+        plan = self.plan
+        disk = self.disks[r]
+        corrupt: set[int] = set()
+        if r in sim.faulty and plan.read_corrupt_ppm and sim.phase == SAFETY:
+            for slot in range(1, disk.slot_max() + 1):
+                if self.rng.chance(plan.read_corrupt_ppm):
+                    corrupt.add(slot)
+                    sim.fault(r, _K_READ_CORRUPT, slot, detail=f"slot {slot}")
+        disk.recover(corrupt)

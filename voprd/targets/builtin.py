@@ -1,14 +1,11 @@
-"""The builtin target: the simulated VSR cluster of voprd.sim, run in the worker process."""
+"""The builtin target: the engine with the VSR system (`voprd.systems.vsr`)."""
 
 from __future__ import annotations
 
-from voprd.events import SeedResult
-from voprd.options import RunOptions
-from voprd.sim.run import run_seed
+from voprd.systems.vsr import VSR
+from voprd.targets.engine import EngineTarget
 
 
-class BuiltinTarget:
-    name = "builtin"
-
-    def run(self, seed: int, options: RunOptions) -> SeedResult:
-        return run_seed(seed, options)[0]
+class BuiltinTarget(EngineTarget):
+    def __init__(self) -> None:
+        super().__init__(VSR, "builtin")

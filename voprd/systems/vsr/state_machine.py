@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from voprd.vsr.messages import Operation
+from voprd.systems.vsr.messages import Operation
 
 Result = str | bool | None
 

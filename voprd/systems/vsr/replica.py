@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from voprd.sim.prng import Rng
-from voprd.vsr.messages import (
+from voprd.systems.vsr.messages import (
     COMMIT,
     DO_VIEW_CHANGE,
     ENTRIES,
@@ -42,7 +42,7 @@ from voprd.vsr.messages import (
     Message,
     make_entry,
 )
-from voprd.vsr.state_machine import KvStore, Result
+from voprd.systems.vsr.state_machine import KvStore, Result
 
 NORMAL = 0
 VIEW_CHANGE = 1

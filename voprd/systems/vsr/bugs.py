@@ -1,11 +1,10 @@
 """Planted bugs: realistic mistakes in the reference VSR, each switched on only by `--bug NAME`.
 
-They prove the simulator and its invariants can find bugs (`voprd selftest`). Off by default.
+They prove the simulator and its invariants can find bugs (`voprd selftest`). Off by default;
+`VsrSystem.bugs` (validated by `System.validate_bugs`).
 """
 
 from __future__ import annotations
-
-import sys
 
 BUGS: dict[str, str] = {
     "commit_without_quorum":
@@ -30,15 +29,3 @@ BUGS: dict[str, str] = {
         "a recovering replica adopts the log of the first recovery response from any primary, "
         "without waiting for a quorum (so a stale primary's log is taken)",
 }
-
-
-def validate_bugs(names: tuple[str, ...]) -> None:
-    unknown = [name for name in names if name not in BUGS]
-    if unknown:
-        raise ValueError(f"unknown bug {unknown[0]!r}; see voprd --list-bugs")
-
-
-def list_bugs_main() -> int:
-    for name, description in BUGS.items():
-        sys.stdout.write(f"{name}  {description}\n")
-    return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from voprd.sim.prng import Rng
-from voprd.vsr.messages import REQUEST, Message, Operation
-from voprd.vsr.state_machine import Result
+from voprd.systems.vsr.messages import REQUEST, Message, Operation
+from voprd.systems.vsr.state_machine import Result
 
 
 class ClientIO(Protocol):
@@ -75,6 +75,10 @@ class Client:
     def idle(self) -> bool:
         return self.current is None
 
+    @property
+    def done(self) -> bool:
+        return self.current is None and self.budget == 0
+
     def on_tick(self, may_start: bool) -> None:
         if self.current is not None:
             self.waiting_ticks += 1
@@ -116,7 +120,8 @@ class Client:
         expected = self.last_seen.get(key, "") if rng.below(4) else ""
         return ("cas", key, value, expected)
 
-    def on_reply(self, msg: Message) -> None:
+    def on_message(self, msg: Message) -> None:
+        """A reply (clients receive nothing else)."""
         _, _, view, _, request, result, op = msg
         current = self.current
         if current is None or request != self.request:

@@ -10,6 +10,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import msgspec
+
+from voprd.check.history import op_text
+
 # An operation: (name, key, value, expected); name is get/put/append/cas.
 Operation = tuple[str, str, str | None, str | None]
 # A log entry: (op, view, client_id, request_number, operation, checksum).
@@ -61,12 +65,29 @@ def entry_valid(entry: Entry, parent: int) -> bool:
     return entry_checksum(op, view, client_id, request, operation, parent) == checksum
 
 
+# Entries at rest on the simulated disk (opaque bytes to the engine): msgpack, decoded typed.
+_entry_decoder = msgspec.msgpack.Decoder(Entry)
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return msgspec.msgpack.encode(entry)
+
+
+def decode_entry(data: bytes) -> Entry | None:
+    """The entry stored in `data`, or None if the bytes do not decode as one."""
+    try:
+        entry: Entry = _entry_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return entry
+
+
 def describe(msg: Message) -> str:
     """A short readable rendering of a message for the trace."""
     kind = msg[0]
     name = MESSAGE_NAMES[kind]
     if kind == REQUEST:
-        return f"{name} c{msg[2]}#{msg[3]} {operation_text(msg[4])}"
+        return f"{name} c{msg[2]}#{msg[3]} {op_text(*msg[4])}"
     if kind == REPLY:
         return f"{name} v{msg[2]} c{msg[3]}#{msg[4]} op={msg[6]} -> {msg[5]!r}"
     if kind == PREPARE:
@@ -90,13 +111,3 @@ def describe(msg: Message) -> str:
     if kind == GET_ENTRIES:
         return f"{name} v{msg[2]} after={msg[3]}"
     return f"{name} v{msg[2]} n={len(msg[3])} commit={msg[4]} op={msg[5]}"
-
-
-def operation_text(operation: Operation) -> str:
-    """A client operation as text: get(k), put(k, 'v'), cas(k, 'old'->'new')."""
-    name, key, value, expected = operation
-    if name == "get":
-        return f"get({key})"
-    if name == "cas":
-        return f"cas({key}, {expected!r}->{value!r})"
-    return f"{name}({key}, {value!r})"

@@ -1,0 +1,258 @@
+"""The system interface: what a replicated system implements to run in the simulation engine.
+
+The engine (`voprd.sim.engine.Simulation`) owns time, randomness, the network, the disks, the
+faults, the phases, the trace and the client history; it knows nothing of any one system. A system
+is four small pieces (docs/writing-a-plugin.md walks through a complete one):
+
+- `System` (subclass it): the static description. `name`; `bugs` (planted bug name ->
+  description); `model` (the linearizability model of its client history: a name in
+  `voprd.check.models.MODELS` or a `Model` object); `message_names`; `trace_kinds` (its own trace
+  kinds and their codes); `describe_message`; and `start(env) -> Cluster`, called once per run.
+- `Cluster`: the system's side of one run. It makes the nodes (`start_server`, `restart_server`,
+  `client`) and holds the invariants: the hooks the engine calls (`on_return` when a client
+  operation returns, `converged` in the liveness phase); the system's own nodes report anything
+  else (commits, status changes) to it directly, and it raises `Violation` when an invariant fails.
+- `Server` (node ids 0..replicas-1): `on_message`, `on_tick`, `on_write_done` and, after a crash,
+  `restart`. It reads its durable state back from its `Disk` (`env.disk(index)`).
+- `Client` (node ids replicas..replicas+clients-1): `on_message`, `on_tick(may_start)`, `idle` and
+  `done`. It records each operation it issues with `env.history_call` / `env.history_return`.
+
+Messages are tuples (a `NamedTuple` is fine) whose item 0 is the message type (an index into
+`System.message_names`) and item 1 the sender's node id; nodes must treat them as immutable.
+
+Determinism rules for systems: draw randomness only from `env.stream(name)` (never `random`, the
+clock, `hash()` of str/bytes, or set/dict iteration order of such keys); keep no state outside the
+objects the engine hands you (a run is a function of the seed); do not perform I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from voprd.check.history import OpName
+from voprd.check.models import Model, get_model
+from voprd.sim.prng import Rng
+
+Message = tuple[Any, ...]
+Output = str | bool | None
+
+
+class Violation(Exception):
+    """An invariant failed: raise it from a system's checks; carries the invariant's name."""
+
+    def __init__(self, invariant: str, message: str) -> None:
+        super().__init__(message)
+        self.invariant = invariant
+        self.message = message
+
+
+class Damaged:
+    """The type of `DAMAGED`: what `Disk.read` returns for a sector that fails its checksum."""
+
+    _instance: Damaged | None = None
+
+    def __new__(cls) -> Damaged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "DAMAGED"
+
+
+DAMAGED = Damaged()
+
+
+class Disk(Protocol):
+    """One server's simulated disk (it outlives the server's crashes): numbered sectors of opaque
+    bytes, each checksummed with its address by the engine, plus a superblock.
+
+    `write` is asynchronous: the server's `on_write_done(slot, ok)` follows after a latency (ok is
+    False on a write error: write again). Until then the write is unsynced: a crash loses it (or
+    tears it). `read`, `truncate`, the superblock and the atomic-update marks are synchronous and
+    durable at once. Faults (write errors, torn and misdirected writes, corrupt reads) are the
+    engine's, confined by the fault atlas to at most f servers of the seed.
+    """
+
+    def write(self, slot: int, data: bytes, settled: int = 0) -> None:
+        """Write `data` to sector `slot` (>= 1). `settled`: sectors 1..settled hold data the
+        system will never rewrite (e.g. committed log entries); the only ones a misdirected write
+        may land on. 0 (the default) keeps every write where it was sent."""
+        ...
+
+    def read(self, slot: int) -> bytes | Damaged | None:
+        """The sector's data; None if never written (or truncated); `DAMAGED` if it fails its
+        checksum (torn, corrupt, or a misdirected write that landed there)."""
+        ...
+
+    def truncate(self, slot_count: int) -> None:
+        """Drop every sector after `slot_count` and cancel the writes in flight to them."""
+        ...
+
+    def read_superblock(self) -> bytes | None: ...
+
+    def write_superblock(self, data: bytes) -> None:
+        """Replace the superblock, atomically and synchronously."""
+        ...
+
+    def begin_atomic(self) -> None:
+        """Start (or continue) an atomic update: until `end_atomic`, a crash reverts every sector
+        to its state at the first `begin_atomic` (as a log written to a second area and switched
+        by the superblock)."""
+        ...
+
+    def end_atomic(self) -> None: ...
+
+
+class Env(Protocol):
+    """What the engine offers a system for one run (`System.start(env)`)."""
+
+    seed: int
+    bugs: frozenset[str]
+    replicas: int  # servers are nodes 0..replicas-1
+    clients: int  # clients are nodes replicas..replicas+clients-1
+    timeout_base_ticks: int  # a per-seed protocol timeout scale (10 to 25 ticks of ~10 ms)
+    record_trace: bool  # a readable trace is recorded: worth formatting `note` details
+
+    @property
+    def nodes(self) -> Sequence[Any]:
+        """The live node objects by node id (None while a server is down)."""
+        ...
+
+    @property
+    def now(self) -> int:
+        """Virtual time, microseconds."""
+        ...
+
+    def stream(self, name: str) -> Rng:
+        """The named PRNG stream of this seed (the engine's own names are refused)."""
+        ...
+
+    def send(self, src: int, dst: int, msg: Message) -> None: ...
+
+    def disk(self, index: int) -> Disk: ...
+
+    def note(self, node: int, kind: str, a: int = 0, b: int = 0, detail: str = "") -> None:
+        """Record a trace event of a system kind (or `status`, `commit`, `retry`)."""
+        ...
+
+    def bound(self, name: str) -> None:
+        """Report that an explicit limit was reached (listed in the result's bounds_reached)."""
+        ...
+
+    def history_call(
+        self, client: int, op: OpName, key: str = "", value: str | None = None,
+        expected: str | None = None,
+    ) -> int:
+        """Record the call of a client operation (fields of `voprd.check.history.HistoryOp`);
+        returns its index for `history_return`."""
+        ...
+
+    def history_return(self, index: int, output: Output, tag: int = 0, note: str = "") -> None:
+        """Record its return. `tag` is a system number passed on to `Cluster.on_return` (the
+        VSR: the op number); `note` is shown in the readable trace."""
+        ...
+
+
+class Server(Protocol):
+    def on_message(self, msg: Message) -> None: ...
+
+    def on_tick(self) -> None: ...
+
+    def on_write_done(self, slot: int, ok: bool) -> None: ...
+
+    def restart(self) -> None:
+        """Act on the durable state read back by `Cluster.restart_server` (after a crash)."""
+        ...
+
+
+class Client(Protocol):
+    @property
+    def idle(self) -> bool:
+        """No operation outstanding."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """Idle, and nothing left to issue: when every client is done, the liveness phase starts."""
+        ...
+
+    def on_message(self, msg: Message) -> None: ...
+
+    def on_tick(self, may_start: bool) -> None:
+        """`may_start`: new operations may begin (the safety phase); retries always may."""
+        ...
+
+
+class Recovery(NamedTuple):
+    """What a restarted server read back, for the trace's `restart` event."""
+
+    items: int  # e.g. log entries recovered
+    damaged: bool  # damage was detected
+    detail: str
+
+
+class Cluster(Protocol):
+    def start_server(self, index: int) -> Server:
+        """The server `index` at the start of the run (empty disk)."""
+        ...
+
+    def restart_server(self, index: int, incarnation: int) -> tuple[Server, Recovery]:
+        """A new server object for `index` after a crash, from what its disk holds (read it
+        here; act on it only in `Server.restart`)."""
+        ...
+
+    def client(self, index: int, budget: int) -> Client:
+        """Client `index` (node id replicas+index), which may issue `budget` operations."""
+        ...
+
+    def on_return(self, client: int, index: int, output: Output, tag: int) -> None:
+        """Invariant hook: a client operation returned (after it is recorded)."""
+        ...
+
+    def converged(self, core: tuple[int, ...]) -> str | None:
+        """Liveness phase: None when the `core` servers have converged, else why not (checked
+        every 10 ms until a deadline). Raise `Violation` if they converged to a wrong state."""
+        ...
+
+
+class System:
+    """Base class of a system plugin; see the module docstring. Override `start` at least."""
+
+    name = "system"
+    bugs: Mapping[str, str] = {}
+    model: str | Model = "kv"
+    message_names: Sequence[str] = ()
+    trace_kinds: Mapping[str, int] = {}
+
+    def start(self, env: Env) -> Cluster:
+        raise NotImplementedError
+
+    def describe_message(self, msg: Message) -> str:
+        """A short readable rendering of a message for the trace and the report."""
+        return self.message_names[msg[0]]
+
+    def describe_write(self, slot: int, landed: int, ok: bool) -> str:
+        """The readable trace's text for a completed disk write."""
+        where = "" if landed == slot else f" landed at {landed}"
+        return f"slot={slot}{where} ok={ok}"
+
+    def report_event(
+        self, kind: str, node: int, detail: str, memo: dict[Any, Any]
+    ) -> tuple[str, str] | None:
+        """The HTML report's node event (kind, label) for a trace event of a system kind, or None
+        to leave it out. `memo` is one dict per report, for state across events."""
+        return kind, detail
+
+    def validate_bugs(self, names: Sequence[str]) -> None:
+        """Raise ValueError naming the first unknown planted bug."""
+        unknown = [name for name in names if name not in self.bugs]
+        if unknown:
+            known = ", ".join(self.bugs) or "none"
+            raise ValueError(
+                f"unknown bug {unknown[0]!r} for system {self.name!r} (known: {known})"
+            )
+
+    def linearizability_model(self) -> Model:
+        return get_model(self.model) if isinstance(self.model, str) else self.model
