@@ -94,7 +94,7 @@ def test_user_data_fits_the_ec2_limit() -> None:
     header, body = user_data_parts()
     assert isinstance(header, dict) and isinstance(body, str)
     text, variables = header["Fn::Sub"]
-    assert variables == {"Run": {"Fn::If": ["IsFleet", {"Ref": "RunName"}, ""]}}
+    assert variables == {"Run": {"Fn::If": ["IsSingleInstance", "", {"Ref": "RunName"}]}}
     longest = {"VoprdSource": "x" * 300, "VoprdArgs": "y" * 300, "SeedStart": "9" * 20,
                "Network": "public-ipv4", "Run": "r" * 128, "VoprdWheelSha256": "f" * 64}
     rendered = re.sub(r"\$\{([^}]+)\}", lambda m: longest.get(m[1], "z" * 120), text)
@@ -144,11 +144,11 @@ def test_lone_mode_for_one_instance_fleet_mode_for_more() -> None:
     header, _ = user_data_parts()
     text, variables = header["Fn::Sub"]
     assert "VOPRD_RUN=${Run}\n" in text and "${RunName}" not in text
-    assert variables["Run"] == {"Fn::If": ["IsFleet", {"Ref": "RunName"}, ""]}
+    assert variables["Run"] == {"Fn::If": ["IsSingleInstance", "", {"Ref": "RunName"}]}
     mode = template()["Outputs"]["Mode"]["Value"]["Fn::If"]
-    assert mode[0] == "IsFleet"
-    assert mode[1]["Fn::Sub"].startswith("fleet: ${FleetSize} instances share the run ${RunName}")
-    assert mode[2].startswith("lone: one instance, no leases")
+    assert mode[0] == "IsSingleInstance"
+    assert mode[1].startswith("lone: one instance, no leases")
+    assert mode[2]["Fn::Sub"].startswith("fleet: ${FleetSize} instances share the run ${RunName}")
 
 
 @pytest.mark.parametrize(
@@ -511,8 +511,8 @@ def test_fleet_size_gives_a_spot_auto_scaling_group_on_the_same_run() -> None:
     assert types == [{"Fn::Select": [i, {"Ref": "FleetInstanceTypes"}]} for i in range(3)]
     assert len(doc["Parameters"]["FleetInstanceTypes"]["Default"].split(",")) == 3
     # Every instance of a fleet joins the same run: RunName reaches /etc/default/voprd.
-    assert user_data_parts()[0]["Fn::Sub"][1]["Run"]["Fn::If"][:2] == [
-        "IsFleet", {"Ref": "RunName"}]
+    assert user_data_parts()[0]["Fn::Sub"][1]["Run"]["Fn::If"] == [
+        "IsSingleInstance", "", {"Ref": "RunName"}]
     assert doc["Outputs"]["FleetGroupName"]["Condition"] == "IsFleet"
     assert doc["Outputs"]["InstanceId"]["Condition"] == "IsSingleInstance"
     rules = {r["Id"]: r for r in doc["Resources"]["Bucket"]["Properties"]
