@@ -104,7 +104,8 @@ def test_role_policy_scoped_to_this_stack(deployed: Deployed) -> None:
     bucket_arn = f"arn:aws:s3:::{deployed.outputs['BucketName']}"
     assert statements["ListBucket"]["Resource"] == bucket_arn
     assert statements["ReadWriteDaemonKeys"]["Resource"] == [
-        f"{bucket_arn}/{prefix}/*" for prefix in ("checkpoints", "failures", "leases", "done")
+        f"{bucket_arn}/{prefix}/*"
+        for prefix in ("checkpoints", "failures", "leases", "done", "alerts", "corrupt")
     ]
     assert statements["PublishAlerts"]["Resource"] == deployed.outputs["SnsTopic"]
     # Everything the daemon's start-up check calls (voprd/sinks/aws/validate.py) is granted.

@@ -262,7 +262,7 @@ def test_the_instance_can_only_create_under_failures_and_done() -> None:
     role = {"aws:PrincipalArn": {"Fn::GetAtt": ["InstanceRole", "Arn"]}}
     create_only = bucket_policy()["InstanceCreatesArchivesOnly"]
     assert (create_only["Principal"], create_only["Action"]) == ("*", "s3:PutObject")
-    assert create_only["Resource"] == archives
+    assert create_only["Resource"] == [*archives, {"Fn::Sub": "${Bucket.Arn}/alerts/*"}]
     assert create_only["Condition"] == {
         "ArnEquals": role, "StringNotEquals": {"s3:if-none-match": "*"}}
     no_delete = bucket_policy()["InstanceNeverDeletesArchives"]
@@ -375,7 +375,8 @@ def test_instance_role_least_privilege() -> None:
     assert statements["PublishAlerts"]["Resource"] == {"Ref": "AlertTopic"}
     keys = statements["ReadWriteDaemonKeys"]["Resource"]
     assert [k["Fn::Sub"] for k in keys] == [
-        f"${{Bucket.Arn}}/{prefix}/*" for prefix in ("checkpoints", "failures", "leases", "done")
+        f"${{Bucket.Arn}}/{prefix}/*"
+        for prefix in ("checkpoints", "failures", "leases", "done", "alerts", "corrupt")
     ]
     releases = statements["ReadReleases"]  # VoprdSource "bucket": read, never write
     assert (releases["Action"], releases["Resource"]) == (
