@@ -10,10 +10,14 @@ replaced by recorders.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import os
 import re
+import ssl
 import subprocess
+import threading
 import zipfile
 from pathlib import Path
 
@@ -524,3 +528,137 @@ def test_a_changed_bootstrap_unit_reloads_systemd_but_leaves_the_daemon_running(
         "systemctl enable voprd.service voprd-bootstrap.service",
         "systemctl start --no-block voprd.service",  # not a restart: its own unit is unchanged
     ]
+
+
+def test_a_verified_wheel_without_its_locks_is_refused(tmp_path: Path, aws: AwsWorld) -> None:
+    """A wheel of a voprd before the locks existed carries nothing to install its dependencies
+    from with hashes: refused, nothing installed."""
+    old = tmp_path / "old/voprd-0.1.0-py3-none-any.whl"
+    old.parent.mkdir()
+    with zipfile.ZipFile(old, "w") as wheel:
+        wheel.writestr("voprd/__init__.py", "")
+    sha256 = hashlib.sha256(old.read_bytes()).hexdigest()
+    _, log, env = fake_instance(tmp_path, aws, "bucket", sha256)
+    boto("s3").put_object(Bucket=aws.bucket, Key=f"releases/{sha256}/{old.name}",
+                          Body=old.read_bytes())
+    proc = subprocess.run(["bash", str(BOOTSTRAP)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert "has no voprd/lock/ (a wheel of voprd before its locks?)" in proc.stderr
+    assert pip_calls(log) == []
+
+
+def test_https_source_is_fetched_over_tls_and_checked_against_its_hash(
+    tmp_path: Path, aws: AwsWorld
+) -> None:
+    """VoprdSource https://.../NAME.whl#sha256=HASH: curl (HTTPS only) from a local TLS server
+    (a self-signed certificate the test trusts), then sha256sum -c, then the locked install; the
+    same URL with another hash is refused."""
+    served = tmp_path / "www"
+    wheel = served / "voprd-0.3.0-py3-none-any.whl"
+    sha256 = fake_wheel(wheel, "0.3.0")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True,
+                   timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}/{wheel.name}"
+        for pinned, code in (("cd" * 32, 1), (sha256, 0)):
+            root, log, env = fake_instance(tmp_path / pinned[:4], aws, f"{url}#sha256={pinned}")
+            env["CURL_CA_BUNDLE"] = str(cert)
+            proc = subprocess.run(["bash", str(BOOTSTRAP)], env=env, capture_output=True,
+                                  text=True, timeout=120)
+            assert proc.returncode == code, proc.stderr
+            if code:
+                assert f"does not have the sha256 the stack pins ({pinned}): refused" in (
+                    proc.stderr)
+                assert pip_calls(log) == []
+            else:
+                installed = root / "opt/voprd/dist" / wheel.name
+                assert installed.read_bytes() == wheel.read_bytes()
+                assert pip_calls(log)[-1] == (
+                    f"{PIP} --no-deps --no-index --force-reinstall {installed}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+FAKE_VENV_PIP = """#!/bin/bash
+# Records its arguments; `pip wheel ... --wheel-dir DIR SRC` makes a wheel of SRC's voprd/lock/.
+echo "pip $*" >> "{log}"
+if [ "$1" = wheel ]; then
+  python3 - "${{@: -1}}" "$(sed 's/.*--wheel-dir \\([^ ]*\\).*/\\1/' <<< "$*")" <<'PY'
+import pathlib, sys, zipfile
+src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+with zipfile.ZipFile(out / "voprd-0.4.0-py3-none-any.whl", "w") as wheel:
+    for lock in (src / "voprd/lock").iterdir():
+        wheel.write(lock, f"voprd/lock/{{lock.name}}")
+PY
+fi
+touch "{venv}/bin/voprd"; chmod +x "{venv}/bin/voprd"
+"""
+
+
+def test_git_source_fetches_the_pinned_commit_and_builds_with_the_build_lock(
+    tmp_path: Path, aws: AwsWorld
+) -> None:
+    """VoprdSource git+https://HOST/REPO.git@COMMIT: the real git fetches exactly that commit
+    (the https URL is mapped to a local repository by git's own url.insteadOf), the pip and
+    build locks of that commit are installed with hashes, the wheel is built without build
+    isolation or an index, then installed like any other. A commit the repository does not have
+    fails."""
+    repo = tmp_path / "repo"
+    (repo / "voprd/lock").mkdir(parents=True)
+    for name in ("instance-pip.txt", "instance-runtime.txt", "instance-build.txt"):
+        (repo / "voprd/lock" / name).write_text(f"# {name} at the pinned commit\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, timeout=60)
+    subprocess.run([*git, "add", "."], check=True, timeout=60)
+    subprocess.run([*git, "commit", "-qm", "locks"], check=True, timeout=60)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True, timeout=60).stdout.strip()
+    (repo / "voprd/lock/instance-runtime.txt").write_text("# a later commit\n")
+    subprocess.run([*git, "commit", "-qam", "later"], check=True, timeout=60)
+    url = "https://git.example.test/voprd.git"
+    for pinned, code in (("f" * 40, 1), (commit, 0)):
+        root, log, env = fake_instance(tmp_path / pinned[:4], aws, f"git+{url}@{pinned}")
+        venv = root / "opt/voprd/venv"
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin/python").write_text("#!/bin/bash\n")
+        (venv / "bin/pip").write_text(FAKE_VENV_PIP.format(log=log, venv=venv))
+        for script in ("python", "pip"):
+            (venv / "bin" / script).chmod(0o755)
+        env.update({"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": f"url.{repo}.insteadOf",
+                    "GIT_CONFIG_VALUE_0": url, "GIT_CONFIG_KEY_1": "uploadpack.allowAnySHA1InWant",
+                    "GIT_CONFIG_VALUE_1": "true"})
+        proc = subprocess.run(["bash", str(BOOTSTRAP)], env=env, capture_output=True, text=True,
+                              timeout=120)
+        if code:  # git's own error ("not our ref"), then the bootstrap stops
+            assert proc.returncode != 0 and "not our ref" in proc.stderr
+            assert pip_calls(log) == []
+            continue
+        assert proc.returncode == 0, proc.stderr
+        src, dist, locks = (root / "opt/voprd" / d for d in ("src", "dist", "locks"))
+        wheel = dist / "voprd-0.4.0-py3-none-any.whl"
+        assert pip_calls(log) == [
+            f"{PIP} --require-hashes --only-binary=:all: -r {src}/voprd/lock/instance-pip.txt",
+            f"{PIP} --require-hashes --only-binary=:all: -r {src}/voprd/lock/instance-build.txt",
+            f"pip wheel -q --disable-pip-version-check --no-cache-dir --no-deps "
+            f"--no-build-isolation --no-index --wheel-dir {dist} {src}",
+            f"{PIP} --require-hashes --only-binary=:all: -r {locks}/instance-pip.txt",
+            f"{PIP} --require-hashes --only-binary=:all: -r {locks}/instance-runtime.txt",
+            f"{PIP} --no-deps --no-index --force-reinstall {wheel}",
+        ]
+        # The pinned commit's lock, not the later one's.
+        assert (locks / "instance-runtime.txt").read_text() == (
+            "# instance-runtime.txt at the pinned commit\n")
+        assert "dnf install -y -q python3.11 python3.11-pip git" in log.read_text()
