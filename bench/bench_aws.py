@@ -12,8 +12,13 @@ own round trip, typically tens of milliseconds inside a region). Figures:
    notice -> detected (bounded by the 5 s IMDS poll) and detected -> stored.
 4. AWS API calls per hour of a real daemon at default settings, counted by operation from moto's
    request recording over --calls-seconds, start-up calls reported apart.
-5. The monthly cost those calls imply for one c7g.medium spot instance, itemised, with the
-   us-east-1 list prices assumed below (assumptions: check them against current pricing).
+5. The monthly cost of the default stack (deploy/cloudformation.yaml, one instance) those calls
+   imply, itemised, with the us-east-1 list prices assumed below (assumptions: check them against
+   current pricing). `--spot-price` plugs in today's price (the guide's own assumption is
+   $0.008/h); the formula is 730 h x spot + everything else, which does not depend on it.
+
+The daemon runs as the stack's single instance does: alone (`--no-fleet`, no leases; the stack
+passes a run name only with FleetSize > 1). `--fleet` measures a fleet of one instead.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ HOURS_PER_MONTH = 730.0
 # us-east-1 list prices (USD) ASSUMED for the cost table; not fetched, check before relying on them.
 PRICES: dict[str, float] = {
     "ec2_c7g_medium_on_demand_per_h": 0.0363,
-    "ec2_c7g_medium_spot_per_h": 0.0127,  # assumption: ~65% below on-demand; varies by hour/AZ
+    # The guide's own assumption (vopr-aws-guide.md's cost table); varies by hour and zone.
+    "ec2_c7g_medium_spot_per_h": 0.008,
     "ebs_gp3_per_gb_month": 0.08,
     "s3_put_per_1000": 0.005,
     "s3_get_per_1000": 0.0004,
@@ -53,9 +59,10 @@ PRICES: dict[str, float] = {
     "cw_alarm_standard_per_month": 0.10,
     "sns_publish_per_million": 0.50,
     "sns_email_per_100000": 2.00,
+    "kms_key_per_month": 1.00,
 }
-ALARMS_ASSUMED = 2  # e.g. "no iterations for 10 min" and "failures detected" (deploy issue)
-EBS_GB = 20
+ALARMS = 2  # the stack's FailuresDetected and NoProgress alarms
+EBS_GB = 8  # the stack's gp3 root volume: the size of Amazon Linux 2023's root snapshot
 GOAL_TOTAL_USD = 10.45
 
 
@@ -108,10 +115,10 @@ def daemon_env(world: Any, imds_url: str | None) -> dict[str, str]:
                              VOPRD_TEST_FAIL_EVERY="1000000", VOPRD_INSTANCE="i-bench")
 
 
-def start_daemon(env: dict[str, str], state: Path) -> subprocess.Popen[bytes]:
+def start_daemon(env: dict[str, str], state: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "voprd", "--workers", "2", "--target",
-         "tests.targets_for_tests:Flaky", "--seed", "0", "--state-dir", str(state)],
+         "tests.targets_for_tests:Flaky", "--seed", "0", "--state-dir", str(state), *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )
 
@@ -186,18 +193,19 @@ def classify(entry: dict[str, Any]) -> str:
         if part.startswith("Action="):
             return "query:" + part.removeprefix("Action=")
     path = url.split("?", 1)[0]
-    kind = ("checkpoint" if "checkpoints/" in path else "failure" if "failures/" in path
-            else "bucket")
+    prefixes = ("checkpoints", "failures", "leases", "done", "progress", "alerts", "corrupt")
+    kind = next((name for name in prefixes if f"/{name}/" in path), "bucket")
     return f"s3:{entry.get('method')} {kind}"
 
 
-def count_calls(world: Any, seconds: float, recording: Path) -> tuple[Counter[str], Counter[str]]:
+def count_calls(world: Any, seconds: float, recording: Path, daemon_args: tuple[str, ...] = ()
+                ) -> tuple[Counter[str], Counter[str]]:
     """(start-up calls, steady-state calls in `seconds`) of a daemon at default settings."""
     base = world.server.url + "/moto-api/recorder/"
     urllib.request.urlopen(urllib.request.Request(base + "reset-recording", method="POST"))
     urllib.request.urlopen(urllib.request.Request(base + "start-recording", method="POST"))
     with tempfile.TemporaryDirectory() as tmp:
-        daemon = start_daemon(daemon_env(world, None), Path(tmp))
+        daemon = start_daemon(daemon_env(world, None), Path(tmp), *daemon_args)
         try:
             time.sleep(8.0)  # start-up: validation, first checkpoint, log stream creation
             startup_lines = len(recording.read_text().splitlines()) if recording.exists() else 0
@@ -216,30 +224,35 @@ def count_calls(world: Any, seconds: float, recording: Path) -> tuple[Counter[st
     return startup, steady
 
 
-def cost_table(per_hour: Counter[str]) -> list[tuple[str, str, float]]:
+def cost_table(per_hour: Counter[str], spot_per_h: float) -> list[tuple[str, str, float]]:
+    """The default stack's monthly cost, itemised: EC2 is 730 h x `spot_per_h`; every other row
+    is independent of the spot price."""
     p = PRICES
     s3_puts = sum(v for k, v in per_hour.items() if k.startswith("s3:PUT")) * HOURS_PER_MONTH
+    s3_other = sum(v for k, v in per_hour.items()
+                   if k.startswith("s3:") and not k.startswith("s3:PUT")) * HOURS_PER_MONTH
     metric_calls = per_hour.get("cloudwatch:PutMetricData", 0) * HOURS_PER_MONTH
     log_calls = per_hour.get("logs:PutLogEvents", 0) * HOURS_PER_MONTH
     log_gb = log_calls * 600 / 1e9  # one ~600-byte event per call at default settings
     rows = [
-        ("EC2 c7g.medium spot", f"{HOURS_PER_MONTH:g} h x ${p['ec2_c7g_medium_spot_per_h']}/h",
-         HOURS_PER_MONTH * p["ec2_c7g_medium_spot_per_h"]),
-        ("EBS gp3", f"{EBS_GB} GB x ${p['ebs_gp3_per_gb_month']}/GB-month",
+        ("EC2 c7g.medium spot", f"{HOURS_PER_MONTH:g} h x ${spot_per_h}/h (assumed)",
+         HOURS_PER_MONTH * spot_per_h),
+        ("EBS gp3 root volume", f"{EBS_GB} GB x ${p['ebs_gp3_per_gb_month']}/GB-month",
          EBS_GB * p["ebs_gp3_per_gb_month"]),
-        ("S3 PUT requests", f"{s3_puts:,.0f} PUT/month", s3_puts / 1000 * p["s3_put_per_1000"]),
-        ("S3 storage", "< 0.1 GB (checkpoints, daily copies, failure records)",
-         0.1 * p["s3_storage_per_gb_month"]),
-        ("CloudWatch Logs ingestion", f"{log_gb:.3f} GB/month ({log_calls:,.0f} PutLogEvents)",
-         log_gb * p["cw_logs_ingest_per_gb"]),
-        ("CloudWatch Logs storage", f"{log_gb:.3f} GB retained",
-         log_gb * p["cw_logs_storage_per_gb_month"]),
+        ("Public IPv4 address", "none (Network=ipv6-only)", 0.0),
+        ("KMS key", "1 customer managed key (topic and log group)", p["kms_key_per_month"]),
         ("CloudWatch custom metrics", "4 metrics, no dimension",
          4 * p["cw_custom_metric_per_month"]),
         ("PutMetricData requests", f"{metric_calls:,.0f} calls/month",
          metric_calls / 1000 * p["cw_api_requests_per_1000"]),
-        ("CloudWatch alarms", f"{ALARMS_ASSUMED} standard alarms",
-         ALARMS_ASSUMED * p["cw_alarm_standard_per_month"]),
+        ("CloudWatch alarms", f"{ALARMS} standard alarms",
+         ALARMS * p["cw_alarm_standard_per_month"]),
+        ("CloudWatch Logs", f"{log_gb:.3f} GB/month ingested and kept ({log_calls:,.0f} calls)",
+         log_gb * (p["cw_logs_ingest_per_gb"] + p["cw_logs_storage_per_gb_month"])),
+        ("S3 requests", f"{s3_puts:,.0f} PUT + {s3_other:,.0f} other/month",
+         s3_puts / 1000 * p["s3_put_per_1000"] + s3_other / 1000 * p["s3_get_per_1000"]),
+        ("S3 storage", "< 1 GB (checkpoints, versions, archives, wheels)",
+         1.0 * p["s3_storage_per_gb_month"]),
         ("SNS", "a few alerts/month (first 1,000 e-mails free)", 0.0),
     ]
     return rows
@@ -250,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--spot-runs", type=int, default=3)
     parser.add_argument("--calls-seconds", type=float, default=180.0)
+    parser.add_argument("--calls-only", action="store_true",
+                        help="only the API call count and the cost (no latency or spot runs)")
+    parser.add_argument("--fleet", action="store_true",
+                        help="count a fleet of one (leases) instead of the lone daemon")
+    parser.add_argument("--spot-price", type=float, default=PRICES["ec2_c7g_medium_spot_per_h"],
+                        help="c7g.medium spot USD/h (default: the guide's assumption, 0.008)")
     args = parser.parse_args(argv)
 
     recording = Path(tempfile.mkdtemp()) / "moto-recording.jsonl"
@@ -269,42 +288,47 @@ def main(argv: list[str] | None = None) -> int:
 
         return make_world(server)
 
-    print(f"# voprd AWS benchmark ({time.strftime('%Y-%m-%d %H:%M:%S')}, moto on loopback)")
-    latencies = asyncio.run(backend_latencies(world(), args.samples))
-    print(f"failure detected -> SNS publish accepted: {_summary_ms(latencies['alert'])} "
-          "(goal < 1 s)")
-    print(f"final checkpoint saved -> S3 PutObject answered: "
-          f"{_summary_ms(latencies['checkpoint'])}")
-
-    spots = [spot_run(world()) for _ in range(args.spot_runs)]
-    for index, (detect_s, store_s, total_s) in enumerate(spots):
-        print(f"spot run {index + 1}: notice -> detected {detect_s:.2f} s (5 s IMDS poll), "
-              f"detected -> checkpoint in S3 {store_s:.3f} s, notice -> stored {total_s:.2f} s")
-    print(f"spot detected -> checkpoint stored: max {max(s[1] for s in spots):.3f} s "
-          "(goal < 2 s); notice -> stored adds up to one poll interval (5 s)")
-
-    startup, steady = count_calls(world(), args.calls_seconds, recording)
+    print(f"# voprd AWS benchmark ({time.strftime('%Y-%m-%d %H:%M:%S')}, moto on loopback, "
+          f"load {os.getloadavg()[0]:.1f})")
+    if not args.calls_only:
+        latency_and_spot(world, args.samples, args.spot_runs)
+    mode = ("fleet of one", ()) if args.fleet else ("lone daemon", ("--no-fleet",))
+    startup, steady = count_calls(world(), args.calls_seconds, recording, mode[1])
     scale = 3600.0 / args.calls_seconds
     per_hour: Counter[str] = Counter({k: round(v * scale) for k, v in steady.items()})
-    print(f"\nstart-up calls (once per start): {dict(sorted(startup.items()))}")
+    print(f"\n{mode[0]}: start-up calls (once per start): {dict(sorted(startup.items()))}")
     print(f"steady-state calls over {args.calls_seconds:g} s, scaled to one hour:")
     for name, count in sorted(per_hour.items()):
         print(f"  {name:40s} {count:6d}/h")
     print(f"  {'total':40s} {sum(per_hour.values()):6d}/h")
 
-    rows = cost_table(per_hour)
+    rows = cost_table(per_hour, args.spot_price)
     total = sum(row[2] for row in rows)
-    print("\nmonthly cost, one c7g.medium spot instance (us-east-1 list prices ASSUMED):")
+    print(f"\nmonthly cost of the default stack, {mode[0]} (us-east-1 list prices ASSUMED):")
     for item, basis, usd in rows:
         print(f"  {item:28s} {basis:58s} ${usd:6.2f}")
-    print(f"  {'total':28s} {'':58s} ${total:6.2f}  (goal < ${GOAL_TOTAL_USD})")
-    voprd_part = sum(usd for item, _, usd in rows if not item.startswith(("EC2", "EBS")))
-    room = GOAL_TOTAL_USD - voprd_part - rows[1][2]
-    print(f"  voprd's own AWS usage (all but EC2 and EBS): ${voprd_part:.2f}; the goal holds "
-          f"while the spot price is <= ${room / HOURS_PER_MONTH:.4f}/h")
+    print(f"  {'total':28s} {'':58s} ${total:6.2f}  (goal <= ${GOAL_TOTAL_USD})")
+    rest = total - rows[0][2]
+    print(f"  formula: 730 h x spot + ${rest:.2f}; the goal holds while the spot price is <= "
+          f"${(GOAL_TOTAL_USD - rest) / HOURS_PER_MONTH:.4f}/h")
     print(f"prices assumed: {json.dumps(PRICES)}")
     server.stop()
     return 0
+
+
+def latency_and_spot(world: Any, samples: int, spot_runs: int) -> None:
+    latencies = asyncio.run(backend_latencies(world(), samples))
+    print(f"failure detected -> SNS publish accepted: {_summary_ms(latencies['alert'])} "
+          "(goal < 1 s)")
+    print(f"final checkpoint saved -> S3 PutObject answered: "
+          f"{_summary_ms(latencies['checkpoint'])}")
+
+    spots = [spot_run(world()) for _ in range(spot_runs)]
+    for index, (detect_s, store_s, total_s) in enumerate(spots):
+        print(f"spot run {index + 1}: notice -> detected {detect_s:.2f} s (5 s IMDS poll), "
+              f"detected -> checkpoint in S3 {store_s:.3f} s, notice -> stored {total_s:.2f} s")
+    print(f"spot detected -> checkpoint stored: max {max(s[1] for s in spots):.3f} s "
+          "(goal < 2 s); notice -> stored adds up to one poll interval (5 s)")
 
 
 if __name__ == "__main__":

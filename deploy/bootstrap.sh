@@ -8,19 +8,26 @@
 # Idempotent: each step checks before it changes anything, so running it again is harmless.
 #
 #   sudo /opt/voprd/bootstrap.sh                 re-apply (installs nothing that is there)
-#   sudo /opt/voprd/bootstrap.sh --update        upgrade voprd from VOPRD_SOURCE, restart
-#   sudo /opt/voprd/bootstrap.sh --update --source voprd==0.2.0   switch source, upgrade
+#   sudo /opt/voprd/bootstrap.sh --update        reinstall voprd from VOPRD_SOURCE, restart
+#   sudo /opt/voprd/bootstrap.sh --update --wheel-sha256 HASH   the bucket's wheel HASH instead
 #   VOPRD_ROOT=/tmp/root bootstrap.sh --dry-run  write the files under /tmp/root only
+#
+# What it installs is pinned: the wheel by its sha256 (checked with sha256sum -c before pip sees
+# it) or, for a git source, by a full commit id; the wheel's dependencies by the hashed lock the
+# wheel carries (voprd/lock/, made by deploy/lock.py), installed with --require-hashes
+# --only-binary=:all:; pip itself by its own hashed lock; the wheel with --no-deps --no-index.
 set -euo pipefail
 shopt -s inherit_errexit  # set -e inside $(...) too: a failed step there stops the script
 
 usage() {
   cat <<'EOF'
-usage: bootstrap.sh [--update] [--source SPEC] [--wait] [--boot] [--dry-run]
-  --update       upgrade voprd from its source and restart the daemon
-  --source SPEC  record a new source in stack.env: "bucket" (the newest wheel under
-                 s3://BUCKET/releases/), a pip requirement, or a git+https URL@ref
-  --wait         with source "bucket": wait until a wheel is there (else fail at once)
+usage: bootstrap.sh [--update] [--source SPEC] [--wheel-sha256 HASH] [--wait] [--boot] [--dry-run]
+  --update       reinstall voprd from its source and restart the daemon
+  --source SPEC  record a new source in stack.env: "bucket" (the wheel under
+                 s3://BUCKET/releases/SHA256/ whose sha256 is VOPRD_WHEEL_SHA256),
+                 https://.../NAME.whl#sha256=HASH, or git+https://HOST/REPO.git@COMMIT (40 hex)
+  --wheel-sha256 HASH  record the sha256 of the bucket's wheel to install
+  --wait         with source "bucket": wait until the wheel is there (else fail at once)
   --boot         install and start voprd-bootstrap.service (which runs --wait), nothing else
   --dry-run      write files only; no package installs, no AWS calls, no pip, no systemctl
 environment: VOPRD_ROOT  prefix for every path written (tests; default /)
@@ -34,6 +41,7 @@ update=0
 wait_for_wheel=0
 boot=0
 new_source=""
+new_sha256=""
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --update) update=1 ;;
@@ -43,6 +51,11 @@ while [ "$#" -gt 0 ]; do
     --source)
       [ "$#" -ge 2 ] || { echo "bootstrap.sh: --source needs a value" >&2; exit 2; }
       new_source="$2"
+      shift
+      ;;
+    --wheel-sha256)
+      [ "$#" -ge 2 ] || { echo "bootstrap.sh: --wheel-sha256 needs a value" >&2; exit 2; }
+      new_sha256="$2"
       shift
       ;;
     -h | --help) usage; exit 0 ;;
@@ -138,6 +151,9 @@ read_stack_env() {
   case "${stack[VOPRD_SEED_START]}" in
     *[!0-9]*) echo "bootstrap.sh: VOPRD_SEED_START must be a number" >&2; exit 1 ;;
   esac
+  case "${stack[AWS_ACCOUNT_ID]:-}" in
+    '' | *[!0-9]*) echo "bootstrap.sh: $stack_env has no AWS_ACCOUNT_ID (12 digits)" >&2; exit 1 ;;
+  esac
   # Absent in a stack.env written before the IPv6-only network: that stack had public IPv4.
   case "${stack[VOPRD_NETWORK]:=public-ipv4}" in
     ipv6-only | public-ipv4) ;;
@@ -155,17 +171,54 @@ quote_env() {
   printf '"%s"' "$v"
 }
 
-read_stack_env
-if [ -n "$new_source" ]; then
-  stack[VOPRD_SOURCE]="$new_source"
+# Only sources that pin their content: the stack's bucket with the wheel's sha256, an HTTPS URL of
+# a wheel with its sha256, a git repository at a full commit id. No package index names.
+check_source() {
+  local hex64='[0-9a-f]{64}'
+  case "$source_spec" in
+    bucket)
+      [[ "${stack[VOPRD_WHEEL_SHA256]:-}" =~ ^$hex64$ ]] || {
+        echo "bootstrap.sh: source bucket needs VOPRD_WHEEL_SHA256 (64 hex digits; docs/deploy.md, Quick start)" >&2
+        exit 1
+      } ;;
+    https://*)
+      [[ "$source_spec" =~ ^https://[A-Za-z0-9._~:/%+=,-]+/[A-Za-z0-9._+-]+\.whl#sha256=$hex64$ ]] || {
+        echo "bootstrap.sh: an https source must be https://.../NAME.whl#sha256=HASH (64 hex)" >&2
+        exit 1
+      } ;;
+    git+https://*)
+      [[ "$source_spec" =~ ^git\+https://[A-Za-z0-9._~:/%+=,-]+@[0-9a-f]{40}$ ]] || {
+        echo "bootstrap.sh: a git source must be git+https://HOST/REPO.git@COMMIT (a full 40-hex commit id)" >&2
+        exit 1
+      } ;;
+    *)
+      echo "bootstrap.sh: VOPRD_SOURCE must be bucket, https://.../NAME.whl#sha256=HASH or git+https://...@COMMIT, not $source_spec" >&2
+      exit 1 ;;
+  esac
+}
+
+# Records KEY=VALUE in stack.env, replacing the key's line.
+set_stack_value() {
+  local key="$1" value="$2" tmp
   tmp="$(mktemp)"
-  grep -v '^VOPRD_SOURCE=' "$stack_env" >"$tmp" || true
-  printf 'VOPRD_SOURCE=%s\n' "$new_source" >>"$tmp"
+  grep -v "^$key=" "$stack_env" >"$tmp" || true
+  printf '%s=%s\n' "$key" "$value" >>"$tmp"
   install_if_changed "$stack_env" "$tmp" 0644 || true
   rm -f "$tmp"
+}
+
+read_stack_env
+source_spec="${new_source:-${stack[VOPRD_SOURCE]}}"
+stack[VOPRD_WHEEL_SHA256]="${new_sha256:-${stack[VOPRD_WHEEL_SHA256]:-}}"
+check_source  # before anything is recorded: a refused value changes nothing
+if [ -n "$new_source" ]; then
+  set_stack_value VOPRD_SOURCE "$new_source"
 fi
-source_spec="${stack[VOPRD_SOURCE]}"
+if [ -n "$new_sha256" ]; then
+  set_stack_value VOPRD_WHEEL_SHA256 "$new_sha256"
+fi
 bucket="${stack[VOPRD_BUCKET]}"
+account="${stack[AWS_ACCOUNT_ID]}"
 export AWS_REGION="${stack[AWS_REGION]}"
 
 # 0. The AWS SDK settings of this network, for the daemon (in /etc/default/voprd) and for this
@@ -202,7 +255,7 @@ if [ "${stack[VOPRD_NETWORK]}" = ipv6-only ]; then
   fi
 fi
 
-# 1. Python (git for git+ sources, the AWS CLI for "bucket" if the image lacks it) from the
+# 1. Python (git for a git source, the AWS CLI for "bucket" if the image lacks it) from the
 # distribution's repositories.
 packages=("$python_pkg" "$python_pkg-pip")
 case "$source_spec" in
@@ -215,26 +268,49 @@ else
   run dnf install -y -q "${packages[@]}"
 fi
 
-# Source "bucket": the newest wheel under s3://BUCKET/releases/ by upload time (re-uploading
-# an older version rolls back), downloaded to $prefix/dist/.
-# Prints the local path of the wheel.
-fetch_wheel() {
-  local query key name listed what
-  # JMESPath literals in backquotes, not shell: single quotes on purpose. One page (up to 1,000
-  # keys, --no-paginate): with --output text the CLI would apply the query to each page.
+pip_quiet=(-q --disable-pip-version-check --no-cache-dir)
+# pip install of a hashed lock: every file checked against its sha256, wheels only (no build
+# runs code from an sdist), nothing that the lock does not name.
+pip_locked() {
+  run "$venv/bin/pip" install "${pip_quiet[@]}" --require-hashes --only-binary=:all: -r "$1"
+}
+
+# Moves a download ($1) to $prefix/dist/$2 if its sha256 is $3 (sha256sum -c), else refuses.
+take_verified() {
+  local download="$1" name="$2" sha256="$3"
+  case "$name" in
+    *[!A-Za-z0-9._+-]* | -*) echo "bootstrap.sh: refusing wheel name: $name" >&2; exit 1 ;;
+  esac
+  [[ "$name" == *.whl ]] || { echo "bootstrap.sh: not a wheel: $name" >&2; exit 1; }
+  if ! echo "$sha256  $download" | sha256sum -c --quiet --strict - >&2; then
+    rm -f "$download"
+    echo "bootstrap.sh: $name does not have the sha256 the stack pins ($sha256): refused" >&2
+    exit 1
+  fi
+  mv -f "$download" "$prefix/dist/$name"
+  log "verified: $name (sha256 $sha256)" >&2
+  echo "$prefix/dist/$name"
+}
+
+# Source "bucket": the wheel under s3://BUCKET/releases/SHA256/ (the publish step of the guide
+# puts it there; only ReleasePublisherArn may write releases/). The bucket must be this
+# account's (--expected-bucket-owner): a bucket of that name in another account is refused.
+fetch_from_bucket() {
+  local sha256="${stack[VOPRD_WHEEL_SHA256]}" query key listed what
+  # JMESPath literals in backquotes, not shell: single quotes on purpose.
   # shellcheck disable=SC2016
-  query='sort_by(Contents[?ends_with(Key, `".whl"`)] || `[]`, &LastModified)[-1].Key'
+  query='Contents[?ends_with(Key, `".whl"`)] | [0].Key'
   while :; do
     listed=1
-    key="$(aws s3api list-objects-v2 --bucket "$bucket" --prefix releases/ --no-paginate \
-      --query "$query" --output text)" || listed=0
+    key="$(aws s3api list-objects-v2 --bucket "$bucket" --prefix "releases/$sha256/" \
+      --expected-bucket-owner "$account" --no-paginate --query "$query" --output text)" || listed=0
     if [ "$listed" -eq 1 ] && [ -n "$key" ] && [ "$key" != None ]; then
       break
     fi
     if [ "$listed" -eq 0 ]; then
-      what="could not list s3://$bucket/releases/ (the aws error is above)"
+      what="could not list s3://$bucket/releases/$sha256/ (the aws error is above)"
     else
-      what="no voprd wheel under s3://$bucket/releases/ (upload one: docs/deploy.md, Quick start)"
+      what="no voprd wheel under s3://$bucket/releases/$sha256/ (publish it: docs/deploy.md, Quick start)"
     fi
     if [ "$wait_for_wheel" -eq 0 ]; then
       echo "bootstrap.sh: $what" >&2
@@ -243,42 +319,80 @@ fetch_wheel() {
     log "waiting: $what; next look in ${poll_s}s" >&2
     sleep "$poll_s"
   done
-  name="${key##*/}"
-  case "$name" in
-    *[!A-Za-z0-9._+-]* | -*) echo "bootstrap.sh: refusing wheel name: $name" >&2; exit 1 ;;
-  esac
-  install -d -m 0755 "$prefix/dist"
-  # To a temporary name first: a failed download never leaves a stale wheel under the name.
-  rm -f "$prefix/dist/.download"
-  aws s3 cp --only-show-errors "s3://$bucket/$key" "$prefix/dist/.download" >&2
-  mv -f "$prefix/dist/.download" "$prefix/dist/$name"
+  aws s3api get-object --bucket "$bucket" --key "$key" --expected-bucket-owner "$account" \
+    "$prefix/dist/.download" >/dev/null
   log "fetched: s3://$bucket/$key" >&2
-  echo "$prefix/dist/$name"
+  take_verified "$prefix/dist/.download" "${key##*/}" "$sha256"
 }
 
-# 2. voprd in its own virtual environment.
+# Source https://.../NAME.whl#sha256=HASH: the URL's wheel, if it has that hash.
+fetch_from_url() {
+  local url="${source_spec%%#*}"
+  curl --proto =https --tlsv1.2 -fsSL --retry 3 -o "$prefix/dist/.download" "$url" >&2
+  log "fetched: $url" >&2
+  take_verified "$prefix/dist/.download" "${url##*/}" "${source_spec##*#sha256=}"
+}
+
+# Source git+https://HOST/REPO.git@COMMIT: that commit (checked after the fetch), built into a
+# wheel with the build backend of its own hashed lock and no build isolation (nothing unhashed).
+fetch_from_git() {
+  local url="${source_spec#git+}" commit="${source_spec##*@}" src="$prefix/src"
+  url="${url%@*}"
+  rm -rf "$src" "$prefix/dist"/voprd-*.whl
+  git init -q "$src" >&2
+  git -C "$src" fetch -q --depth 1 "$url" "$commit" >&2
+  git -C "$src" -c advice.detachedHead=false checkout -q FETCH_HEAD >&2
+  [ "$(git -C "$src" rev-parse HEAD)" = "$commit" ] || {
+    echo "bootstrap.sh: $url did not give commit $commit" >&2
+    exit 1
+  }
+  pip_locked "$src/voprd/lock/instance-pip.txt" >&2
+  pip_locked "$src/voprd/lock/instance-build.txt" >&2
+  run "$venv/bin/pip" wheel "${pip_quiet[@]}" --no-deps --no-build-isolation --no-index \
+    --wheel-dir "$prefix/dist" "$src" >&2
+  log "built: $url@$commit" >&2
+  echo "$prefix/dist/"voprd-*.whl
+}
+
+# Prints the local path of the source's wheel, verified.
+fetch_wheel() {
+  install -d -m 0755 "$prefix/dist"
+  rm -f "$prefix/dist/.download"
+  case "$source_spec" in
+    bucket) fetch_from_bucket ;;
+    https://*) fetch_from_url ;;
+    git+https://*) fetch_from_git ;;
+  esac
+}
+
+# 2. voprd in its own virtual environment: pip from its lock, the wheel's dependencies from the
+# lock inside the (verified) wheel, then the wheel itself without dependencies or an index.
 if [ ! -x "$venv/bin/python" ]; then
   run "$python_pkg" -m venv "$venv"
 fi
 if [ "$update" -eq 1 ] || [ ! -x "$venv/bin/voprd" ]; then
-  if [ "$source_spec" = bucket ]; then
-    if [ "$dry_run" -eq 1 ]; then
-      log "dry-run: would fetch the newest wheel under s3://$bucket/releases/"
-      spec="$prefix/dist/NEWEST.whl"
-    else
-      spec="$(fetch_wheel)"
-    fi
+  if [ "$dry_run" -eq 1 ]; then
+    log "dry-run: would fetch and verify the wheel of $source_spec"
+    wheel="$prefix/dist/VERIFIED.whl"
   else
-    spec="$source_spec"
+    wheel="$(fetch_wheel)"
   fi
-  if [ "$update" -eq 1 ]; then
-    run "$venv/bin/pip" install -q --upgrade pip
-    run "$venv/bin/pip" install -q --upgrade "$spec"
-    # pip skips a wheel or ref whose version is already installed: reinstall voprd itself.
-    run "$venv/bin/pip" install -q --force-reinstall --no-deps "$spec"
+  locks="$prefix/locks"
+  if [ "$dry_run" -eq 1 ]; then
+    log "dry-run: would extract voprd/lock/ from $wheel"
   else
-    run "$venv/bin/pip" install -q "$spec"
+    install -d -m 0755 "$locks"
+    "$python_pkg" -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for n in ("instance-pip.txt", "instance-runtime.txt"):
+    open(f"{sys.argv[2]}/{n}", "wb").write(z.read(f"voprd/lock/{n}"))' "$wheel" "$locks" || {
+      echo "bootstrap.sh: $wheel has no voprd/lock/ (a wheel of voprd before its locks?)" >&2
+      exit 1
+    }
   fi
+  pip_locked "$locks/instance-pip.txt"
+  pip_locked "$locks/instance-runtime.txt"
+  run "$venv/bin/pip" install "${pip_quiet[@]}" --no-deps --no-index --force-reinstall "$wheel"
 else
   log "unchanged: $venv/bin/voprd (use --update to upgrade)"
 fi

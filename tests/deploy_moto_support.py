@@ -22,6 +22,10 @@ STACK = "voprd"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
 STACK_WAIT_S_MAX = 60.0
+# The two values every deploy of the default source needs (the guide's quick start computes them).
+PUBLISHER_ARN = "arn:aws:iam::123456789012:user/publisher"
+WHEEL_SHA256 = "0123456789abcdef" * 4
+REQUIRED = {"ReleasePublisherArn": PUBLISHER_ARN, "VoprdWheelSha256": WHEEL_SHA256}
 
 
 class Deployed:
@@ -96,7 +100,8 @@ def deployed_stack(*parameter_overrides: str, region: str = REGION) -> Iterator[
                 str(VENV_BIN / "aws"), "cloudformation", "deploy", "--endpoint-url", endpoint,
                 "--template-file", str(TEMPLATE), "--stack-name", STACK,
                 "--capabilities", "CAPABILITY_NAMED_IAM",
-                "--parameter-overrides", "Network=public-ipv4", *parameter_overrides,
+                "--parameter-overrides", "Network=public-ipv4",
+                *(f"{k}={v}" for k, v in REQUIRED.items()), *parameter_overrides,
             ],
             env=env, capture_output=True, text=True, timeout=120,
         )
@@ -118,7 +123,8 @@ def create_stack(deployed: Deployed, region: str, *parameters: str) -> dict[str,
         "cloudformation", "create-stack", "--region", region, "--stack-name", STACK,
         "--template-body", f"file://{TEMPLATE}", "--capabilities", "CAPABILITY_NAMED_IAM",
         "--parameters", "ParameterKey=AlertEmail,ParameterValue=ops@example.com",
-        "ParameterKey=Network,ParameterValue=public-ipv4", *parameters,
+        "ParameterKey=Network,ParameterValue=public-ipv4",
+        *(f"ParameterKey={k},ParameterValue={v}" for k, v in REQUIRED.items()), *parameters,
     )
     assert proc.returncode == 0, proc.stderr
     cloudformation = deployed.client("cloudformation", region)

@@ -55,13 +55,19 @@ def resources_of_type(type_name: str) -> dict[str, dict[str, Any]]:
 
 
 @functools.cache
-def embed_module() -> ModuleType:
-    """deploy/embed_bootstrap.py (a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("embed_bootstrap", DEPLOY / "embed_bootstrap.py")
+def load_script(name: str) -> ModuleType:
+    """deploy/NAME.py (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location(f"deploy_{name}", DEPLOY / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def embed_module() -> ModuleType:
+    """deploy/embed_bootstrap.py."""
+    return load_script("embed_bootstrap")
 
 
 def user_data_parts() -> list[Any]:

@@ -228,6 +228,11 @@ def test_bootstrap_flags_in_guide_exist() -> None:
         assert flag in usage, flag
 
 
+def archive_text(wheel: Path, name: str) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.read(name).decode()
+
+
 def test_quick_start_wheel_build_gives_the_one_wheel_the_bootstrap_installs(
     tmp_path: Path,
 ) -> None:
@@ -258,4 +263,8 @@ def test_quick_start_wheel_build_gives_the_one_wheel_the_bootstrap_installs(
         entry_points = archive.read(f"voprd-{version}.dist-info/entry_points.txt").decode()
     assert "voprd/service/app.py" in names and "voprd/sim/__init__.py" in names
     assert "voprd/report/assets/report.js" in names  # package data: the HTML report's script
+    # ... and the hashed locks the bootstrap reads out of the wheel before installing it.
+    for lock in ("instance-runtime.txt", "instance-pip.txt", "instance-build.txt"):
+        assert f"voprd/lock/{lock}" in names
+        assert archive_text(wheel, f"voprd/lock/{lock}") == (ROOT / "voprd/lock" / lock).read_text()
     assert "voprd = " in entry_points  # /opt/voprd/venv/bin/voprd, the unit's ExecStart

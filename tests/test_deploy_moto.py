@@ -18,6 +18,7 @@ from tests.deploy_moto_support import (
     AMI_PARAMETER,
     REGION,
     STACK,
+    WHEEL_SHA256,
     Deployed,
     create_stack,
     deployed_stack,
@@ -52,7 +53,8 @@ def test_create_stack_fills_the_outputs(deployed: Deployed) -> None:
     # moto lists an output whose Condition is false too (AWS omits it; test_deploy_template
     # checks the conditions): FleetGroupName names no group here.
     assert [k for k in outputs if k != "FleetGroupName"] == [
-        "InstanceId", "BucketName", "SnsTopic", "LogGroup", "DashboardUrl"]
+        "InstanceId", "Mode", "BucketName", "SnsTopic", "LogGroup", "DashboardUrl"]
+    assert outputs["Mode"].startswith("lone: one instance, no leases")
     assert outputs["BucketName"] == f"vopr-simulation-results-123456789012-{region}"
     assert outputs["DashboardUrl"] == (
         f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
@@ -102,7 +104,8 @@ def test_role_policy_scoped_to_this_stack(deployed: Deployed) -> None:
     bucket_arn = f"arn:aws:s3:::{deployed.outputs['BucketName']}"
     assert statements["ListBucket"]["Resource"] == bucket_arn
     assert statements["ReadWriteDaemonKeys"]["Resource"] == [
-        f"{bucket_arn}/{prefix}/*" for prefix in ("checkpoints", "failures", "leases", "done")
+        f"{bucket_arn}/{prefix}/*"
+        for prefix in ("checkpoints", "failures", "leases", "done", "alerts", "corrupt")
     ]
     assert statements["PublishAlerts"]["Resource"] == deployed.outputs["SnsTopic"]
     # Everything the daemon's start-up check calls (voprd/sinks/aws/validate.py) is granted.
@@ -123,9 +126,15 @@ def test_role_policy_scoped_to_this_stack(deployed: Deployed) -> None:
     )
     assert statements["ReadReleases"]["Resource"] == f"{bucket_arn}/releases/*"
     assert statements["ReadReleases"]["Action"] == "s3:GetObject"
-    assert len(statements) == 9
-    # moto's AWS::IAM::Role ignores ManagedPolicyArns (Session Manager's managed policy): the
-    # template test checks it.
+    for sid in ("ListBucket", "ReadWriteDaemonKeys", "ReadReleases",
+                "DeleteSetAsideCheckpointsAndLeases"):
+        assert statements[sid]["Condition"] == {
+            "StringEquals": {"aws:ResourceAccount": "123456789012"}}, sid
+    assert statements["SsmAgentRegisters"]["Resource"] == (
+        f"arn:aws:ec2:{REGION}:123456789012:instance/*")
+    assert len(statements) == 11
+    # Session Manager through the inline statements: no managed policy on the role.
+    assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
     profile = iam.get_instance_profile(InstanceProfileName=deployed.physical_id("InstanceProfile"))
     assert [r["RoleName"] for r in profile["InstanceProfile"]["Roles"]] == [role_name]
 
@@ -143,7 +152,7 @@ def test_launch_template_and_instance(deployed: Deployed) -> None:
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     ebs = data["BlockDeviceMappings"][0]["Ebs"]
-    assert (ebs["VolumeSize"], ebs["VolumeType"], ebs["Encrypted"]) == (20, "gp3", True)
+    assert (ebs["VolumeSize"], ebs["VolumeType"], ebs["Encrypted"]) == (8, "gp3", True)
     spot = data["InstanceMarketOptions"]
     assert spot["MarketType"] == "spot"
     assert spot["SpotOptions"]["SpotInstanceType"] == "persistent"
@@ -152,18 +161,20 @@ def test_launch_template_and_instance(deployed: Deployed) -> None:
     user_data = base64.b64decode(data["UserData"]).decode()
     embed = embed_module()
     bootstrap = embed.embedded_text(TEMPLATE.parent / "bootstrap.sh")
-    assert embed.extract(user_data, "VOPRD_BOOTSTRAP_SH") == bootstrap
+    assert embed.extract(user_data, "VOPRD_BOOTSTRAP_SH") == bootstrap  # decoded
     stack_env = user_data.split("<<'VOPRD_STACK_ENV'\n", 1)[1].split("VOPRD_STACK_ENV\n", 1)[0]
     assert stack_env.splitlines() == [
-        "VOPRD_SOURCE=bucket",  # the default: the newest wheel under releases/
+        "VOPRD_SOURCE=bucket",  # the default: the wheel under releases/SHA256/
+        f"VOPRD_WHEEL_SHA256={WHEEL_SHA256}",
         "VOPRD_EXTRA_ARGS=--faults network,crash --workers 2",
         "VOPRD_SEED_START=5000000",
         f"VOPRD_BUCKET={deployed.outputs['BucketName']}",
         f"VOPRD_SNS_TOPIC_ARN={deployed.outputs['SnsTopic']}",
         "VOPRD_LOG_GROUP=/aws/ec2/vopr-simulation",
-        "VOPRD_RUN=default",
+        "VOPRD_RUN=",  # FleetSize 1: no run name, the daemon runs alone
         "VOPRD_NETWORK=public-ipv4",
         f"AWS_REGION={REGION}",
+        "AWS_ACCOUNT_ID=123456789012",
     ]
     (reservation,) = ec2.describe_instances(InstanceIds=[deployed.outputs["InstanceId"]])[
         "Reservations"
@@ -207,3 +218,6 @@ def test_fleet_size_three_is_a_spot_auto_scaling_group(deployed: Deployed) -> No
         LaunchTemplateId=template_id)["LaunchTemplateVersions"][0]["LaunchTemplateData"]
     assert "InstanceMarketOptions" not in data
     assert "VOPRD_RUN=nightly\n" in base64.b64decode(data["UserData"]).decode()
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(
+        StackName=STACK)["Stacks"][0]["Outputs"]}
+    assert outputs["Mode"] == "fleet: 3 instances share the run nightly through S3 leases"

@@ -79,7 +79,7 @@ def test_embedded_bootstrap_and_unit_equal_their_files() -> None:
     text = TEMPLATE.read_text()
     for delimiter, path in [("VOPRD_BOOTSTRAP_SH", BOOTSTRAP), ("VOPRD_UNIT", UNIT),
                             ("VOPRD_BOOTSTRAP_UNIT", BOOTSTRAP_UNIT)]:
-        copy = embed.extract(text, delimiter)
+        copy = embed.extract(text, delimiter)  # decoded (base64, gzip) as the instance does
         # The file without its whole-line comments (the 16 KiB limit), and nothing else.
         code = [line for line in path.read_text().splitlines()
                 if not line.lstrip().startswith("#") or line.startswith("#!")
@@ -93,9 +93,11 @@ def test_embedded_bootstrap_and_unit_equal_their_files() -> None:
 def test_user_data_fits_the_ec2_limit() -> None:
     header, body = user_data_parts()
     assert isinstance(header, dict) and isinstance(body, str)
-    longest = {"VoprdSource": "x" * 200, "VoprdArgs": "y" * 300, "SeedStart": "9" * 20,
-               "Network": "public-ipv4"}
-    rendered = re.sub(r"\$\{([^}]+)\}", lambda m: longest.get(m[1], "z" * 120), header["Fn::Sub"])
+    text, variables = header["Fn::Sub"]
+    assert variables == {"Run": {"Fn::If": ["IsSingleInstance", "", {"Ref": "RunName"}]}}
+    longest = {"VoprdSource": "x" * 300, "VoprdArgs": "y" * 300, "SeedStart": "9" * 20,
+               "Network": "public-ipv4", "Run": "r" * 128, "VoprdWheelSha256": "f" * 64}
+    rendered = re.sub(r"\$\{([^}]+)\}", lambda m: longest.get(m[1], "z" * 120), text)
     size_bytes = len((rendered + body).encode())
     assert size_bytes < 16 * 1024, size_bytes  # EC2 rejects user data over 16 KiB (raw)
 
@@ -104,10 +106,12 @@ def test_parameters_and_outputs_are_the_documented_ones() -> None:
     params = template()["Parameters"]
     assert list(params) == [
         "AlertEmail", "InstanceType", "SpotMaxPrice", "LogRetentionDays", "VoprdSource",
-        "VoprdArgs", "SeedStart", "RunName", "FleetSize", "FleetInstanceTypes", "Network",
-        "LatestAmiId",
+        "VoprdWheelSha256", "ReleasePublisherArn", "VoprdArgs", "SeedStart", "RunName",
+        "FleetSize", "FleetInstanceTypes", "Network", "LatestAmiId",
     ]
-    assert params["VoprdSource"]["Default"] == "bucket"  # the wheel uploaded to releases/
+    assert params["VoprdSource"]["Default"] == "bucket"  # the wheel published to releases/
+    assert params["VoprdWheelSha256"]["Default"] == ""
+    assert "Default" not in params["ReleasePublisherArn"]  # required: who may publish
     assert params["Network"]["Default"] == "ipv6-only"  # no public IPv4 address to pay for
     assert params["Network"]["AllowedValues"] == ["ipv6-only", "public-ipv4"]
     assert "Default" not in params["AlertEmail"]
@@ -122,19 +126,58 @@ def test_parameters_and_outputs_are_the_documented_ones() -> None:
         "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
     )
     assert list(template()["Outputs"]) == [
-        "InstanceId", "FleetGroupName", "BucketName", "SnsTopic", "LogGroup", "DashboardUrl",
+        "InstanceId", "FleetGroupName", "Mode", "BucketName", "SnsTopic", "LogGroup",
+        "DashboardUrl",
     ]
+
+
+def test_a_bucket_source_without_the_wheels_hash_is_refused_at_deploy() -> None:
+    rule = template()["Rules"]["BucketSourceNeedsTheWheelsHash"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "VoprdSource"}, "bucket"]}
+    [assertion] = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "VoprdWheelSha256"}, ""]}]}
+
+
+def test_lone_mode_for_one_instance_fleet_mode_for_more() -> None:
+    """FleetSize 1: no run name reaches the instance (the daemon runs alone, the guide's
+    checkpoints/latest.json); above 1 every instance joins RunName. The Mode output says which."""
+    header, _ = user_data_parts()
+    text, variables = header["Fn::Sub"]
+    assert "VOPRD_RUN=${Run}\n" in text and "${RunName}" not in text
+    assert variables["Run"] == {"Fn::If": ["IsSingleInstance", "", {"Ref": "RunName"}]}
+    mode = template()["Outputs"]["Mode"]["Value"]["Fn::If"]
+    assert mode[0] == "IsSingleInstance"
+    assert mode[1].startswith("lone: one instance, no leases")
+    assert mode[2]["Fn::Sub"].startswith("fleet: ${FleetSize} instances share the run ${RunName}")
 
 
 @pytest.mark.parametrize(
     ("param", "value", "ok"),
     [
         ("VoprdSource", "bucket", True),
-        ("VoprdSource", "voprd==0.1.0", True),
-        ("VoprdSource", "git+https://github.com/example/voprd.git@v0.1.0", True),
-        ("VoprdSource", "voprd[aws]>=0.1,<0.3", True),
+        ("VoprdSource", "https://example.com/r/voprd-0.1.0-py3-none-any.whl#sha256=" + "a" * 64,
+         True),
+        ("VoprdSource", "git+https://github.com/example/voprd.git@" + "0123456789" * 4, True),
+        # Only pinned sources: no index name, no branch or tag, no URL without its hash.
+        ("VoprdSource", "voprd==0.1.0", False),
+        ("VoprdSource", "git+https://github.com/example/voprd.git@v0.1.0", False),
+        ("VoprdSource", "git+https://github.com/example/voprd.git@" + "0" * 39, False),
+        ("VoprdSource", "https://example.com/voprd-0.1.0-py3-none-any.whl", False),
+        ("VoprdSource", "https://example.com/voprd.tar.gz#sha256=" + "a" * 64, False),
+        ("VoprdSource", "http://example.com/voprd-0.1.0-py3-none-any.whl#sha256=" + "a" * 64,
+         False),
+        ("VoprdSource", "https://x/$(id).whl#sha256=" + "a" * 64, False),
         ("VoprdSource", "voprd; rm -rf /", False),
         ("VoprdSource", "$(curl x)", False),
+        ("VoprdWheelSha256", "", True),
+        ("VoprdWheelSha256", "0123456789abcdef" * 4, True),
+        ("VoprdWheelSha256", "0123456789ABCDEF" * 4, False),
+        ("VoprdWheelSha256", "abc", False),
+        ("ReleasePublisherArn", "arn:aws:iam::123456789012:user/alice", True),
+        ("ReleasePublisherArn", "arn:aws:iam::123456789012:role/ops/Deployer", True),
+        ("ReleasePublisherArn", "arn:aws:iam::123456789012:root", True),
+        ("ReleasePublisherArn", "arn:aws:sts::123456789012:assumed-role/Deployer/s", False),
+        ("ReleasePublisherArn", "*", False),
         ("VoprdArgs", "--faults network,crash --workers 2 --seed-timeout 30", True),
         ("VoprdArgs", '--exec "a b"', False),
         ("VoprdArgs", "--x `id`", False),
@@ -170,16 +213,71 @@ def test_bucket_is_private_encrypted_versioned_with_lifecycle() -> None:
     ]
     assert rules["daily-checkpoints-expire"]["Prefix"] == "checkpoints/daily/"
     assert rules["daily-checkpoints-expire"]["ExpirationInDays"] == 30
-    assert rules["old-versions-expire"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    # Replaced versions expire only where they are worthless or recoverable; never under
+    # failures/ or done/ (the archive an instance can only add to).
+    expiring = {r.get("Prefix") for r in rules.values() if "NoncurrentVersionExpiration" in r}
+    assert expiring == {"checkpoints/", "releases/", "leases/"}
+    assert rules["checkpoint-versions-expire"]["NoncurrentVersionExpiration"] == {
+        "NoncurrentDays": 30}
+    assert rules["abort-incomplete-uploads"] == {
+        "Id": "abort-incomplete-uploads", "Status": "Enabled",
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}  # no prefix, no expiry
+    for rule in rules.values():
+        assert rule.get("Prefix") not in ("failures/", "done/") or (
+            "NoncurrentVersionExpiration" not in rule and "ExpirationInDays" not in rule)
+
+
+def bucket_policy() -> dict[str, dict[str, Any]]:
+    # moto skips AWS::S3::BucketPolicy: checked here.
+    (policy,) = resources_of_type("AWS::S3::BucketPolicy").values()
+    return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
 
 
 def test_bucket_policy_denies_plain_http() -> None:
-    # moto skips AWS::S3::BucketPolicy: checked here.
-    (policy,) = resources_of_type("AWS::S3::BucketPolicy").values()
-    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    statement = bucket_policy()["DenyInsecureTransport"]
     assert statement["Effect"] == "Deny" and statement["Action"] == "s3:*"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert {"Fn::GetAtt": ["Bucket", "Arn"]} in statement["Resource"]
+    assert list(bucket_policy()) == [
+        "DenyInsecureTransport", "OnlyThePublisherWritesReleases", "InstanceCreatesArchivesOnly",
+        "InstanceNeverDeletesArchives"]
+    assert all(s["Effect"] == "Deny" for s in bucket_policy().values())  # grants nothing
+
+
+def test_only_the_release_publisher_writes_or_deletes_releases() -> None:
+    statement = bucket_policy()["OnlyThePublisherWritesReleases"]
+    assert statement["Principal"] == "*"
+    assert sorted(statement["Action"]) == [
+        "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObject"]
+    assert statement["Resource"] == {"Fn::Sub": "${Bucket.Arn}/releases/*"}
+    assert statement["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": {"Ref": "ReleasePublisherArn"}}}
+
+
+def test_the_instance_can_only_create_under_failures_and_done() -> None:
+    """S3's s3:if-none-match condition key (AWS's conditional-writes docs): a PutObject by the
+    instance role without `If-None-Match: *` is denied, so it can add records, never replace
+    one; and no delete of them. (moto enforces no bucket policy: the statement is checked.)"""
+    archives = [{"Fn::Sub": "${Bucket.Arn}/failures/*"}, {"Fn::Sub": "${Bucket.Arn}/done/*"}]
+    role = {"aws:PrincipalArn": {"Fn::GetAtt": ["InstanceRole", "Arn"]}}
+    create_only = bucket_policy()["InstanceCreatesArchivesOnly"]
+    assert (create_only["Principal"], create_only["Action"]) == ("*", "s3:PutObject")
+    assert create_only["Resource"] == [*archives, {"Fn::Sub": "${Bucket.Arn}/alerts/*"}]
+    assert create_only["Condition"] == {
+        "ArnEquals": role, "StringNotEquals": {"s3:if-none-match": "*"}}
+    no_delete = bucket_policy()["InstanceNeverDeletesArchives"]
+    assert sorted(no_delete["Action"]) == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
+    assert no_delete["Resource"] == archives and no_delete["Condition"] == {"ArnEquals": role}
+
+
+def test_log_group_and_key_are_deleted_with_the_stack_and_the_bucket_kept() -> None:
+    resources = template()["Resources"]
+    for name in ("LogGroup", "AlertKey"):
+        assert resources[name]["DeletionPolicy"] == "Delete", name
+        assert resources[name]["UpdateReplacePolicy"] == "Delete", name
+    assert resources["AlertKey"]["Properties"]["PendingWindowInDays"] == 7
+    assert resources["Bucket"]["DeletionPolicy"] == "Retain"
+    assert resources["Bucket"]["UpdateReplacePolicy"] == "Retain"
 
 
 def test_topic_policy_allows_only_this_account_and_cloudwatch_alarms() -> None:
@@ -245,12 +343,31 @@ def test_instance_role_least_privilege() -> None:
     role = template()["Resources"]["InstanceRole"]["Properties"]
     (policy,) = role["Policies"]
     statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
-    assert role["ManagedPolicyArns"] == [
-        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}
-    ]
+    # No managed policy: AmazonSSMManagedInstanceCore allowed ssm:GetParameter* on every
+    # parameter of the region, documents, inventory, patching.
+    assert "ManagedPolicyArns" not in role
     assert all(s["Effect"] == "Allow" for s in statements.values())
     star = [sid for sid, s in statements.items() if s["Resource"] == "*"]
-    assert star == ["PutMetricsInVoprNamespace"]
+    assert star == ["SessionManagerAndRunCommandChannels", "PutMetricsInVoprNamespace"]
+    # Session Manager and Run Command: the agent's channels and registration, nothing more.
+    assert statements["SsmAgentRegisters"]["Action"] == "ssm:UpdateInstanceInformation"
+    assert statements["SsmAgentRegisters"]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"}
+    assert sorted(statements["SessionManagerAndRunCommandChannels"]["Action"]) == sorted(
+        [f"ssmmessages:{a}" for a in ("CreateControlChannel", "CreateDataChannel",
+                                      "OpenControlChannel", "OpenDataChannel")]
+        + [f"ec2messages:{a}" for a in ("AcknowledgeMessage", "DeleteMessage", "FailMessage",
+                                        "GetEndpoint", "GetMessages", "SendReply")])
+    assert not [a for s in statements.values() for a in _as_list(s["Action"])
+                if a.startswith("ssm:") and a != "ssm:UpdateInstanceInformation"]
+    # Every S3 statement pins the bucket's account (S3 ARNs name none).
+    s3 = [sid for sid, s in statements.items()
+          if any(a.startswith("s3:") for a in _as_list(s["Action"]))]
+    assert s3 == ["ListBucket", "ReadWriteDaemonKeys", "ReadReleases",
+                  "DeleteSetAsideCheckpointsAndLeases"]
+    for sid in s3:
+        assert statements[sid]["Condition"] == {
+            "StringEquals": {"aws:ResourceAccount": {"Ref": "AWS::AccountId"}}}, sid
     metrics = statements["PutMetricsInVoprNamespace"]
     assert metrics["Action"] == "cloudwatch:PutMetricData"
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "VOPR"}}
@@ -258,7 +375,8 @@ def test_instance_role_least_privilege() -> None:
     assert statements["PublishAlerts"]["Resource"] == {"Ref": "AlertTopic"}
     keys = statements["ReadWriteDaemonKeys"]["Resource"]
     assert [k["Fn::Sub"] for k in keys] == [
-        f"${{Bucket.Arn}}/{prefix}/*" for prefix in ("checkpoints", "failures", "leases", "done")
+        f"${{Bucket.Arn}}/{prefix}/*"
+        for prefix in ("checkpoints", "failures", "leases", "done", "alerts", "corrupt")
     ]
     releases = statements["ReadReleases"]  # VoprdSource "bucket": read, never write
     assert (releases["Action"], releases["Resource"]) == (
@@ -291,7 +409,7 @@ def test_launch_template_spot_imdsv2_encrypted_gp3() -> None:
     assert data["MetadataOptions"]["HttpProtocolIpv6"] == "enabled"  # IPv6-only subnets
     (disk,) = data["BlockDeviceMappings"]
     assert disk["Ebs"] == {
-        "VolumeSize": 20, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True,
+        "VolumeSize": 8, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True,
     }
     # The single instance (FleetSize 1) is a persistent spot request; the fleet's ASG asks for
     # spot itself and refuses a template with market options, hence the condition.
@@ -393,9 +511,9 @@ def test_fleet_size_gives_a_spot_auto_scaling_group_on_the_same_run() -> None:
     types = [o["InstanceType"] for o in policy["LaunchTemplate"]["Overrides"]]
     assert types == [{"Fn::Select": [i, {"Ref": "FleetInstanceTypes"}]} for i in range(3)]
     assert len(doc["Parameters"]["FleetInstanceTypes"]["Default"].split(",")) == 3
-    # Every instance of the stack joins the same run: RunName reaches /etc/default/voprd.
-    stack_env = user_data_parts()[0]
-    assert "VOPRD_RUN=${RunName}" in json.dumps(stack_env)
+    # Every instance of a fleet joins the same run: RunName reaches /etc/default/voprd.
+    assert user_data_parts()[0]["Fn::Sub"][1]["Run"]["Fn::If"] == [
+        "IsSingleInstance", "", {"Ref": "RunName"}]
     assert doc["Outputs"]["FleetGroupName"]["Condition"] == "IsFleet"
     assert doc["Outputs"]["InstanceId"]["Condition"] == "IsSingleInstance"
     rules = {r["Id"]: r for r in doc["Resources"]["Bucket"]["Properties"]

@@ -140,3 +140,40 @@ def test_bootstrap_unit_verifies_and_retries_until_installed(tmp_path: Path) -> 
     assert unit["Unit.StartLimitIntervalSec"] == ["0"]
     assert unit["Unit.After"] == ["network-online.target"]
     assert unit["Install.WantedBy"] == ["multi-user.target"]
+
+
+def test_memory_and_task_backstops_for_workers_and_an_external_target() -> None:
+    """An exec target escapes the per-worker memory limit: the unit caps itself below the
+    machine (the SSM agent and journald survive), a killed worker is the supervisor's to
+    replace (OOMPolicy=continue, not a stop of the daemon), and tasks are bounded."""
+    unit = unit_settings()
+    (memory,) = unit["Service.MemoryMax"]
+    assert memory.endswith("%") and 50 <= int(memory[:-1]) <= 90
+    # c7g.medium: 2 GiB, one worker of 1 GiB (--worker-memory-mb) plus the daemon fit in it.
+    assert 2048 * int(memory[:-1]) / 100 > Settings().worker_memory_mb + 256
+    assert unit["Service.OOMPolicy"] == ["continue"]
+    (tasks,) = unit["Service.TasksMax"]
+    assert 512 <= int(tasks) <= 4096
+
+
+@needs_systemd_analyze
+def test_bootstrap_unit_takes_the_hardening_its_steps_allow() -> None:
+    unit = unit_settings(BOOTSTRAP_UNIT)
+    for key in ("NoNewPrivileges", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
+                "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
+                "ProtectClock", "ProtectHostname", "RestrictRealtime", "RestrictNamespaces",
+                "LockPersonality"):
+        assert unit[f"Service.{key}"] == ["yes"], key
+    assert unit["Service.ProtectHome"] == ["read-only"]
+    # What dnf, rpm, pip and systemctl need stays: root, a writable system, the network.
+    for absent in ("ProtectSystem", "User", "DynamicUser", "CapabilityBoundingSet",
+                   "SystemCallFilter", "PrivateNetwork"):
+        assert f"Service.{absent}" not in unit, absent
+    assert SYSTEMD_ANALYZE is not None
+    proc = subprocess.run(
+        [SYSTEMD_ANALYZE, "security", "--offline=true", "--no-pager", str(BOOTSTRAP_UNIT)],
+        capture_output=True, text=True, timeout=60,
+    )
+    match = re.search(r"Overall exposure level for voprd-bootstrap\.service: (\d+\.\d+)",
+                      proc.stdout)
+    assert match and float(match[1]) <= 6.0, proc.stdout[-1500:]  # 9.6 without the hardening

@@ -12,6 +12,7 @@ run nor listed, or loses one that is listed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -67,7 +68,7 @@ def test_every_aws_command_of_the_guide_runs_against_the_stack(
     bucket, instance = outputs["BucketName"], outputs["InstanceId"]
     s3 = deployed.client("s3", REGION)
     # What the daemon would have written by now, under the names the guide reads.
-    s3.put_object(Bucket=bucket, Key=f"checkpoints/instances/{instance}.json",
+    s3.put_object(Bucket=bucket, Key="checkpoints/latest.json",  # one instance runs alone
                   Body=json.dumps({"total_iterations": 7}).encode())
     s3.put_object(Bucket=bucket, Key="failures/seed-42042-1764000000.json",
                   Body=json.dumps({"seed": 42042}).encode())
@@ -82,8 +83,10 @@ def test_every_aws_command_of_the_guide_runs_against_the_stack(
     ran = [line for line in steps if skip_reason(line) is None]
     skipped_prefixes = {p for p in SKIPPED if any(line.startswith(p) for line in steps)}
     assert skipped_prefixes == set(SKIPPED), "a skip no guide command needs any more"
-    # The destroying section's bucket deletion needs its versions gone first (a python3 line).
-    ran_all = [line for line in lines if line in ran or line.startswith("python3 -c")]
+    # The destroying section's bucket deletion needs its versions gone first (a python3 line);
+    # the publish step needs the wheel's name and hash (the WHEEL= line).
+    ran_all = [line for line in lines
+               if line in ran or line.startswith(("python3 -c", "WHEEL=$("))]
 
     script = ["set -u", *setup]
     for index, line in enumerate(ran_all):
@@ -119,6 +122,9 @@ def test_every_aws_command_of_the_guide_runs_against_the_stack(
     # The quick start's upload put the wheel where the instance looks for it; the destroying
     # section then emptied and deleted the bucket.
     wheel = "voprd-0.1.0-py3-none-any.whl"
-    assert f"upload: dist/{wheel} to s3://{bucket}/releases/{wheel}" in output_of("aws s3 cp dist/")
+    sha256 = hashlib.sha256(b"wheel").hexdigest()
+    assert output_of("WHEEL=$(").strip() == f"dist/{wheel} {sha256}"
+    assert f"upload: dist/{wheel} to s3://{bucket}/releases/{sha256}/{wheel}" in output_of(
+        'aws s3 cp "$WHEEL"')
     assert bucket not in {b["Name"] for b in deployed.client("s3", REGION).list_buckets()[
         "Buckets"]}

@@ -16,11 +16,18 @@ from collections.abc import Sequence
 import msgspec
 
 from voprd.core.records import AlertState
+from voprd.text import cut_utf8, one_line, printable_lines
 
 CRASH_FRAMES_MAX = 3
 SUPPRESSED_SEEDS_KEPT_MAX = 10
 FINGERPRINT_HEX_CHARS = 16
 DEFAULT_COOLDOWN_S = 3600.0
+# The alert shows at most this much of a failure's message (the archive keeps all of it).
+ALERT_MESSAGE_BYTES_MAX = 4096
+ALERT_NAME_CHARS_MAX = 200
+# Continuation lines of a message are indented under `Message:`: no text from a target can start
+# a line of the alert's own fields.
+MESSAGE_INDENT = "  "
 
 _UUID = re.compile(
     r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
@@ -98,13 +105,25 @@ class Alert(msgspec.Struct, kw_only=True, frozen=True):
         return f"Subject: {self.subject}\n{self.message}"
 
 
+def _message_lines(message: str) -> list[str]:
+    """`Message: first line`, then the rest indented, printable, at most 4 KiB of it."""
+    text = cut_utf8("\n".join(printable_lines(message)), ALERT_MESSAGE_BYTES_MAX,
+                    " [... cut at 4 KiB; the archive has the whole message]")
+    first, *rest = text.split("\n")
+    return [f"Message: {first}".rstrip(), *(MESSAGE_INDENT + line for line in rest)]
+
+
 def alert_for(
     failures: Sequence[FailureInfo],
     instance: str,
     timestamp: str,
     repeats: Sequence[AlertState] = (),
 ) -> Alert:
-    """The alert text for one or more new failures (one batch), plus repeats to summarise."""
+    """The alert text for one or more new failures (one batch), plus repeats to summarise.
+
+    Every line starts with one of the alert's own fields or is indented under `Message:`: text
+    from the target (its invariant names and messages) is flattened or indented, its control
+    characters and escape sequences removed (voprd.text), and a message is cut at 4 KiB."""
     assert failures, "an alert needs at least one failure"
     count = len(failures)
     batch_start = min(failure.batch_start for failure in failures)
@@ -115,15 +134,15 @@ def alert_for(
         lines += [
             "",
             f"Seed: {failure.seed}",
-            f"Invariant: {failure.invariant_or_kind}",
-            f"Message: {failure.message}",
-            f"Reproduce: {failure.reproduce}",
+            f"Invariant: {one_line(failure.invariant_or_kind, ALERT_NAME_CHARS_MAX)}",
+            *_message_lines(failure.message),
+            f"Reproduce: {one_line(failure.reproduce)}",
         ]
-    lines += ["---", f"Instance: {instance}", f"Timestamp: {timestamp}"]
+    lines += ["---", f"Instance: {one_line(instance)}", f"Timestamp: {one_line(timestamp)}"]
     for failure in failures:
-        lines.append(f"Archive: {failure.archive}")
+        lines.append(f"Archive: {one_line(failure.archive)}")
         if failure.report:
-            lines.append(f"Report: {failure.report}")
+            lines.append(f"Report: {one_line(failure.report)}")
     lines += _repeat_lines(repeats)
     return Alert(
         subject=f"VOPR: {count} Invariant Violation(s) Detected", message="\n".join(lines) + "\n"
@@ -139,7 +158,8 @@ def _repeat_lines(repeats: Sequence[AlertState]) -> list[str]:
         more = state.suppressed_count - len(state.suppressed_seeds)
         suffix = f" and {more} more" if more > 0 else ""
         lines.append(
-            f"  {state.invariant} (fingerprint {state.fingerprint}, first seed {state.first_seed}):"
+            f"  {one_line(state.invariant, ALERT_NAME_CHARS_MAX)} (fingerprint "
+            f"{one_line(state.fingerprint)}, first seed {state.first_seed}):"
             f" {state.suppressed_count} repeat(s), seeds {seeds}{suffix}"
         )
     return lines
@@ -150,7 +170,7 @@ def digest_for(repeats: Sequence[AlertState], instance: str, timestamp: str) -> 
     total = sum(state.suppressed_count for state in repeats)
     lines = [f"VOPR saw {total} repeat(s) of {len(repeats)} known failure(s)."]
     lines += _repeat_lines(repeats)[1:]
-    lines += ["---", f"Instance: {instance}", f"Timestamp: {timestamp}"]
+    lines += ["---", f"Instance: {one_line(instance)}", f"Timestamp: {one_line(timestamp)}"]
     return Alert(
         subject=f"VOPR: Digest of {total} Repeated Failure(s)", message="\n".join(lines) + "\n"
     )

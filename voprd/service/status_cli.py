@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import os
+import shutil
 import signal
+import stat
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,28 +21,164 @@ from voprd.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, build_setti
 from voprd.events import StatusData
 from voprd.sinks.factory import resolve_state_dir
 from voprd.sinks.local import PID_FILE, STATUS_FILE
+from voprd.text import one_line, terminal_safe
 
 WAIT_S_MAX = 5.0
 POLL_S = 0.05
+STATE_FILE_BYTES_MAX = 4 * 1024 * 1024
+UNIT = "voprd"
+
+
+# `sudo voprd status` runs as root against files the daemon's user controls (and, under systemd,
+# a process that may run a team's own simulator binary). Nothing in them may make it act for
+# that user: state files are opened without following symbolic links, as regular files of
+# bounded size; the pid is signalled only if it is the voprd unit's main process or a process
+# of the state directory's owner (through a pidfd, so a recycled pid is never hit); and what is
+# printed has no control characters or escape sequences (voprd.text.terminal_safe).
+
+
+class UnsafeState(Exception):
+    """A state file or pid that `voprd status` refuses to use (the message says why)."""
+
+
+def open_state_file(state_dir: Path, name: str) -> int | None:
+    """A read-only descriptor of STATE_DIR/name, or None if it does not exist. Refuses a
+    symbolic link, and anything but a regular file (a FIFO would block, a device would lie)."""
+    dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeState(f"{state_dir / name} is a symbolic link: not read") from None
+        raise
+    finally:
+        os.close(dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeState(f"{state_dir / name} is not a regular file: not read")
+    return fd
+
+
+def read_state_file(state_dir: Path, name: str) -> bytes | None:
+    """The content of STATE_DIR/name (at most 4 MiB), or None if it does not exist."""
+    fd = open_state_file(state_dir, name)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(STATE_FILE_BYTES_MAX + 1)
+    if len(data) > STATE_FILE_BYTES_MAX:
+        raise UnsafeState(f"{state_dir / name} is larger than 4 MiB: not read")
+    return data
+
+
+def state_file_mtime_ns(state_dir: Path, name: str) -> int:
+    """The modification time of STATE_DIR/name itself (0 if absent; a link is not followed)."""
+    try:
+        return os.stat(state_dir / name, follow_symlinks=False).st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def daemon_pid(state_dir: Path) -> int | None:
-    """The pid of the daemon holding the state dir's lock, or None if none is running."""
-    path = state_dir / PID_FILE
-    if not path.exists():
+    """The pid written by the daemon holding the state dir's lock, or None if none is running."""
+    fd = open_state_file(state_dir, PID_FILE)
+    if fd is None:
         return None
-    with open(path) as handle:
+    with os.fdopen(fd, "rb") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            text = handle.read().strip()
+            text = handle.read(32).strip()
             return int(text) if text.isdigit() else None
         return None  # we got the lock: nobody holds it
 
 
+def unit_main_pid(unit: str = UNIT) -> int | None:
+    """`systemctl show -p MainPID --value UNIT`, or None without systemd or a running unit."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return None
+    try:
+        proc = subprocess.run([systemctl, "show", "--property=MainPID", "--value", unit],
+                              capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = proc.stdout.strip()
+    return int(text) if proc.returncode == 0 and text.isdigit() and int(text) > 0 else None
+
+
+def process_uids(pid: int) -> tuple[int, int, int] | None:
+    """(real, effective, saved) uid of a process, from /proc; None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Uid:"):
+                    real, effective, saved = (int(v) for v in line.split()[1:4])
+                    return real, effective, saved
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def check_pid(pid: int, state_dir: Path) -> None:
+    """Raises UnsafeState unless `pid` is the voprd unit's main process or runs, in every uid, as
+    the owner of the state directory."""
+    if pid <= 1:
+        raise UnsafeState(f"{state_dir / PID_FILE} names pid {pid}: not signalled")
+    if unit_main_pid() == pid:
+        return
+    owner = os.stat(state_dir).st_uid
+    uids = process_uids(pid)
+    if uids is None:
+        if not Path("/proc/self/status").exists() and os.geteuid() != 0:
+            return  # no /proc (not Linux); without privileges we can signal only our own
+        raise UnsafeState(f"pid {pid} from {state_dir / PID_FILE} is not running "
+                          "(or its owner cannot be read): not signalled")
+    if set(uids) != {owner}:
+        raise UnsafeState(
+            f"pid {pid} from {state_dir / PID_FILE} is neither the {UNIT} unit's main process "
+            f"nor a process of the state directory's owner (uid {owner}; it runs as uid "
+            f"{uids[1]}): not signalled"
+        )
+
+
+def signal_daemon(pid: int, state_dir: Path) -> None:
+    """SIGUSR1 to the daemon, once `check_pid` accepts it. Through a pidfd opened before the
+    check: if the process ended and its pid was reused in between, the signal goes nowhere."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    try:
+        pidfd = pidfd_open(pid) if pidfd_open is not None else None
+    except ProcessLookupError:
+        raise UnsafeState(f"pid {pid} from {state_dir / PID_FILE} is not running") from None
+    except OSError:
+        pidfd = None  # a kernel without pidfds (before Linux 5.3)
+    try:
+        check_pid(pid, state_dir)
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGUSR1)
+        else:
+            os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        raise UnsafeState(f"pid {pid} from {state_dir / PID_FILE} is not running") from None
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def decode_status(data: bytes, path: Path) -> StatusData:
+    try:
+        return msgspec.json.decode(data, type=StatusData)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UnsafeState(f"{path} does not decode ({one_line(str(exc), 200)})") from None
+
+
 def render(status: StatusData) -> str:
+    """The status dump for a terminal; every text field on its own line (see one_line)."""
     lines = [
-        f"voprd pid {status.pid}: {status.state}, up {status.uptime_s:.0f} s",
+        f"voprd pid {status.pid}: {one_line(status.state)}, up {status.uptime_s:.0f} s",
         f"  run: seeds {status.first_seed}.."
         f"{'' if status.end_seed is None else status.end_seed - 1}, watermark {status.watermark}",
         f"  seeds done: {status.seeds_done} ({status.seeds_done_this_start} since start, "
@@ -46,10 +186,11 @@ def render(status: StatusData) -> str:
         f"  failures: {status.total_failures}",
     ]
     for row in status.failures_by_fingerprint:
-        lines.append(f"    {row.fingerprint} {row.invariant}: {row.count} (first seed "
-                     f"{row.first_seed})")
+        lines.append(f"    {one_line(row.fingerprint)} {one_line(row.invariant)}: {row.count} "
+                     f"(first seed {row.first_seed})")
     if status.bounds_reached:
-        bounds = ", ".join(f"{name} {count}" for name, count in status.bounds_reached.items())
+        bounds = ", ".join(f"{one_line(name)} {count}"
+                           for name, count in status.bounds_reached.items())
         lines.append(f"  seeds that reached a bound (since start): {bounds}")
     lines.append("  workers:")
     for worker in status.workers:
@@ -58,9 +199,10 @@ def render(status: StatusData) -> str:
         lines.append(f"    #{worker.index} pid {worker.pid}: {doing}, {worker.restarts} restarts")
     age_s = status.last_checkpoint_age_s
     age = "" if age_s is None else f" ({age_s:.1f} s ago)"
-    lines.append(f"  last checkpoint: {status.last_checkpoint}{age}")
+    lines.append(f"  last checkpoint: {one_line(str(status.last_checkpoint))}{age}")
     health = "healthy" if status.backend.healthy else "UNHEALTHY"
-    lines.append(f"  backend: {status.backend.name} {health} {status.backend.detail}".rstrip())
+    backend = f"{one_line(status.backend.name)} {health} {one_line(status.backend.detail)}"
+    lines.append(f"  backend: {backend}".rstrip())
     if status.backend.outbox_pending or status.backend.dropped:
         lines.append(f"    outbox pending {status.backend.outbox_pending}, dropped "
                      f"{status.backend.dropped}")
@@ -85,23 +227,39 @@ def main(argv: Sequence[str]) -> int:
     state_dir = resolve_state_dir(
         Settings(state_dir=args.state_dir or os.environ.get("VOPRD_STATE_DIR") or None)
     )
-    status_path = state_dir / STATUS_FILE
+    try:
+        return show_status(state_dir, args.json)
+    except UnsafeState as exc:
+        print(f"voprd status: {exc}")
+        return 1
+    except OSError as exc:
+        print(f"voprd status: {state_dir}: {exc.strerror or exc}")
+        return 1
+
+
+def show_status(state_dir: Path, as_json: bool) -> int:
+    def show(data: bytes) -> str:
+        status = decode_status(data, state_dir / STATUS_FILE)
+        text = msgspec.json.encode(status).decode() if as_json else render(status)
+        return terminal_safe(text)
+
     pid = daemon_pid(state_dir)
     if pid is None:
         print(f"voprd status: no daemon is running on {state_dir}")
-        if status_path.exists():
+        last = read_state_file(state_dir, STATUS_FILE)
+        if last is not None:
             print("last status written:")
-            print(render(msgspec.json.decode(status_path.read_bytes(), type=StatusData)))
+            print(show(last))
         return 1
-    before = status_path.stat().st_mtime_ns if status_path.exists() else 0
-    os.kill(pid, signal.SIGUSR1)
+    before = state_file_mtime_ns(state_dir, STATUS_FILE)
+    signal_daemon(pid, state_dir)
     deadline = time.monotonic() + WAIT_S_MAX
     while time.monotonic() < deadline:
-        if status_path.exists() and status_path.stat().st_mtime_ns != before:
-            data = status_path.read_bytes()
-            print(data.decode().strip() if args.json else
-                  render(msgspec.json.decode(data, type=StatusData)))
-            return 0
+        if state_file_mtime_ns(state_dir, STATUS_FILE) != before:
+            data = read_state_file(state_dir, STATUS_FILE)
+            if data is not None:
+                print(show(data))
+                return 0
         time.sleep(POLL_S)
     print(f"voprd status: daemon pid {pid} did not answer within {WAIT_S_MAX:g} s")
     return 1
@@ -125,9 +283,11 @@ def fleet_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if not settings.bucket:
         parser.error("--fleet needs a bucket: --bucket, VOPRD_BUCKET or the config file")
     try:
-        print(asyncio.run(show_fleet_status(settings.bucket, settings.run_name, settings.region,
-                                            args.json)))
+        # What the bucket holds was written by instances (or whoever can write there): printed
+        # without control characters or escape sequences.
+        print(terminal_safe(asyncio.run(show_fleet_status(
+            settings.bucket, settings.run_name, settings.region, args.json))))
     except (FleetError, FleetS3Error, ValueError) as exc:
-        print(f"voprd status --fleet: {exc}")
+        print(f"voprd status --fleet: {one_line(str(exc))}")
         return 1
     return 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from voprd.text import cut_utf8, printable_lines
+
 SUBJECT_CHARS_MAX = 100
 MESSAGE_BYTES_MAX = 256 * 1024
 # Leave room for SNS's own envelope accounting and our truncation marker.
@@ -36,12 +38,13 @@ def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
-def _cut_utf8(text: str, bytes_max: int) -> str:
-    return text.encode("utf-8")[:bytes_max].decode("utf-8", "ignore")
-
-
 def fit_message(message: str, bytes_max: int = MESSAGE_BYTES_BUDGET) -> str:
-    """The message within `bytes_max` UTF-8 bytes, never losing a kept line (see module doc)."""
+    """The message within `bytes_max` UTF-8 bytes, never losing a kept line (see module doc).
+    Whatever the text, the e-mail gets printable lines only: escape sequences and control
+    characters are removed and every line break is LF (voprd.text.printable_lines), so a
+    message built elsewhere cannot hide or forge lines either."""
+    trailing = "\n" if message.endswith(("\n", "\r")) else ""
+    message = "\n".join(printable_lines(message)) + trailing
     if _utf8_len(message) <= bytes_max:
         return message
     lines = message.split("\n")
@@ -51,7 +54,7 @@ def fit_message(message: str, bytes_max: int = MESSAGE_BYTES_BUDGET) -> str:
         if line.startswith(KEPT_LINE_PREFIXES):
             kept.add(index)
         if line.startswith("Message:") and _utf8_len(line) > MESSAGE_LINE_BYTES_MAX:
-            lines[index] = _cut_utf8(line, MESSAGE_LINE_BYTES_MAX) + " [...]"
+            lines[index] = cut_utf8(line, MESSAGE_LINE_BYTES_MAX + 6, " [...]")
         if line.startswith("Message:"):
             kept.add(index)
     kept_bytes = sum(_utf8_len(lines[i]) + 1 for i in kept)
@@ -59,7 +62,7 @@ def fit_message(message: str, bytes_max: int = MESSAGE_BYTES_BUDGET) -> str:
     budget = bytes_max - kept_bytes - marker_bytes
     if budget <= 0:
         # Pathological kept lines; the summary, Seed and Reproduce lines come first anyway.
-        return _cut_utf8(message, bytes_max)
+        return cut_utf8(message, bytes_max)
     out: list[str] = []
     cut_lines, marker_at = 0, 0
     for index, line in enumerate(lines):
