@@ -369,11 +369,15 @@ class Inbox:
                                     ReceiptHandle=message["ReceiptHandle"])
         return len(batch)
 
-    def drain(self) -> list[dict[str, Any]]:
-        """Receive until the queue stays empty for a long poll."""
+    def daemon_alerts_for(self, failures: int, timeout_s: float = 120.0) -> list[str]:
+        """The daemon's alerts once they account for `failures` failures (or the time is up),
+        and whatever else arrives until the queue stays empty for a long poll."""
+        deadline = time.monotonic() + timeout_s
+        while alert_count(self.daemon_alerts()) < failures and time.monotonic() < deadline:
+            self.receive(wait_s=2)
         while self.receive(wait_s=2):
             pass
-        return self.notifications
+        return self.daemon_alerts()
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool],
                  timeout_s: float) -> dict[str, Any] | None:
@@ -424,26 +428,50 @@ def archived(server: LocalStack, region: str, bucket: str) -> dict[int, list[tup
 
 
 REPEAT_LINE = re.compile(r"\(fingerprint (?P<fp>\w+), first seed \d+\): (?P<n>\d+) repeat\(s\)")
+SEED_LINE = re.compile(r"^Seed: (\d+)$", re.MULTILINE)
 
 
-def check_every_failure_archived_and_alerted(
-    failed: list[int], records: dict[int, list[tuple[str, Any]]], alerts: list[str]
-) -> None:
-    """Each failed seed archived exactly once; each fingerprint alerted once, on a seed of its
-    own, and every other failure counted as a repeat in an alert or a digest."""
+def alert_count(alerts: list[str]) -> int:
+    """Failures the alerts account for: each alerted seed, plus each counted repeat."""
+    return sum(len(SEED_LINE.findall(text)) + sum(int(m["n"]) for m in REPEAT_LINE.finditer(text))
+               for text in alerts)
+
+
+def check_every_failure_archived(failed: list[int],
+                                 records: dict[int, list[tuple[str, Any]]]) -> None:
+    """Each failed seed archived exactly once, with its reproducing command."""
     assert failed, "the planted bug found nothing: the test would prove nothing"
     assert sorted(records) == sorted(failed), "failure records do not match the failed seeds"
     assert all(len(copies) == 1 for copies in records.values()), "a failure archived twice"
-    fingerprint = {seed: record.fingerprint for seed, ((_, record),) in records.items()}
     for seed, ((_, record),) in records.items():
         assert f"--seed {seed} " in record.reproduce + " " and f"--bug {BUG}" in record.reproduce
-    alerted = [int(seed) for text in alerts for seed in re.findall(r"^Seed: (\d+)$", text, re.M)]
+
+
+def check_every_failure_alerted(
+    failed: list[int], records: dict[int, list[tuple[str, Any]]], alerts: list[str]
+) -> None:
+    """Each fingerprint alerted once, on a seed of its own, and every other failure counted as
+    a repeat in an alert or a digest."""
+    fingerprint = {seed: record.fingerprint for seed, ((_, record),) in records.items()}
+    alerted = [int(seed) for text in alerts for seed in SEED_LINE.findall(text)]
     fingerprints = set(fingerprint.values())
     assert len(alerted) == len(set(alerted)) == len(fingerprints), (alerted, fingerprints)
     assert {fingerprint[seed] for seed in alerted} == fingerprints
     repeats = [m for text in alerts for m in REPEAT_LINE.finditer(text)]
     assert sum(int(m["n"]) for m in repeats) == len(failed) - len(alerted)
     assert {m["fp"] for m in repeats} <= fingerprints
+
+
+def log_events(server: LocalStack, region: str, group: str, stream: str) -> list[Any]:
+    """The daemon's structured events in its CloudWatch Logs stream, oldest first."""
+    logs, events, token = server.client("logs", region), [], None
+    while True:
+        page = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True,
+                                   **({"nextToken": token} if token else {}))
+        events += [json.loads(event["message"]) for event in page["events"]]
+        if not page["events"] or page["nextForwardToken"] == token:
+            return events
+        token = page["nextForwardToken"]
 
 
 def metric_sum(server: LocalStack, region: str, name: str) -> float:
@@ -490,10 +518,12 @@ def test_lone_daemon_on_the_stack_archives_alerts_and_trips_the_failures_alarm(
     for seed, copies in records.items():
         assert [key for key, record in copies] == [
             f"failures/seed-{seed}-{record.unix_ts}.json" for key, record in copies]
-    inbox.drain()
-    check_every_failure_archived_and_alerted(failed, records, inbox.daemon_alerts())
+    check_every_failure_archived(failed, records)
+    check_every_failure_alerted(failed, records, inbox.daemon_alerts_for(len(failed)))
     assert metric_sum(stack.server, REGION, "IterationsCompleted") == 90.0
     assert metric_sum(stack.server, REGION, "FailuresDetected") == float(len(failed))
+    events = log_events(stack.server, REGION, resources["log_group"], resources["instance"])
+    assert sorted(e["seed"] for e in events if e["event"] == "seed_failed") == failed
 
     # The template's alarm sees the failures and publishes its state change to the topic.
     message = inbox.wait_for(
@@ -552,8 +582,8 @@ def test_fleet_daemon_archives_and_alerts_every_failure_when_lease_deletes_are_r
     assert sorted(record["seed_first"] for record in done) == list(range(0, 100, 20))
     failed = sorted(seed for record in done for seed in record["failed_seeds"])
     records = archived(localstack, FLEET_REGION, resources["bucket"])
-    inbox.drain()
-    check_every_failure_archived_and_alerted(failed, records, inbox.daemon_alerts())
+    check_every_failure_archived(failed, records)
+    check_every_failure_alerted(failed, records, inbox.daemon_alerts_for(len(failed)))
     # docs/fleet.md: a fleet daemon exits 0 once every batch is done; the failures are in done/
     # and failures/.
     assert run.returncode == 0, run.stderr[-3000:]
