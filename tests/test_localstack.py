@@ -21,6 +21,7 @@ creation-time evaluation with no data (ALARM) is what is checked.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import re
 import subprocess
@@ -475,8 +476,6 @@ def log_events(server: LocalStack, region: str, group: str, stream: str) -> list
 
 
 def metric_sum(server: LocalStack, region: str, name: str) -> float:
-    import datetime as _dt
-
     now = _dt.datetime.now(_dt.UTC)
     answer = server.client("cloudwatch", region).get_metric_statistics(
         Namespace="VOPR", MetricName=name, StartTime=now - _dt.timedelta(hours=1),
