@@ -228,8 +228,8 @@ def test_sigusr1_status_dump_and_sigterm_drain(tmp_path: Path) -> None:
     cp = checkpoint(state)
     # The final checkpoint holds exactly the seeds reported, nothing more, nothing less.
     assert set(range(cp.watermark)) | set(cp.done_above) == seen
-    header, records = read_journal((state / "checkpoint.json.journal").read_bytes())
-    assert header is not None and records == []
+    journal = read_journal((state / "checkpoint.json.journal").read_bytes())
+    assert journal.header is not None and journal.records == [] and journal.problem is None
 
 
 def test_sigterm_drain_abandons_a_hanging_seed_within_the_drain_timeout(tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ import datetime as _dt
 import hashlib
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from voprd.config import ConfigError, Settings, imds_endpoint
-from voprd.core.metrics import MinuteAggregate
+from voprd.core.metrics import MetricBatch
 from voprd.core.records import (
     Checkpoint,
     CheckpointInvalid,
@@ -197,9 +196,9 @@ class AwsMetricsSink:
     def __init__(self, backend: AwsBackend) -> None:
         self._backend = backend
 
-    async def publish(self, aggregates: Sequence[MinuteAggregate]) -> None:
-        for aggregate in aggregates:
-            self._backend.enqueue_metrics(aggregate)
+    async def publish(self, batches: Sequence[MetricBatch]) -> None:
+        for batch in batches:
+            self._backend.enqueue_metrics(batch)
 
 
 class AwsBackend:
@@ -227,8 +226,6 @@ class AwsBackend:
             max_items=self.tuning.outbox_items_max,
             max_bytes=self.tuning.outbox_bytes_max,
         )
-        # Distinguishes this process's metric batches from a previous process's same minute.
-        self._process_nonce = uuid.uuid4().hex[:12]
         self.checkpoints = AwsCheckpointStore(
             self, LocalCheckpointStore(checkpoint_path or state_dir / "checkpoint.json")
         )
@@ -406,16 +403,17 @@ class AwsBackend:
             dedup_key=f"sns:once:{once_key}" if once_key else f"sns:{digest}",
         )
 
-    def enqueue_metrics(self, aggregate: MinuteAggregate) -> None:
+    def enqueue_metrics(self, batch: MetricBatch) -> None:
+        """One PutMetricData for the batch, once per batch key (the run and the batch's number:
+        the same seeds whichever process publishes it, see voprd.core.metrics)."""
         data = metric_data(
-            aggregate, instance=self.instance,
+            batch, instance=self.instance,
             instance_dimension=self.settings.metrics_instance_dimension,
         )
         payload = msgspec.json.encode(MetricsPayload(self.settings.namespace, data))
-        batch_id = f"{self.instance}:{self._process_nonce}:{aggregate.minute_start_unix}"
         self.outbox.put(
-            METRICS_LANE, "metrics", batch_id, payload, priority=Priority.METRICS,
-            dedup_key=f"metrics:{batch_id}",
+            METRICS_LANE, "metrics", f"{batch.key}:{batch.minute_start_unix}", payload,
+            priority=Priority.METRICS, dedup_key=f"metrics:{batch.key}",
         )
 
     # -- senders (the only code that talks to AWS) ---------------------------------------------
