@@ -9,7 +9,7 @@ own round trip, typically tens of milliseconds inside a region). Figures:
 1. failure detected -> SNS publish accepted (backend level: `alerts.send` to the publish answer).
 2. checkpoint saved (final) -> S3 PutObject answered (backend level).
 3. spot notice set in IMDS -> checkpoint stored in S3, through a real daemon process, split into
-   notice -> detected (bounded by the 5 s IMDS poll) and detected -> stored.
+   notice -> detected (bounded by the 1 s IMDS poll) and detected -> stored.
 4. AWS API calls per hour of a real daemon at default settings, counted by operation from moto's
    request recording over --calls-seconds, start-up calls reported apart.
 5. The monthly cost those calls imply for one c7g.medium spot instance, itemised, with the
@@ -278,10 +278,10 @@ def main(argv: list[str] | None = None) -> int:
 
     spots = [spot_run(world()) for _ in range(args.spot_runs)]
     for index, (detect_s, store_s, total_s) in enumerate(spots):
-        print(f"spot run {index + 1}: notice -> detected {detect_s:.2f} s (5 s IMDS poll), "
+        print(f"spot run {index + 1}: notice -> detected {detect_s:.2f} s (1 s IMDS poll), "
               f"detected -> checkpoint in S3 {store_s:.3f} s, notice -> stored {total_s:.2f} s")
     print(f"spot detected -> checkpoint stored: max {max(s[1] for s in spots):.3f} s "
-          "(goal < 2 s); notice -> stored adds up to one poll interval (5 s)")
+          "(goal < 2 s); notice -> stored adds up to one poll interval (1 s)")
 
     startup, steady = count_calls(world(), args.calls_seconds, recording)
     scale = 3600.0 / args.calls_seconds

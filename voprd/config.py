@@ -205,6 +205,16 @@ def _text(value: Any) -> Any:
     return _printable(value) if isinstance(value, str) else value
 
 
+_SNS_ARN = re.compile(r"^arn:[a-z0-9-]+:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+
+
+def _sns_topic_arn(value: Any) -> Any:
+    if isinstance(value, str) and not _SNS_ARN.match(_printable(value)):
+        raise ValueError(f"{value!r} is not an SNS topic ARN "
+                         "(arn:aws:sns:REGION:ACCOUNT:NAME)")
+    return value
+
+
 def _at_most(maximum: int, *, text: bool = False) -> Any:
     """An integer setting bounded above by `maximum` (msgspec's bounds stop at 2^63-1). With
     `text`, decimal text is read too (a seed past TOML's 2^63-1 can be written "...")."""
@@ -225,7 +235,7 @@ _CHECKS: dict[str, Any] = {
     "seed": _at_most(SEED_MAX, text=True), "iterations": _at_most(SEED_SPACE_END, text=True),
     "seed_stride": _at_most(SEED_MAX), "faults": _faults, "bugs": _bugs, "exec_cmd": _exec_cmd,
     "run_name": _run_name, "target": _text, "state_dir": _text, "checkpoint_file": _text,
-    "bucket": _text, "sns_topic_arn": _text, "log_group": _text, "namespace": _text,
+    "bucket": _text, "sns_topic_arn": _sns_topic_arn, "log_group": _text, "namespace": _text,
     "region": _text,
 }
 _CONSTRAINT = re.compile(r"^Expected `(\w+)` (>=|<=|>|<) (\S+)$")

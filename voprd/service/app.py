@@ -69,13 +69,15 @@ from voprd.sinks.base import Backend
 from voprd.sinks.factory import make_backend, resolve_state_dir
 from voprd.sinks.local import (
     FILE_MODE,
-    JOURNAL_SUFFIX,
     PID_FILE,
+    STATE_NAMES,
     STATUS_FILE,
     ProgressJournal,
     StateDirError,
+    checkpoint_paths,
     keep_aside,
     prepare_state_dir,
+    refuse_symlinks,
     write_atomically,
 )
 from voprd.targets.loader import TargetNotFound, load_target
@@ -253,8 +255,16 @@ class Daemon:
 
     async def start(self) -> bool:
         """Load or create the run. False when the run is already finished."""
+        checkpoint_path = (Path(self.settings.checkpoint_file) if self.settings.checkpoint_file
+                           else self.state_dir / "checkpoint.json")
         try:
             prepare_state_dir(self.state_dir)
+            if checkpoint_path.parent != self.state_dir:
+                prepare_state_dir(checkpoint_path.parent)
+            refuse_symlinks([*(self.state_dir / name for name in STATE_NAMES),
+                             *checkpoint_paths(checkpoint_path)])
+            if checkpoint_path.is_dir():
+                raise StateDirError(f"--checkpoint-file {checkpoint_path} is a directory")
             self._lock = lock_state_dir(self.state_dir)
         except StateDirError as exc:
             raise Refused(str(exc)) from None
@@ -275,9 +285,7 @@ class Daemon:
         for problem in loaded.problems:
             self.emit("checkpoint_invalid", "error", problem=problem)
         stored = loaded.checkpoint
-        checkpoint_path = (Path(self.settings.checkpoint_file) if self.settings.checkpoint_file
-                           else self.state_dir / "checkpoint.json")
-        journal_path = Path(str(checkpoint_path) + JOURNAL_SUFFIX)
+        journal_path = checkpoint_paths(checkpoint_path)[2]
         journal = ProgressJournal.read(journal_path)
         header = journal.header
         decision, differences = resume_decision(

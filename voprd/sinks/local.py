@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import secrets
 import stat
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -48,6 +49,14 @@ JOURNAL_SUFFIX = ".journal"
 PID_FILE = "voprd.pid"
 STATUS_FILE = "status.json"
 PREV_SUFFIX = ".prev"
+ALERTS_FILE = "alerts.log"
+METRICS_FILE = "metrics.jsonl"
+FAILURES_DIR = "failures"
+OUTBOX_FILE = "aws-outbox.sqlite3"  # the AWS backend's durable outbox (voprd.sinks.outbox)
+# Every name the daemon writes at a fixed path in the state directory (SQLite adds its -wal,
+# -shm and -journal files beside the outbox).
+STATE_NAMES = (PID_FILE, STATUS_FILE, ALERTS_FILE, METRICS_FILE, FAILURES_DIR, OUTBOX_FILE,
+               *(OUTBOX_FILE + suffix for suffix in ("-wal", "-shm", "-journal")))
 
 
 def default_state_dir(env: dict[str, str]) -> Path:
@@ -98,6 +107,21 @@ def prepare_state_dir(directory: Path) -> None:
         )
     if not os.access(directory, os.W_OK | os.X_OK):
         raise StateDirError(f"state directory {directory} is not writable")
+
+
+def checkpoint_paths(checkpoint: Path) -> tuple[Path, Path, Path]:
+    """The checkpoint, its previous good copy and its journal."""
+    return (checkpoint, checkpoint.with_name(checkpoint.name + PREV_SUFFIX),
+            checkpoint.with_name(checkpoint.name + JOURNAL_SUFFIX))
+
+
+def refuse_symlinks(paths: Iterable[Path]) -> None:
+    """None of the daemon's fixed paths may be a symbolic link: writing through one would write
+    wherever it points (nothing the daemon makes is ever a symlink). Raises StateDirError."""
+    for path in paths:
+        if path.is_symlink():
+            raise StateDirError(f"{path} is a symbolic link (to {os.readlink(path)}); voprd "
+                                "never writes through one: remove it")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -172,8 +196,10 @@ class LocalCheckpointStore:
                 checkpoint = read_checkpoint(read_nofollow(candidate))
             except FileNotFoundError:
                 continue
-            except (CheckpointInvalid, OSError) as exc:  # OSError: a symlink where it belongs
-                if isinstance(exc, OSError):
+            except (CheckpointInvalid, OSError) as exc:
+                if isinstance(exc, OSError):  # a symlink where it belongs is set aside, not read
+                    if exc.errno != errno.ELOOP:
+                        raise
                     exc = CheckpointInvalid(f"not a regular file: {exc.strerror}")
                 aside = keep_aside(candidate, "corrupt", int(time.time()))
                 problems.append(f"{candidate} is invalid ({exc}); kept aside as {aside}")
@@ -400,13 +426,13 @@ class LocalBackend:
         self.state_dir = state_dir
         self.checkpoint_path = checkpoint_path or state_dir / "checkpoint.json"
         self.checkpoints = LocalCheckpointStore(self.checkpoint_path)
-        self.archive = LocalFailureArchive(state_dir / "failures")
-        self.alerts = LocalAlertSink(state_dir / "alerts.log")
-        self.metrics = LocalMetricsSink(state_dir / "metrics.jsonl")
+        self.archive = LocalFailureArchive(state_dir / FAILURES_DIR)
+        self.alerts = LocalAlertSink(state_dir / ALERTS_FILE)
+        self.metrics = LocalMetricsSink(state_dir / METRICS_FILE)
         self.events = StructlogEventLog()
 
     async def start(self) -> None:
-        (self.state_dir / "failures").mkdir(mode=STATE_DIR_MODE, exist_ok=True)
+        (self.state_dir / FAILURES_DIR).mkdir(mode=STATE_DIR_MODE, exist_ok=True)
         self.checkpoint_path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
 
     async def flush(self) -> None:

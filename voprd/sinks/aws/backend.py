@@ -57,7 +57,7 @@ from voprd.sinks.aws.metrics import metric_data
 from voprd.sinks.aws.sns import fit_message, fit_subject
 from voprd.sinks.aws.validate import validate_with
 from voprd.sinks.base import LoadedCheckpoint
-from voprd.sinks.local import LocalCheckpointStore, LocalFailureArchive
+from voprd.sinks.local import OUTBOX_FILE, LocalCheckpointStore, LocalFailureArchive
 from voprd.sinks.outbox import (
     Backoff,
     Lane,
@@ -71,7 +71,6 @@ from voprd.sinks.outbox import (
 S3_LANE, SNS_LANE, METRICS_LANE = "s3", "sns", "metrics"
 LATEST_KEY = "checkpoints/latest.json"
 DAILY_PREFIX = "checkpoints/daily/"
-OUTBOX_FILE = "aws-outbox.sqlite3"
 SEND_STALLED_S = 5.0
 LOG_BATCH_ITEMS_MAX = 1000
 LOG_BATCH_BYTES_MAX = 900 * 1024  # PutLogEvents takes 1 MiB including 26 bytes per event
