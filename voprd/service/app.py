@@ -957,6 +957,8 @@ def daemon_main(settings: Settings, command: dict[str, Any]) -> int:
         line = refusal(exc)
         if line is None:
             raise
+        if not daemon.state_dir.is_dir():
+            line = f"state directory {daemon.state_dir} was removed while the daemon ran ({line})"
         print(f"voprd: {line}", file=sys.stderr)
         return EXIT_REFUSED
     finally:

@@ -17,7 +17,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -158,6 +158,18 @@ def write_durably(path: Path, data: bytes) -> None:
     write_atomically(path, data, durable=True)
 
 
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError from writing through an open file names the file (a bare "[Errno 28] No space
+    left on device" does not say where)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
 def read_nofollow(path: Path) -> bytes:
     """The bytes of the regular file `path`; a symlink there raises OSError (ELOOP), a missing
     file FileNotFoundError."""
@@ -281,9 +293,10 @@ class ProgressJournal:
     def write_durably(self, data: bytes) -> None:
         """Synchronous group commit of `data` (from take_pending)."""
         assert self._handle is not None, "restart() first"
-        self._handle.write(data)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with naming(self.path):
+            self._handle.write(data)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
 
     def close(self) -> None:
         if self._handle is not None:
@@ -342,7 +355,7 @@ class LocalFailureArchive:
 
 
 def _append_durably(path: Path, data: bytes) -> None:
-    with open_append_nofollow(path) as handle:
+    with naming(path), open_append_nofollow(path) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
