@@ -229,11 +229,19 @@ def _at_most(maximum: int, *, text: bool = False) -> Any:
     return check
 
 
+def _given_at_least_one(value: Any) -> Any:
+    """0 is the default's "automatic"; given explicitly (flag or file alike) it is refused."""
+    if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+        raise ValueError("must be at least 1 (leave it out for the automatic choice)")
+    return value
+
+
 # The one validation path: every value, from a flag, the environment or the file, goes through its
 # field's check here and then through Settings' own type and range constraints.
 _CHECKS: dict[str, Any] = {
     "seed": _at_most(SEED_MAX, text=True), "iterations": _at_most(SEED_SPACE_END, text=True),
-    "seed_stride": _at_most(SEED_MAX), "faults": _faults, "bugs": _bugs, "exec_cmd": _exec_cmd,
+    "seed_stride": _at_most(SEED_MAX), "workers": _given_at_least_one,
+    "batch_size": _given_at_least_one, "faults": _faults, "bugs": _bugs, "exec_cmd": _exec_cmd,
     "run_name": _run_name, "target": _text, "state_dir": _text, "checkpoint_file": _text,
     "bucket": _text, "sns_topic_arn": _sns_topic_arn, "log_group": _text, "namespace": _text,
     "region": _text,
