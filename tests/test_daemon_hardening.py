@@ -296,7 +296,7 @@ def test_an_edited_journal_line_neither_skips_a_seed_nor_loses_its_failure(
     state, run_log = tmp_path / "state", tmp_path / "ran.txt"
     env = env_with(VOPRD_TEST_WORK_MS="30", VOPRD_TEST_FAIL_EVERY="3",
                    VOPRD_TEST_RUN_LOG=str(run_log))
-    args = ("--target", FLAKY, "-n", "400", "--workers", "2")
+    args = ("--target", FLAKY, "-n", "200", "--workers", "2")
     lines, index = killed_with_an_unproven_failure(state, env, *args)
     check, _, body = lines[index].partition(b" ")
     record = msgspec.json.decode(body)
@@ -314,8 +314,8 @@ def test_an_edited_journal_line_neither_skips_a_seed_nor_loses_its_failure(
     ran = {int(line) for line in run_log.read_text().split()}
     assert seed in ran, "the seed of the edited line ran again"
     cp = checkpoint(state)
-    failing = {s for s in range(400) if s % 3 == 2}
-    assert (cp.watermark, cp.done_above, cp.total_iterations) == (400, [], 400)
+    failing = {s for s in range(200) if s % 3 == 2}
+    assert (cp.watermark, cp.done_above, cp.total_iterations) == (200, [], 200)
     assert cp.total_failures == len(failing)
     archived = sorted(read_failure(path.read_bytes()).seed for path in failure_files(state))
     assert archived == sorted(failing), "each failure archived once, the edited one included"

@@ -668,14 +668,17 @@ class Daemon:
             bounds_reached=dict(sorted(self.bounds_reached.items())),
         )
 
-    async def dump_status(self) -> None:
+    async def dump_status(self, *, announce: bool = True) -> None:
+        """status.json (what `voprd status` reads) and, with `announce`, the `status` event and
+        log line."""
         status = self.status()
         data = msgspec.json.encode(status) + b"\n"
         # Atomic for `voprd status`, not fsynced: a dump is a view, not state.
         await asyncio.to_thread(write_atomically, self.state_dir / STATUS_FILE, data,
                                 durable=False)
-        self.event("status", status)
-        self.emit("status", "info", **msgspec.to_builtins(status))
+        if announce:
+            self.event("status", status)
+            self.emit("status", "info", **msgspec.to_builtins(status))
 
     # --- drain ------------------------------------------------------------------------------
 
@@ -852,8 +855,8 @@ class Daemon:
                   seeds_done_this_start=self.done_this_start,
                   failures_this_start=len(self.failures_this_start))
         await self.backend.flush()
-        if self._status_requested.is_set():  # asked during the flush: answered; later: ignored
-            await self.dump_status()
+        if self._status_requested.is_set():  # asked during the flush: the file answers (the
+            await self.dump_status(announce=False)  # summary stays the last event); later: ignored
         await self.backend.close()
         self.flush_events()
         if self.progress.finished and self.progress.total_failures > 0:
