@@ -235,7 +235,7 @@ def test_a_worker_sigstopped_before_its_first_seed_is_replaced(tmp_path: Path) -
     state, run_log = tmp_path / "state", tmp_path / "ran.txt"
     env = env_with(VOPRD_TEST_LOAD_MS="1500", VOPRD_TEST_RUN_LOG=str(run_log))
     proc = start(state, "--target", FLAKY, "-n", "30", "--workers", "2", "--json",
-                 "--seed-timeout", "2", env=env)
+                 "--seed-timeout", "3", env=env)
     stopped: list[int] = []
     try:
         def stop_a_loading_worker() -> bool:
@@ -264,8 +264,10 @@ def test_a_worker_sigstopped_before_its_first_seed_is_replaced(tmp_path: Path) -
     assert sorted(iterations) == list(range(30))
     assert {s for s, d in iterations.items() if d["status"] == "failed"} == flaky_failing(0, 30)
     assert all(d["kind"] == "invariant" for d in iterations.values() if d["status"] == "failed")
+    # The stopped worker was killed for its silence (a healthy one starved of CPU for seconds on
+    # a loaded machine may be too: that costs a restart, never a seed).
     silent = [line for line in err.decode().splitlines() if '"worker_silent"' in line]
-    assert len(silent) == 1 and f'"pid": {stopped[0]}' in silent[0], err.decode()[-3000:]
+    assert any(f'"pid": {stopped[0]},' in line for line in silent), err.decode()[-3000:]
 
 
 # --- the journal -----------------------------------------------------------------------------
