@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from voprd.core.metrics import MinuteAggregate, StatisticSet
+from voprd.core.metrics import MetricBatch, StatisticSet
 from voprd.core.records import Checkpoint, FailureRecord, RunFingerprint
 from voprd.options import reproduce_command
 
@@ -40,13 +40,17 @@ def failure_record(seed: int, unix_ts: int, *, history_ops: int = 3) -> FailureR
 
 
 def aggregate(minute_start_unix: int, iterations: int, failures: int, events: int,
-              durations_s: list[float]) -> MinuteAggregate:
+              durations_s: list[float], *, run_id: str = "run-1",
+              batch: int | None = None) -> MetricBatch:
+    """A published metric batch; by default numbered by its minute (distinct minutes, distinct
+    batches)."""
     stats = StatisticSet()
     for value in durations_s:
         stats.add(value)
-    return MinuteAggregate(
+    return MetricBatch(
         minute_start_unix=minute_start_unix, iterations_completed=iterations,
         failures_detected=failures, events_simulated=events, seed_duration_s=stats,
+        run_id=run_id, batch=minute_start_unix // 60 if batch is None else batch,
     )
 
 

@@ -2,7 +2,8 @@
 
 Knobs come from the environment so a daemon started by a test passes them to its workers:
 VOPRD_TEST_RUN_LOG (append each seed run, one per line), VOPRD_TEST_WORK_MS (sleep per seed),
-VOPRD_TEST_FAIL_EVERY (seed % N == N-1 fails; default 7).
+VOPRD_TEST_FAIL_EVERY (seed % N == N-1 fails; default 7), VOPRD_TEST_LOAD_MS (sleep when the target
+is loaded, in the daemon and in each worker: a slow start-up).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class Flaky:
     """Passes, except seeds with seed % N == N-1 fail the `agreement` invariant."""
 
     name = "flaky"
+
+    def __init__(self) -> None:
+        load_ms = float(os.environ.get("VOPRD_TEST_LOAD_MS", "0"))
+        if load_ms:
+            time.sleep(load_ms / 1000)
 
     def run(self, seed: int, options: RunOptions) -> SeedResult:
         _log_run(seed)

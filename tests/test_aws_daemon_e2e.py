@@ -140,7 +140,7 @@ def test_spot_notice_checkpoints_to_s3_and_exits_cleanly(
         time.sleep(1.0)  # let it run some seeds past the first checkpoint
         versions_before = len(latest_checkpoint_versions(aws))
         imds.set_notice()
-        # The watcher polls every 5 s; allow it 20 s.
+        # The watcher polls every second; allow it (generously) 20 s.
         stored_s = wait_for_new_checkpoint(aws, versions_before, timeout_s=20.0, poll_s=0.05)
         assert stored_s is not None, "no checkpoint reached S3 after the spot notice"
         _, err = daemon.communicate(timeout=60)

@@ -22,6 +22,7 @@ from voprd.core.metrics import MetricsAggregator
 from voprd.core.progress import RunProgress, resume_decision
 from voprd.core.records import (
     FAILED_SEEDS_KEPT_MAX,
+    JOURNAL_FORMAT,
     CheckpointInvalid,
     JournalHeader,
     JournalRecord,
@@ -131,31 +132,106 @@ def test_checkpoint_round_trip_resumes_exactly(
     assert restored.total_failures == len(failing)
 
 
+def journal_bytes(run_id: str, records: list[JournalRecord]) -> bytes:
+    header = JournalHeader(run_id=run_id, fingerprint=fp(), format=JOURNAL_FORMAT)
+    return write_journal_header(header) + b"".join(
+        write_journal_record(record, run_id) for record in records)
+
+
+def failed_record(seed: int) -> JournalRecord:
+    return JournalRecord(seed=seed, failed=True, fingerprint=f"fp{seed % 3}",
+                         invariant="agreement")
+
+
 @settings(max_examples=200, deadline=None)
 @given(records=st.lists(st.tuples(st.integers(0, 50), st.booleans()), max_size=80),
        torn=st.integers(0, 30))
 def test_journal_replay_is_idempotent_and_tolerates_a_torn_tail(
     records: list[tuple[int, bool]], torn: int
 ) -> None:
-    header = JournalHeader(run_id="r", fingerprint=fp())
-    data = write_journal_header(header) + b"".join(
-        write_journal_record(JournalRecord(seed=s, failed=f)) for s, f in records
-    )
-    full_header, full = read_journal(data)
-    assert full_header == header and len(full) == len(records)
+    written = [failed_record(s) if f else JournalRecord(seed=s, failed=False) for s, f in records]
+    data = journal_bytes("r", written)
+    full = read_journal(data)
+    assert full.header is not None and full.header.run_id == "r" and full.records == written
+    assert full.problem is None and full.untrusted == 0
     torn_data = data[: max(len(data) - torn, 0)]
-    _, partial = read_journal(torn_data)
-    assert partial == full[: len(partial)]  # a torn tail drops records, never invents any
-    complete_lines = torn_data.count(b"\n") - 1  # header line excluded
-    assert len(partial) >= max(complete_lines, 0) if full_header is not None else True
+    partial = read_journal(torn_data)
+    assert partial.records == full.records[: len(partial.records)]  # never invents any
+    assert partial.problem is None, "a torn last line is a crash mid-write, not a lie"
+    if partial.header is not None:
+        assert len(partial.records) == torn_data.count(b"\n") - 1  # every complete line
     once, twice = progress(), progress()
     once.dispatch(60)
     twice.dispatch(60)
-    for record in partial:
+    for record in partial.records:
         once.record(record)
-    for record in partial + partial:
+    for record in partial.records + partial.records:
         twice.record(record)
     assert once.checkpoint("t", []) == twice.checkpoint("t", [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=st.lists(st.tuples(st.integers(0, 50), st.booleans()), min_size=1, max_size=40),
+       data=st.data())
+def test_an_edited_journal_line_proves_nothing_from_there_on(
+    records: list[tuple[int, bool]], data: st.DataObject
+) -> None:
+    """Any change to a complete record line (another well-formed record, a flipped byte) stops
+    the read there: the records before it stand, it and those after it are untrusted."""
+    written = [failed_record(s) if f else JournalRecord(seed=s, failed=False) for s, f in records]
+    lines = journal_bytes("r", written).split(b"\n")
+    index = data.draw(st.integers(1, len(written)), label="line")
+    check, _, body = lines[index].partition(b" ")
+    other = data.draw(st.sampled_from(["other_record", "flip_byte", "other_run"]))
+    if other == "other_record":  # well-formed, for another seed or outcome, same checksum
+        seed, failed = written[index - 1].seed, written[index - 1].failed
+        body = msgspec.json.encode(JournalRecord(seed=seed + 1, failed=not failed,
+                                                 fingerprint=None if failed else "x",
+                                                 invariant=None if failed else "x"))
+    elif other == "flip_byte":
+        position = data.draw(st.integers(0, len(lines[index]) - 1))
+        flipped = bytearray(lines[index])
+        flipped[position] ^= 1 << data.draw(st.integers(0, 6))
+        check, _, body = bytes(flipped).partition(b" ")
+    else:  # a line copied from another run's journal
+        check, _, body = write_journal_record(written[index - 1], "another-run").partition(b" ")
+        body = body.rstrip(b"\n")
+    lines[index] = check + b" " + body
+    contents = read_journal(b"\n".join(lines))
+    if lines[index] == journal_bytes("r", written).split(b"\n")[index]:
+        return  # the flip hit nothing that changes the line (impossible for a xor, kept honest)
+    assert contents.records == written[: index - 1]
+    assert contents.untrusted == len(written) - (index - 1) and contents.problem is not None
+
+
+def test_an_older_journal_without_checksums_proves_nothing() -> None:
+    header = msgspec.json.encode({"type": "header", "run_id": "r",
+                                  "fingerprint": msgspec.to_builtins(fp())})
+    data = header + b"\n[5,false,null,null]\n[6,true,\"f\",\"agreement\"]\n"
+    contents = read_journal(data)
+    assert contents.header is not None and contents.header.format == 1
+    assert contents.records == [] and contents.untrusted == 2
+    assert contents.problem is not None and "format 1" in contents.problem
+
+
+def test_journal_records_are_range_checked_against_the_run() -> None:
+    run = RunProgress(run_id="r", fingerprint=fp(10, seed_stride=3), end_seed=40)
+    assert run.record_problem(JournalRecord(seed=13, failed=False)) is None
+    assert run.record_problem(failed_record(16)) is None
+    for bad in (JournalRecord(seed=11, failed=False),  # off the sequence
+                JournalRecord(seed=7, failed=False),  # below the first seed
+                JournalRecord(seed=40, failed=False),  # at the end
+                JournalRecord(seed=2**64 + 10, failed=False),  # past the seed space
+                JournalRecord(seed=13, failed=True),  # a failure without its fingerprint
+                JournalRecord(seed=13, failed=False, fingerprint="f", invariant="i"),
+                JournalRecord(seed=13, failed=False, events=-1),
+                JournalRecord(seed=13, failed=False, minute_unix=61),
+                JournalRecord(seed=13, failed=False, duration_s=float("nan"))):
+        assert run.record_problem(bad) is not None, bad
+    unbounded = RunProgress(run_id="r", fingerprint=fp(2**64 - 2), end_seed=None)
+    assert unbounded.record_problem(JournalRecord(seed=2**64 - 1, failed=False)) is None
+    assert unbounded.record_problem(JournalRecord(seed=2**64, failed=False)) is not None
+    assert unbounded.dispatch(5) == [2**64 - 2, 2**64 - 1] and unbounded.dispatch_exhausted
 
 
 def test_checkpoint_reader_rejects_invariant_violations() -> None:
@@ -340,19 +416,26 @@ def test_restart_backoff_grows_and_is_bounded() -> None:
 
 
 def test_board_never_returns_a_torn_seed_and_time(tmp_path: pathlib.Path) -> None:
-    """A read that sees a new seed beside the old time (a store in progress) is not used."""
+    """A read that sees a new seed beside the old time (a store in progress) is not used; seeds
+    are unsigned 64-bit."""
     import struct
 
-    from voprd.service.protocol import IDLE_SEED, Board
+    from voprd.service.protocol import Board
 
     path = tmp_path / "board"
     path.write_bytes(b"")
     board = Board(str(path))
-    board.post(IDLE_SEED, 0.0)
-    assert board.read() == (IDLE_SEED, 0.0)
-    board.post(42, 123.5)
-    assert board.read() == (42, 123.5)
-    board._map[0:8] = struct.pack("<q", 7)  # the worker has stored the seed, not yet the time
-    _seed, started_s = board.read()
-    assert started_s > 123.5, "a torn read must not date the seed from the old time"
+    board.reset()
+    assert (board.read().seed, board.read().heartbeat_s) == (None, 0.0)
+    board.post(2**64 - 1, 123.5)
+    board.beat(200.0)
+    view = board.read()
+    assert (view.seed, view.started_s, view.heartbeat_s) == (2**64 - 1, 123.5, 200.0)
+    board.post(None, 130.0)
+    assert board.read().seed is None and board.read().heartbeat_s == 200.0
+    board.post(42, 140.0)
+    board._map[0:8] = struct.pack("<Q", 7)  # the worker has stored the seed, not yet the time
+    torn = board.read()
+    assert torn.started_s > 140.0, "a torn read must not date the seed from the old time"
+    assert torn.heartbeat_s > 200.0, "nor call the worker silent"
     board.close()

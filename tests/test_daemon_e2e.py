@@ -197,9 +197,14 @@ def wait_for(predicate, timeout_s: float = 20.0) -> None:  # type: ignore[no-unt
 
 
 def test_sigusr1_status_dump_and_sigterm_drain(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    proc = start(state, "--target", FLAKY, "--workers", "2", "--json", "--drain-timeout", "5",
-                 env=env_with(VOPRD_TEST_WORK_MS="15"))
+    state, out_path, err_path = tmp_path / "state", tmp_path / "stdout", tmp_path / "stderr"
+    # Output to files, not pipes: a pipe nobody reads until the end fills up and blocks the
+    # daemon's writes (and its loop) on a slow, loaded machine before it answers `status`.
+    with open(out_path, "wb") as out_file, open(err_path, "wb") as err_file:
+        proc = subprocess.Popen(
+            voprd("--state-dir", str(state), "--target", FLAKY, "--workers", "2", "--json",
+                  "--drain-timeout", "5"),
+            cwd=ROOT, env=env_with(VOPRD_TEST_WORK_MS="15"), stdout=out_file, stderr=err_file)
     try:
         wait_for(lambda: (state / "checkpoint.json").exists()
                  and checkpoint(state).total_iterations >= 20)
@@ -217,10 +222,11 @@ def test_sigusr1_status_dump_and_sigterm_drain(tmp_path: Path) -> None:
         assert status.failures_by_fingerprint and status.failures_by_fingerprint[0].count >= 1
         stopped_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
         assert time.monotonic() - stopped_at < 5
     finally:
         proc.kill()
+    out, err = out_path.read_bytes(), err_path.read_bytes()
     assert proc.returncode == 0, err.decode()[-2000:]
     kinds = [kind for kind, _ in events(out)]
     assert "status" in kinds and kinds[-1] == "batch_complete"
@@ -228,8 +234,8 @@ def test_sigusr1_status_dump_and_sigterm_drain(tmp_path: Path) -> None:
     cp = checkpoint(state)
     # The final checkpoint holds exactly the seeds reported, nothing more, nothing less.
     assert set(range(cp.watermark)) | set(cp.done_above) == seen
-    header, records = read_journal((state / "checkpoint.json.journal").read_bytes())
-    assert header is not None and records == []
+    journal = read_journal((state / "checkpoint.json.journal").read_bytes())
+    assert journal.header is not None and journal.records == [] and journal.problem is None
 
 
 def test_sigterm_drain_abandons_a_hanging_seed_within_the_drain_timeout(tmp_path: Path) -> None:

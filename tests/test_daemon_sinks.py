@@ -11,7 +11,13 @@ import pytest
 
 from voprd.config import Settings
 from voprd.core.progress import RunProgress
-from voprd.core.records import FailureRecord, JournalHeader, JournalRecord, RunFingerprint
+from voprd.core.records import (
+    JOURNAL_FORMAT,
+    FailureRecord,
+    JournalHeader,
+    JournalRecord,
+    RunFingerprint,
+)
 from voprd.service.notify import Notifier
 from voprd.sinks.factory import make_backend, resolve_state_dir
 from voprd.sinks.local import LocalBackend, LocalFailureArchive, ProgressJournal
@@ -87,16 +93,18 @@ async def test_concurrent_puts_after_a_restart_create_no_duplicate(tmp_path: Pat
 def test_progress_journal_group_commit_and_restart(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.json.journal"
     journal = ProgressJournal(path)
-    journal.restart(JournalHeader(run_id="r", fingerprint=FP))
+    journal.restart(JournalHeader(run_id="r", fingerprint=FP, format=JOURNAL_FORMAT))
     for seed in (3, 1, 2):
-        journal.append(JournalRecord(seed=seed, failed=seed == 2, fingerprint="f"))
-    assert ProgressJournal.read(path)[1] == []  # buffered, not yet durable
+        journal.append(JournalRecord(seed=seed, failed=seed == 2,
+                                     fingerprint="f" if seed == 2 else None))
+    assert ProgressJournal.read(path).records == []  # buffered, not yet durable
     journal.write_durably(journal.take_pending())
-    header, records = ProgressJournal.read(path)
-    assert header is not None and header.run_id == "r"
-    assert [(r.seed, r.failed) for r in records] == [(3, False), (1, False), (2, True)]
-    journal.restart(JournalHeader(run_id="r", fingerprint=FP))
-    assert ProgressJournal.read(path)[1] == []
+    contents = ProgressJournal.read(path)
+    assert contents.header is not None and contents.header.run_id == "r"
+    assert contents.problem is None and contents.untrusted == 0
+    assert [(r.seed, r.failed) for r in contents.records] == [(3, False), (1, False), (2, True)]
+    journal.restart(JournalHeader(run_id="r", fingerprint=FP, format=JOURNAL_FORMAT))
+    assert ProgressJournal.read(path).records == []
     journal.close()
 
 

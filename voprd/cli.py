@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from voprd import __version__
-from voprd.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, build_settings
+from voprd.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    Settings,
+    build_settings,
+    read_config_file,
+)
+from voprd.exits import guarded
 from voprd.options import parse_faults
+from voprd.service.signals import hold as hold_signals
 
 # Imported lazily so `voprd --once` does not pay for the daemon or AWS imports.
 SUBCOMMANDS: dict[str, str] = {
@@ -176,17 +184,11 @@ def parse(argv: Sequence[str]) -> tuple[Settings, dict[str, Any]]:
     if "bugs" in given:
         given["bugs"] = tuple(given["bugs"])
     config_path: Path = command.get("config", DEFAULT_CONFIG_PATH)
-    file_text: str | None = None
-    if config_path.exists():
-        file_text = config_path.read_text()
-    elif "config" in command:
-        parser.error(f"argument --config: no such file: {config_path}")
     try:
+        file_text = read_config_file(config_path, explicit="config" in command)
         settings = build_settings(given, file_text=file_text, file_name=str(config_path))
-    except ConfigError as exc:
-        parser.error(str(exc))
-    if settings.target == "exec" and not settings.exec_cmd:
-        parser.error("argument --target: 'exec' needs --exec CMD")
+    except ConfigError as exc:  # one line naming the setting (no usage: the flags parsed)
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     return settings, command
 
 
@@ -197,6 +199,11 @@ def _call(module_name: str, function: str, *args: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `voprd` command: exit statuses as voprd.exits says (a bug is 70, never 1)."""
+    return guarded(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in SUBCOMMANDS:
         return _call(SUBCOMMANDS[args[0]], "main", args[1:])
@@ -210,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         once_only.insert(0, "-v")
     if once_only:  # the daemon would silently ignore them
         build_parser().error(f"argument {once_only[0]}: only with --once (replay one seed)")
+    hold_signals()  # a stop or status signal while the daemon loads is remembered, not fatal
     return _call("voprd.service.app", "daemon_main", settings, command)
 
 

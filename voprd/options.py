@@ -12,6 +12,10 @@ import msgspec
 
 FAULT_CLASSES: tuple[str, ...] = ("network", "crash", "storage", "clock")
 DEFAULT_MAX_EVENTS = 60_000
+# Seeds are unsigned 64-bit everywhere (flags, config, the worker protocol, checkpoints, the fleet):
+# the PRNG takes 64 bits, so a larger "seed" would silently replay a smaller one.
+SEED_MAX = (1 << 64) - 1
+SEED_SPACE_END = SEED_MAX + 1  # exclusive end of the seed space (a run without -n stops there)
 
 
 class RunOptions(msgspec.Struct, frozen=True, kw_only=True):

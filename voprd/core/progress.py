@@ -1,6 +1,7 @@
 """Exact run progress (pure): low watermark + done set, dispatch order, checkpoint state.
 
-A run is the seeds first_seed, first_seed + stride, ... below end_seed (end_seed None: no end;
+A run is the seeds first_seed, first_seed + stride, ... below end_seed (end_seed None: no end but
+the seed space's, 2^64;
 stride is 1 except with static partitioning, `--seed-stride`). The core works on real seeds (so the
 checkpoint and reproduce commands name them), stepping by the stride. Seeds are dispatched in
 ascending order and may complete in any order; the watermark is the lowest seed not yet done, so the
@@ -13,6 +14,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
+from voprd.core.metrics import MINUTE_S
 from voprd.core.records import (
     FAILED_SEEDS_KEPT_MAX,
     AlertState,
@@ -20,6 +22,10 @@ from voprd.core.records import (
     JournalRecord,
     RunFingerprint,
 )
+from voprd.options import SEED_SPACE_END
+
+# A journal record names a fingerprint and an invariant of at most this many characters.
+RECORD_TEXT_MAX = 1024
 
 
 class RunProgress:
@@ -42,6 +48,8 @@ class RunProgress:
         assert self.stride >= 1
         assert end_seed is None or end_seed >= self.first_seed
         self.end_seed = end_seed
+        # Where dispatch stops: no seed is past the 64-bit seed space, with or without -n.
+        self.stop_seed = SEED_SPACE_END if end_seed is None else min(end_seed, SEED_SPACE_END)
         self.watermark = self.first_seed if watermark is None else watermark
         assert self.watermark >= self.first_seed
         self.done_above: set[int] = set(done_above)
@@ -80,6 +88,24 @@ class RunProgress:
     def total_iterations(self) -> int:
         return (self.watermark - self.first_seed) // self.stride + len(self.done_above)
 
+    def record_problem(self, record: JournalRecord) -> str | None:
+        """Why a journal record cannot belong to this run (None when it can): a seed off the
+        run's sequence or past its end, a failure without its fingerprint, metric fields out of
+        range. Such a record is not trusted (nor anything after it in the journal)."""
+        seed = record.seed
+        if not self.on_sequence(seed) or seed >= self.stop_seed:
+            return (f"seed {seed} is not in the run (seeds {self.first_seed}, +{self.stride} .. "
+                    f"below {self.stop_seed})")
+        if record.failed != bool(record.fingerprint) or record.failed != bool(record.invariant):
+            return f"seed {seed}: failed={record.failed} does not match its fingerprint/invariant"
+        if any(len(text or "") > RECORD_TEXT_MAX for text in (record.fingerprint,
+                                                                record.invariant)):
+            return f"seed {seed}: fingerprint or invariant longer than {RECORD_TEXT_MAX}"
+        if record.minute_unix < 0 or record.minute_unix % MINUTE_S or record.events < 0 or not (
+                0 <= record.duration_s < float("inf")):
+            return f"seed {seed}: minute, events or duration out of range"
+        return None
+
     def record(self, record: JournalRecord) -> bool:
         """Apply one completed seed. Returns False (and changes nothing) if it was already done."""
         seed = record.seed
@@ -114,8 +140,8 @@ class RunProgress:
 
     @property
     def finished(self) -> bool:
-        """Every seed of a bounded run is done."""
-        return self.end_seed is not None and self.watermark >= self.end_seed
+        """Every seed of the run is done (a run without -n only at the end of the seed space)."""
+        return self.watermark >= self.stop_seed
 
     # --- dispatch ---------------------------------------------------------------------------
 
@@ -128,7 +154,7 @@ class RunProgress:
             if not self.is_done(seed) and seed not in self._in_flight:
                 seeds.append(seed)
         self._cursor = max(self._cursor, self.watermark)
-        while len(seeds) < count_max and (self.end_seed is None or self._cursor < self.end_seed):
+        while len(seeds) < count_max and self._cursor < self.stop_seed:
             seed = self._cursor
             self._cursor += self.stride
             if not self.is_done(seed) and seed not in self._in_flight:
@@ -150,11 +176,7 @@ class RunProgress:
     @property
     def dispatch_exhausted(self) -> bool:
         """Nothing left to hand out (a bounded run whose seeds are all dispatched or done)."""
-        return (
-            not self._requeued
-            and self.end_seed is not None
-            and max(self._cursor, self.watermark) >= self.end_seed
-        )
+        return not self._requeued and max(self._cursor, self.watermark) >= self.stop_seed
 
     # --- checkpoint -------------------------------------------------------------------------
 

@@ -7,10 +7,12 @@ cannot express, so nothing downstream re-checks.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 import msgspec
 
+from voprd.core.metrics import MINUTE_S, MinuteAggregate
 from voprd.events import FailureKind
 
 CHECKPOINT_SCHEMA_VERSION = 1
@@ -77,6 +79,10 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     failed_seeds: list[int]
     last_update: str
     alerts: list[AlertState] = msgspec.field(default_factory=list)
+    # Metric aggregates of counted seeds not yet handed to the metrics sink, and how many batches
+    # this run has handed over (voprd.core.metrics: the next batch's number).
+    metrics: list[MinuteAggregate] = msgspec.field(default_factory=list)
+    metrics_batches: int = 0
 
 
 class CheckpointInvalid(ValueError):
@@ -112,6 +118,14 @@ def checkpoint_problems(checkpoint: Checkpoint) -> list[str]:
         problems.append("total_failures out of range")
     if len(checkpoint.failed_seeds) > FAILED_SEEDS_KEPT_MAX:
         problems.append("failed_seeds longer than its bound")
+    minutes = [aggregate.minute_start_unix for aggregate in checkpoint.metrics]
+    if len(set(minutes)) != len(minutes) or any(m < 0 or m % MINUTE_S for m in minutes):
+        problems.append("metrics minutes repeated or not minute starts")
+    if any(not 0 <= a.failures_detected <= a.iterations_completed or a.events_simulated < 0
+           for a in checkpoint.metrics):
+        problems.append("metrics counts out of range")
+    if checkpoint.metrics_batches < 0:
+        problems.append("metrics_batches negative")
     return problems
 
 
@@ -133,53 +147,99 @@ def write_checkpoint(checkpoint: Checkpoint) -> bytes:
     return _encoder.encode(checkpoint) + b"\n"
 
 
+JOURNAL_FORMAT = 2
+
+
 class JournalRecord(msgspec.Struct, kw_only=True, array_like=True):
-    """One completed seed in the progress journal (one JSON line, array-encoded to stay small)."""
+    """One completed seed in the progress journal (array-encoded to stay small). It carries what
+    the metrics count (its minute, events, duration), so metrics are as durable as progress."""
 
     seed: int
     failed: bool
     fingerprint: str | None = None
     invariant: str | None = None
+    minute_unix: int = 0  # start of the wall-clock minute its result arrived in
+    events: int = 0
+    duration_s: float = 0.0
 
 
 class JournalHeader(msgspec.Struct, kw_only=True, tag="header"):
-    """First line of a journal: which run its records belong to."""
+    """First line of a journal: which run its records belong to, and the line format (1: bare
+    records, voprd before checksums; 2: each record line carries its checksum)."""
 
     run_id: str
     fingerprint: RunFingerprint
+    format: int = 1
+
+
+class JournalContents(msgspec.Struct, kw_only=True):
+    """What a journal proves: its header and the records up to the first line that is torn,
+    undecodable or fails its checksum. `untrusted` counts the complete lines after that point
+    (ignored, like a torn tail: their seeds run again) and `problem` says what stopped the read;
+    a torn last line alone (a crash mid-write) is no problem."""
+
+    header: JournalHeader | None
+    records: list[JournalRecord]
+    untrusted: int = 0
+    problem: str | None = None
 
 
 _journal_record_decoder = msgspec.json.Decoder(JournalRecord)
 _journal_header_decoder = msgspec.json.Decoder(JournalHeader)
+CHECKSUM_HEX_LEN = 16
+
+
+def journal_checksum(run_id: str, body: bytes) -> str:
+    """blake2b-64 of a record line's JSON, keyed by the run id: an edited line, or a line copied
+    from another run's journal, does not match."""
+    key = run_id.encode()[:64]
+    return hashlib.blake2b(body, key=key, digest_size=CHECKSUM_HEX_LEN // 2).hexdigest()
 
 
 def write_journal_header(header: JournalHeader) -> bytes:
+    assert header.format == JOURNAL_FORMAT
     return _encoder.encode(header) + b"\n"
 
 
-def write_journal_record(record: JournalRecord) -> bytes:
-    return _encoder.encode(record) + b"\n"
+def write_journal_record(record: JournalRecord, run_id: str) -> bytes:
+    """`<checksum> <record JSON>` and a newline."""
+    body = _encoder.encode(record)
+    return journal_checksum(run_id, body).encode() + b" " + body + b"\n"
 
 
-def read_journal(data: bytes) -> tuple[JournalHeader | None, list[JournalRecord]]:
-    """Header and records of a journal. A torn last line (crash mid-write) is dropped; any other
-    undecodable line ends the journal there (records after it are not trusted)."""
+def read_journal(data: bytes) -> JournalContents:
+    """Header and proven records of a journal (see JournalContents). A journal of format 1 has no
+    checksums: none of its records is proven."""
     lines = data.split(b"\n")
-    if not lines or not lines[0]:
-        return None, []
+    complete = lines[:-1]  # the last element is b"" after a final newline, else a torn line
+    if not complete or not complete[0]:
+        return JournalContents(header=None, records=[])
     try:
-        header = _journal_header_decoder.decode(lines[0])
+        header = _journal_header_decoder.decode(complete[0])
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return None, []
+        return JournalContents(header=None, records=[], untrusted=len(complete) - 1,
+                               problem="header line undecodable")
+    body_lines = [line for line in complete[1:] if line]
+    if header.format != JOURNAL_FORMAT:
+        return JournalContents(
+            header=header, records=[], untrusted=len(body_lines),
+            problem=f"journal format {header.format} (this voprd writes {JOURNAL_FORMAT}) has no "
+                    "checksums",
+        )
     records: list[JournalRecord] = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        try:
-            records.append(_journal_record_decoder.decode(line))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            break
-    return header, records
+    for index, line in enumerate(body_lines):
+        check, _, body = line.partition(b" ")
+        if check.decode(errors="replace") != journal_checksum(header.run_id, body):
+            problem = f"record line {index + 1} fails its checksum"
+        else:
+            try:
+                records.append(_journal_record_decoder.decode(body))
+                continue
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                problem = f"record line {index + 1} undecodable ({exc})"
+        return JournalContents(header=header, records=records,
+                               untrusted=len(body_lines) - index, problem=problem)
+    return JournalContents(header=header, records=records)
 
 
 class FailureRecord(msgspec.Struct, kw_only=True):

@@ -4,9 +4,11 @@ Output (see docs/daemon.md): with `--json`, stdout carries only the JSON-lines e
 events (start, iteration, batch_complete, status) and the structlog log lines go to stderr; without
 `--json`, stdout carries the structlog log lines (JSON, or readable when stdout is a terminal).
 
-Exit codes: 0 run finished without failures, drained on SIGTERM/SIGINT, or already finished;
+Exit codes: 0 run finished without failures, drained on SIGTERM/SIGINT/SIGHUP, or already finished;
 1 a bounded run finished and at least one of its seeds failed (as the VOPR binary);
-2 refused to start (fingerprint mismatch, another daemon on the state dir, bad target/backend).
+2 refused (fingerprint mismatch, another daemon on the state dir, bad target/backend, an unsafe
+state directory) or stopped by its environment (the state directory full, read-only or deleted);
+70 a bug in voprd (a traceback; voprd.exits).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import platform
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,10 +34,12 @@ import structlog
 from voprd import __version__
 from voprd.config import ConfigError, Settings, imds_endpoint
 from voprd.core.failures import AlertPolicy, FailureInfo, alert_for, digest_for, fingerprint
-from voprd.core.metrics import MetricsAggregator
+from voprd.core.metrics import MetricBatch, MetricsAggregator, minute_of
 from voprd.core.progress import RunProgress, resume_decision
 from voprd.core.records import (
+    JOURNAL_FORMAT,
     FailureRecord,
+    JournalContents,
     JournalHeader,
     JournalRecord,
     RunFingerprint,
@@ -55,7 +60,7 @@ from voprd.fleet.core import BatchSpace, FleetError, Timing, default_batch_size
 from voprd.fleet.runner import FleetCoordinator, FleetDispatchSource, default_holder_id
 from voprd.fleet.s3 import FleetS3Error, S3Store, create_client
 from voprd.options import RunOptions, reproduce_command
-from voprd.service import spot
+from voprd.service import signals, spot
 from voprd.service.notify import Notifier
 from voprd.service.protocol import WorkerConfig
 from voprd.service.report_worker import ReportJob
@@ -63,13 +68,19 @@ from voprd.service.supervisor import SeedSource, Supervisor, WorkerStartupError
 from voprd.sinks.base import Backend
 from voprd.sinks.factory import make_backend, resolve_state_dir
 from voprd.sinks.local import (
-    JOURNAL_SUFFIX,
+    FILE_MODE,
     PID_FILE,
+    STATE_NAMES,
     STATUS_FILE,
     ProgressJournal,
+    StateDirError,
+    checkpoint_paths,
     keep_aside,
+    prepare_state_dir,
+    refuse_symlinks,
+    write_atomically,
 )
-from voprd.targets.loader import TargetNotFound, engine_system, load_target, validate_bugs
+from voprd.targets.loader import TargetNotFound, engine_system, load_target
 from voprd.text import plural
 
 GROUP_COMMIT_INTERVAL_S = 0.1
@@ -85,6 +96,7 @@ REPORT_TIMEOUT_S = 120.0
 REPORT_BYTES_MAX = 8 * 1024 * 1024
 REPORT_STDERR_SHOWN_MAX = 2_000
 DRAIN_RESERVE_S_MAX = 2.0
+BACKEND_CLOSE_AFTER_ERROR_S = 15.0
 # A fleet run without --batch-size: the first daemon sizes batches (about a minute of its
 # workers' time) from this estimate of a seed's cost. The builtin VSR target takes ~30 ms of CPU a
 # seed (BENCHMARKS.md, daemon section); other targets are unknown, so a cautious 0.5 s. Batches far
@@ -121,6 +133,13 @@ def bound_trace_tail(lines: list[str], bytes_max: int = TRACE_TAIL_BYTES_MAX) ->
     return kept[::-1], False
 
 
+def with_metrics(record: JournalRecord, result: SeedResult, now_s: float) -> JournalRecord:
+    """The record with what the metrics count of its seed (a target's odd numbers clamped)."""
+    duration_s = result.duration_s if 0 <= result.duration_s < float("inf") else 0.0
+    return msgspec.structs.replace(record, minute_unix=minute_of(now_s),
+                                   events=max(result.events, 0), duration_s=duration_s)
+
+
 def git_commit() -> str | None:
     source = Path(__file__).resolve().parent.parent.parent
     try:
@@ -147,7 +166,9 @@ def configure_logging(stream: TextIO) -> None:
 
 def lock_state_dir(state_dir: Path) -> IO[str]:
     """Hold an exclusive lock on the pid file for the daemon's lifetime; write our pid into it."""
-    handle = open(state_dir / PID_FILE, "a+")  # noqa: SIM115 (held until exit)
+    fd = os.open(state_dir / PID_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 FILE_MODE)
+    handle = os.fdopen(fd, "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -177,7 +198,8 @@ class Daemon:
         self.log = structlog.get_logger("voprd")
         self.events_out = sys.stdout.buffer if settings.json else None
         self.started_s = time.monotonic()
-        self.metrics = MetricsAggregator()
+        self.metrics = MetricsAggregator()  # replaced in start() by the run's
+        self._uncommitted: list[JournalRecord] = []  # counted seeds whose journal line is pending
         self.done_this_start = 0
         self.failures_this_start: list[int] = []
         self.bounds_reached: dict[str, int] = {}  # seeds since start that reached each bound
@@ -221,15 +243,31 @@ class Daemon:
                 self.emit("stdout_closed", "warning")
 
     def emit(self, event: str, severity: Severity, **fields: Any) -> None:
-        """A log event: `event` is a stable snake_case name; a readable sentence goes in `msg`."""
-        self.backend.events.emit(event, severity, fields)
+        """A log event: `event` is a stable snake_case name; a readable sentence goes in `msg`.
+        Before the backend exists (early start-up), straight to the local log."""
+        backend: Backend | None = getattr(self, "backend", None)
+        if backend is None:
+            getattr(self.log, severity)(event, **fields)
+        else:
+            backend.events.emit(event, severity, fields)
 
     # --- start-up ---------------------------------------------------------------------------
 
     async def start(self) -> bool:
         """Load or create the run. False when the run is already finished."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = lock_state_dir(self.state_dir)
+        checkpoint_path = (Path(self.settings.checkpoint_file) if self.settings.checkpoint_file
+                           else self.state_dir / "checkpoint.json")
+        try:
+            prepare_state_dir(self.state_dir)
+            if checkpoint_path.parent != self.state_dir:
+                prepare_state_dir(checkpoint_path.parent)
+            refuse_symlinks([*(self.state_dir / name for name in STATE_NAMES),
+                             *checkpoint_paths(checkpoint_path)])
+            if checkpoint_path.is_dir():
+                raise StateDirError(f"--checkpoint-file {checkpoint_path} is a directory")
+            self._lock = lock_state_dir(self.state_dir)
+        except StateDirError as exc:
+            raise Refused(str(exc)) from None
         try:
             load_target(self.settings.target, self.settings.exec_cmd)
         except TargetNotFound as exc:
@@ -247,10 +285,9 @@ class Daemon:
         for problem in loaded.problems:
             self.emit("checkpoint_invalid", "error", problem=problem)
         stored = loaded.checkpoint
-        checkpoint_path = (Path(self.settings.checkpoint_file) if self.settings.checkpoint_file
-                           else self.state_dir / "checkpoint.json")
-        journal_path = Path(str(checkpoint_path) + JOURNAL_SUFFIX)
-        header, records = ProgressJournal.read(journal_path)
+        journal_path = checkpoint_paths(checkpoint_path)[2]
+        journal = ProgressJournal.read(journal_path)
+        header = journal.header
         decision, differences = resume_decision(
             stored.fingerprint if stored else (header.fingerprint if header else None),
             current, self.settings.reset,
@@ -262,35 +299,67 @@ class Daemon:
                 "with --reset, or use another --state-dir/--checkpoint-file."
             )
         if decision == "reset":
+            if stored is not None:  # what the old run counted but had not published yet
+                old = MetricsAggregator(stored.run_id, stored.metrics, stored.metrics_batches)
+                await self.backend.metrics.publish(old.take_all())
             await self.backend.checkpoints.discard()
-            if journal_path.exists():
+            if os.path.lexists(journal_path):
                 keep_aside(journal_path, "reset", int(time.time()))
-            header, records = None, []
+            header, journal = None, msgspec.structs.replace(journal, header=None, records=[])
             self.emit("run_reset", "warning", checkpoint=str(checkpoint_path))
         if stored is not None and decision == "resume":
             self.progress = RunProgress.from_checkpoint(stored, end_seed)
+            self.metrics = MetricsAggregator(stored.run_id, stored.metrics,
+                                             stored.metrics_batches)
         else:
             resumable = header is not None and decision == "resume"
             run_id = header.run_id if header is not None and resumable else uuid.uuid4().hex
             self.progress = RunProgress(run_id=run_id, fingerprint=current, end_seed=end_seed)
+            self.metrics = MetricsAggregator(run_id)
         self.policy = AlertPolicy(stored.alerts if stored and decision == "resume" else ())
         replayed = 0
         if header is not None and header.run_id == self.progress.run_id:
-            replayed = sum(self._replay(record) for record in records)
+            replayed = self._replay_journal(journal, journal_path)
         self.journal = ProgressJournal(journal_path)
         if decision == "resume":
             self.emit("run_resumed", "info", source=loaded.source,
                       watermark=self.progress.watermark, done=self.progress.total_iterations,
                       journal_records_replayed=replayed)
+        # What a previous process counted is published now, whether or not its minute is over
+        # (voprd.core.metrics: numbered as that process would have numbered it).
+        await self.backend.metrics.publish(self.metrics.take_all())
         # Compact what we loaded into a fresh checkpoint + empty journal before running anything.
         await self.write_checkpoint(final=False)
         return self.settings.fleet_mode or not self.progress.finished
+
+    def _replay_journal(self, journal: JournalContents, path: Path) -> int:
+        """Apply the journal's proven records up to the first one that cannot belong to the run
+        (a lie or a bug: it and everything after it are ignored, their seeds run again). Returns
+        how many records counted. A journal with anything ignored is kept aside as evidence."""
+        problem, untrusted = journal.problem, journal.untrusted
+        replayed = 0
+        for index, record in enumerate(journal.records):
+            record_problem = self.progress.record_problem(record)
+            if record_problem is not None:
+                problem = record_problem
+                untrusted += len(journal.records) - index
+                break
+            replayed += self._replay(record)
+        if problem is not None:
+            aside = keep_aside(path, "untrusted", int(time.time()))
+            self.emit("journal_untrusted", "warning",
+                      msg=f"progress journal: {problem}; {plural(untrusted, 'record')} from there "
+                          f"on ignored (their seeds run again); kept aside as {aside}",
+                      problem=problem, records_ignored=untrusted, kept_aside=str(aside))
+        return replayed
 
     def _replay(self, record: JournalRecord) -> bool:
         """Apply a journalled result. Its alert went out right after it was journalled, so its
         fingerprint is known from now on (a repeat is counted, not alerted again)."""
         if not self.progress.record(record):
             return False
+        self.metrics.add(record.minute_unix, failed=record.failed, events=record.events,
+                         duration_s=record.duration_s)
         if record.failed and record.fingerprint:
             self.policy.observe(record.fingerprint, FailureInfo(
                 seed=record.seed, batch_start=record.seed, kind="invariant",
@@ -339,6 +408,7 @@ class Daemon:
                 message=message, reproduce=reproduce, archive=location, report=report), html)
         else:
             record = JournalRecord(seed=seed, failed=False)
+        record = with_metrics(record, result, time.time())
         if held is not None and self.fleet is None:
             # Alert before journalling: a crash in between re-runs the seed and may alert twice,
             # but a journalled failure (its fingerprint known after a restart) is never unalerted.
@@ -350,8 +420,7 @@ class Daemon:
             return
         self._checkpoint_dirty = True
         self.done_this_start += 1
-        self.metrics.add(time.time(), failed=failed, events=result.events,
-                         duration_s=result.duration_s)
+        self._uncommitted.append(record)  # counted in the metrics once durable
         for bound in result.bounds_reached:
             self.bounds_reached[bound] = self.bounds_reached.get(bound, 0) + 1
         iteration = IterationData(
@@ -481,18 +550,42 @@ class Daemon:
     # --- persistence ------------------------------------------------------------------------
 
     async def commit_journal(self) -> None:
-        data = self.journal.take_pending()
+        """Group commit; the committed seeds then count in the metrics (never before: a seed
+        the metrics counted is a seed a restart will not run again)."""
+        data, counted = self.journal.take_pending(), self._uncommitted
+        self._uncommitted = []
         if data:
             await asyncio.to_thread(self.journal.write_durably, data)
+        self._count_metrics(counted)
+
+    def _count_metrics(self, records: list[JournalRecord]) -> None:
+        for record in records:
+            self.metrics.add(record.minute_unix, failed=record.failed, events=record.events,
+                             duration_s=record.duration_s)
 
     async def write_checkpoint(self, *, final: bool) -> None:
-        checkpoint = self.progress.checkpoint(rfc3339_now(), self.policy.states())
+        # Seeds not yet journalled durably are made durable by this checkpoint: their metrics
+        # go into it with them (their journal lines follow in the new journal, as repeats).
+        self._count_metrics(self._uncommitted)
+        self._uncommitted = []
+        checkpoint = msgspec.structs.replace(
+            self.progress.checkpoint(rfc3339_now(), self.policy.states()),
+            metrics=self.metrics.pending(), metrics_batches=self.metrics.batches_published,
+        )
         await self.backend.checkpoints.save(checkpoint, final=final)
-        header = JournalHeader(run_id=self.progress.run_id, fingerprint=self.progress.fingerprint)
+        header = JournalHeader(run_id=self.progress.run_id, fingerprint=self.progress.fingerprint,
+                               format=JOURNAL_FORMAT)
         await asyncio.to_thread(self.journal.restart, header)
         self._checkpoint_dirty = False
         self.last_checkpoint = checkpoint.last_update
         self.last_checkpoint_s = time.monotonic()
+
+    async def publish_metrics(self, batches: list[MetricBatch]) -> None:
+        """Hand numbered batches to the sink, then checkpoint at once (before any further journal
+        commit), so a restart rebuilds exactly these batches if it must publish them again."""
+        if batches:
+            await self.backend.metrics.publish(batches)
+            await self.write_checkpoint(final=False)
 
     async def _wait_stop(self, timeout_s: float) -> bool:
         # A plain sleep, not wait_for(event): these loops wake often and wait_for costs a task
@@ -505,6 +598,7 @@ class Daemon:
         while not await self._wait_stop(GROUP_COMMIT_INTERVAL_S):
             await self.commit_journal()
             self.flush_events()
+            await self.publish_metrics(self.metrics.take_closed(time.time()))
             assert self.last_checkpoint_s is not None
             due = time.monotonic() - self.last_checkpoint_s >= CHECKPOINT_INTERVAL_S
             if self._checkpoint_now:
@@ -527,9 +621,6 @@ class Daemon:
         last_status_s = last_watchdog_s = last_progress_s = time.monotonic()
         while not await self._wait_stop(HOUSEKEEPING_INTERVAL_S):
             now = time.monotonic()
-            closed = self.metrics.take_closed(time.time())
-            if closed:
-                await self.backend.metrics.publish(closed)
             digest = self.policy.digest(time.time(), self.instance, rfc3339_now())
             if digest is not None:
                 await self.backend.alerts.send(digest.subject, digest.message)
@@ -577,19 +668,17 @@ class Daemon:
             bounds_reached=dict(sorted(self.bounds_reached.items())),
         )
 
-    async def dump_status(self) -> None:
+    async def dump_status(self, *, announce: bool = True) -> None:
+        """status.json (what `voprd status` reads) and, with `announce`, the `status` event and
+        log line."""
         status = self.status()
         data = msgspec.json.encode(status) + b"\n"
-        path = self.state_dir / STATUS_FILE
-        tmp = path.with_name(path.name + ".tmp")
-
-        def write() -> None:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-
-        await asyncio.to_thread(write)
-        self.event("status", status)
-        self.emit("status", "info", **msgspec.to_builtins(status))
+        # Atomic for `voprd status`, not fsynced: a dump is a view, not state.
+        await asyncio.to_thread(write_atomically, self.state_dir / STATUS_FILE, data,
+                                durable=False)
+        if announce:
+            self.event("status", status)
+            self.emit("status", "info", **msgspec.to_builtins(status))
 
     # --- drain ------------------------------------------------------------------------------
 
@@ -606,9 +695,31 @@ class Daemon:
                       time=notice.time)
             self._drain.set()
 
+    def install_signal_handlers(self) -> None:
+        """The loop handles the daemon's signals from now until the process exits (no handler is
+        ever removed: the shutdown's writes happen under them too); signals that came while the
+        loop was not up yet (voprd.service.signals.hold) are acted on now."""
+        loop = asyncio.get_running_loop()
+        for stop in signals.STOP_SIGNALS:
+            loop.add_signal_handler(stop, self.request_drain, stop)
+        loop.add_signal_handler(signals.STATUS_SIGNAL, self.request_status)
+        for held in signals.take_held():
+            if held == signals.STATUS_SIGNAL:
+                self.request_status()
+            else:
+                self.request_drain(held)
+
+    def request_status(self) -> None:
+        """SIGUSR1: the housekeeping loop dumps the status; in start-up as soon as it runs, in
+        shutdown the final dump answers it."""
+        self._status_requested.set()
+
     def request_drain(self, signum: int) -> None:
-        if self._drain.is_set():  # a second signal: stop waiting for in-flight seeds
-            self.supervisor.kill_all("second stop signal")
+        """SIGTERM, SIGINT, SIGHUP: drain. A second one stops waiting for in-flight seeds."""
+        supervisor: Supervisor | None = getattr(self, "supervisor", None)
+        if self._drain.is_set():
+            if supervisor is not None:
+                supervisor.kill_all("second stop signal")
             return
         self.emit("drain", "info", signal=signal.Signals(signum).name)
         self._drain.set()
@@ -639,6 +750,21 @@ class Daemon:
     # --- main -------------------------------------------------------------------------------
 
     async def run(self) -> int:
+        self.install_signal_handlers()
+        try:
+            return await self._run()
+        except Exception:
+            await self._close_backend_after_error()
+            raise
+
+    async def _close_backend_after_error(self) -> None:
+        """The run ended in an error: still try to flush what the backend holds (bounded)."""
+        backend: Backend | None = getattr(self, "backend", None)
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(backend.close(), timeout=BACKEND_CLOSE_AFTER_ERROR_S)
+
+    async def _run(self) -> int:
         if not await self.start():
             message = (f"run already finished: seeds {self.progress.first_seed}.."
                        f"{self.progress.watermark - 1} are done "
@@ -673,10 +799,6 @@ class Daemon:
             memory_mb=self.settings.worker_memory_mb, batch_size=batch_size,
             source=source, on_result=self.on_result, on_event=self._on_supervisor_event,
         )
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_drain, signum)
-        loop.add_signal_handler(signal.SIGUSR1, self._status_requested.set)
         self.event("start", StartData(
             starting_seed=self.progress.first_seed, iterations=self.settings.iterations,
             faults=list(self.options.faults),
@@ -705,9 +827,13 @@ class Daemon:
                 self._stop_loops.set()
                 await persist
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-                loop.remove_signal_handler(signum)
             await fleet_stack.aclose()  # gives unfinished batches back (drain) and closes S3
+        return await self.shut_down(started)
+
+    async def shut_down(self, started: float) -> int:
+        """The final journal commit, metrics, digest, checkpoint, status dump and summary, and the
+        backend's flush. Signals stay handled throughout: a stop signal finds nothing left to
+        stop, a status request is answered by the final dump."""
         await self.commit_journal()
         await self.backend.metrics.publish(self.metrics.take_all())
         repeats = self.policy.take_repeats()
@@ -716,6 +842,7 @@ class Daemon:
             await self.backend.alerts.send(final.subject, final.message)
         self.state = "finished" if self.progress.finished else "stopped"
         await self.write_checkpoint(final=True)
+        self._status_requested.clear()
         await self.dump_status()
         elapsed_s = time.monotonic() - started
         self.event("batch_complete", BatchCompleteData(
@@ -728,6 +855,8 @@ class Daemon:
                   seeds_done_this_start=self.done_this_start,
                   failures_this_start=len(self.failures_this_start))
         await self.backend.flush()
+        if self._status_requested.is_set():  # asked during the flush: the file answers (the
+            await self.dump_status(announce=False)  # summary stays the last event); later: ignored
         await self.backend.close()
         self.flush_events()
         if self.progress.finished and self.progress.total_failures > 0:
@@ -779,29 +908,62 @@ class Daemon:
             self._lock.close()
 
 
+def environment_error(exc: BaseException) -> str | None:
+    """One line for an error of the machine rather than of voprd (a full, read-only, deleted or
+    foreign state directory, a file where a directory belongs); None for anything else."""
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    if isinstance(exc, sqlite3.OperationalError) and any(
+            words in str(exc) for words in _SQLITE_ENVIRONMENT):
+        return f"the AWS outbox database in the state directory: {exc}"
+    return None
+
+
+# SQLite's words for a disk, not a query, at fault.
+_SQLITE_ENVIRONMENT = ("disk", "readonly", "read-only", "unable to open", "I/O error")
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
+
+
+def refusal(exc: BaseException) -> str | None:
+    """The one line that explains `exc` to the operator when it is a refusal or an environment
+    error (exit 2); None when it is a bug (a traceback, exit 70)."""
+    if isinstance(exc, Refused | ConfigError | WorkerStartupError):
+        return str(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = _leaves(exc)
+        lines = [refusal(leaf) for leaf in leaves]
+        if leaves and all(lines):
+            return lines[0]
+        return None
+    return environment_error(exc)
+
+
 def daemon_main(settings: Settings, command: dict[str, Any]) -> int:
-    """Entry point from voprd.cli for every invocation without --once."""
+    """Entry point from voprd.cli for every invocation without --once. Exit codes: module
+    docstring; an unexpected exception propagates to the CLI (a traceback, exit 70)."""
     import uvloop
 
-    # Until the loop's handler is installed, a `voprd status` must not kill a starting daemon.
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    try:
-        validate_bugs(settings.target, settings.bugs)
-    except ValueError as exc:
-        print(f"voprd: --bug: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+    signals.hold()  # until the loop's handlers are installed (the CLI did it already)
+    os.umask(0o077)  # everything the daemon creates is its own (SQLite's files included)
     configure_logging(sys.stderr if settings.json else sys.stdout)
     daemon = Daemon(settings, dict(os.environ))
     try:
         return uvloop.run(daemon.run())
-    except (Refused, ConfigError) as exc:
-        print(f"voprd: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except ExceptionGroup as group:
-        startup, rest = group.split(WorkerStartupError)
-        if startup is None or rest is not None:
+    except Exception as exc:
+        line = refusal(exc)
+        if line is None:
             raise
-        print(f"voprd: {startup.exceptions[0]}", file=sys.stderr)
+        if not daemon.state_dir.is_dir():
+            line = f"state directory {daemon.state_dir} was removed while the daemon ran ({line})"
+        print(f"voprd: {line}", file=sys.stderr)
         return EXIT_REFUSED
     finally:
+        signals.ignore()
         daemon.close()

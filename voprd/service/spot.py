@@ -1,7 +1,7 @@
 """Spot interruption watcher: polls the EC2 instance metadata service (IMDSv2) for notices.
 
 IMDSv2: a session token from `PUT /latest/api/token` (header X-aws-ec2-metadata-token-ttl-seconds)
-goes with every `GET` as X-aws-ec2-metadata-token. Every `poll_interval_s` (5 s) the watcher asks
+goes with every `GET` as X-aws-ec2-metadata-token. Every `poll_interval_s` (1 s) the watcher asks
 for `/latest/meta-data/spot/instance-action` (404 until AWS schedules a stop or termination, then
 `{"action": "terminate", "time": "..."}`) and `/latest/meta-data/events/recommendations/rebalance`
 (404 until AWS recommends moving off the instance). Either calls `on_notice` once; the daemon then
@@ -31,7 +31,7 @@ REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
 TOKEN_TTL_S = 21_600  # the IMDS maximum; the token is refreshed well before it expires
 TOKEN_REFRESH_S = 3_600
-POLL_INTERVAL_S = 5.0
+POLL_INTERVAL_S = 1.0  # notice -> checkpoint in S3 under 2 s (BENCHMARKS.md)
 REQUEST_TIMEOUT_S = 2.0
 PROBE_ATTEMPTS_MAX = 3  # before concluding "not on EC2"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import msgspec
 
-from voprd.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, build_settings
+from voprd.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    Settings,
+    build_settings,
+    read_config_file,
+)
 from voprd.events import StatusData
 from voprd.sinks.factory import resolve_state_dir
 from voprd.sinks.local import PID_FILE, STATUS_FILE
@@ -276,7 +282,7 @@ def fleet_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     flags = {k: v for k in ("bucket", "run_name", "region") if (v := getattr(args, k))}
     config: Path = args.config
     try:
-        settings = build_settings(flags, file_text=config.read_text() if config.exists() else None,
+        settings = build_settings(flags, file_text=read_config_file(config, explicit=False),
                                   file_name=str(config))
     except ConfigError as exc:
         parser.error(str(exc))

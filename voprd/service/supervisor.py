@@ -27,7 +27,6 @@ from voprd.core.records import Severity
 from voprd.events import FailureKind, SeedResult, WorkerStatus
 from voprd.service.protocol import (
     HEADER_BYTES,
-    IDLE_SEED,
     Assign,
     Board,
     Ready,
@@ -43,6 +42,9 @@ DISPATCH_WAIT_S = 0.05  # a source with nothing right now (a fleet claim in flig
 BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 5.0
 STARTUP_FAILURES_MAX = 5
+# A worker must send its first heartbeat and become ready (its target loaded) within this, or
+# --seed-timeout if longer; once it beats, it may be silent for at most --seed-timeout.
+STARTUP_TIMEOUT_S_MIN = 60.0
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -88,11 +90,13 @@ class _Worker:
         self.kill_seed: int | None = None  # the seed running when we decided to kill
         self.completed = 0
         self.stop_sent = False
+        self.spawned_s = time.monotonic()
+        self.ready = False
 
     def running(self) -> tuple[int | None, float]:
         """The seed the worker runs now (None: between seeds) and since when."""
-        seed, started_s = self.board.read()
-        return (seed if seed != IDLE_SEED else None), started_s
+        view = self.board.read()
+        return view.seed, view.started_s
 
     def kill(self, kind: FailureKind | None, message: str) -> None:
         if self.kill_reason is None:
@@ -119,6 +123,7 @@ class Supervisor:
         self._config = config
         self._slots = workers
         self._seed_timeout_s = seed_timeout_s
+        self._startup_timeout_s = max(STARTUP_TIMEOUT_S_MIN, seed_timeout_s)
         self._memory_bytes = memory_mb * 1024 * 1024
         self._batch_size = batch_size
         self._source = source
@@ -218,7 +223,7 @@ class Supervisor:
 
     async def _spawn(self, index: int) -> _Worker:
         board = self._boards[index]
-        board.post(IDLE_SEED, 0.0)
+        board.reset()
         config = msgspec.structs.replace(self._config, board_path=self._board_paths[index])
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "voprd.service.worker", msgspec.json.encode(config).decode(),
@@ -234,6 +239,7 @@ class Supervisor:
         first = await _read_frame(reader)
         if not isinstance(first, Ready):
             return False
+        worker.ready = True
         await self._feed(worker)
         while (message := await _read_frame(reader)) is not None:
             assert isinstance(message, Results), message
@@ -326,18 +332,44 @@ class Supervisor:
             await asyncio.sleep(MONITOR_INTERVAL_S)
             now = time.monotonic()
             for worker in list(self._workers.values()):
-                if not worker.assigned or worker.kill_reason is not None:
-                    continue
-                seed, started_s = worker.running()
-                running_s = now - started_s
-                if seed is not None and running_s > self._seed_timeout_s:
-                    worker.kill("timeout", f"seed ran {running_s:.1f} s, past --seed-timeout "
-                                           f"{self._seed_timeout_s:g} s")
-                    continue
-                rss = rss_bytes(worker.proc.pid)
-                if rss is not None and rss > self._memory_bytes:
-                    worker.kill("oom", f"worker RSS {rss // (1024 * 1024)} MB exceeded "
-                                       f"--worker-memory-mb {self._memory_bytes // (1024 * 1024)}")
+                if worker.kill_reason is None:
+                    self._check_limits(worker, now)
+
+    def _check_limits(self, worker: _Worker, now: float) -> None:
+        """Kill a worker past a limit: its seed past --seed-timeout (a `timeout` failure of that
+        seed), silent (no heartbeat) for longer than --seed-timeout between seeds or while
+        loading, or not ready within the start-up bound (not a seed's fault: the seeds it held
+        run again), or past --worker-memory-mb (an `oom` failure)."""
+        view = worker.board.read()
+        heard_s = view.heartbeat_s or worker.spawned_s  # no beat yet: since it was started
+        silent_s = now - heard_s
+        if view.seed is not None and worker.assigned:
+            running_s = now - view.started_s
+            if running_s > self._seed_timeout_s:
+                silence = (f" (and silent for {silent_s:.1f} s: stopped or stuck)"
+                           if silent_s > self._seed_timeout_s else "")
+                worker.kill("timeout", f"seed ran {running_s:.1f} s, past --seed-timeout "
+                                       f"{self._seed_timeout_s:g} s{silence}")
+                return
+        elif silent_s > (self._seed_timeout_s if view.heartbeat_s else self._startup_timeout_s):
+            worker.kill(None, f"worker silent for {silent_s:.1f} s (no heartbeat; stopped or "
+                              f"stuck {'while idle' if worker.ready else 'while starting'})")
+            self._on_event("worker_silent", "warning", {
+                "worker": worker.index, "pid": worker.proc.pid, "silent_s": round(silent_s, 1),
+                "requeued": len(worker.assigned)})
+            return
+        if not worker.ready and now - worker.spawned_s > self._startup_timeout_s:
+            worker.kill(None, f"worker not ready within {self._startup_timeout_s:g} s")
+            self._on_event("worker_start_timeout", "warning", {
+                "worker": worker.index, "pid": worker.proc.pid,
+                "timeout_s": self._startup_timeout_s})
+            return
+        if not worker.assigned:
+            return
+        rss = rss_bytes(worker.proc.pid)
+        if rss is not None and rss > self._memory_bytes:
+            worker.kill("oom", f"worker RSS {rss // (1024 * 1024)} MB exceeded "
+                               f"--worker-memory-mb {self._memory_bytes // (1024 * 1024)}")
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Ready | Results | None:

@@ -25,7 +25,7 @@ import msgspec
 from voprd.events import SeedResult
 from voprd.options import RunOptions
 from voprd.service.protocol import (
-    IDLE_SEED,
+    HEARTBEAT_S,
     RESULT_FLUSH_S,
     Board,
     Ready,
@@ -89,18 +89,37 @@ def results_for(
         for result in target.run_batch(seeds, options):
             if result.seed in remaining:
                 remaining.remove(result.seed)
-            board.post(remaining[0] if remaining else IDLE_SEED)
+            board.post(remaining[0] if remaining else None)
             yield result
     else:
         for seed in seeds:
             board.post(seed)
             yield run_one(target, seed, options)
-    board.post(IDLE_SEED)
+    board.post(None)
+
+
+def _heartbeat(board: Board, stop: threading.Event) -> None:
+    """Beat on the board every HEARTBEAT_S while the process lives (loading, idle or busy): a
+    worker that stops beating (SIGSTOP, a hang that holds the GIL) is replaced."""
+    board.beat()
+    while not stop.wait(HEARTBEAT_S):
+        board.beat()
 
 
 def serve(config: WorkerConfig, commands: BinaryIO, replies: BinaryIO) -> None:
-    target = load_target(config.target, config.exec_cmd)
     board = Board(config.board_path)
+    stop_beating = threading.Event()
+    beater = threading.Thread(target=_heartbeat, args=(board, stop_beating),
+                              name="voprd-heartbeat", daemon=True)
+    beater.start()
+    try:
+        _serve(config, board, commands, replies)
+    finally:
+        stop_beating.set()
+
+
+def _serve(config: WorkerConfig, board: Board, commands: BinaryIO, replies: BinaryIO) -> None:
+    target = load_target(config.target, config.exec_cmd)
     if not isinstance(target, BatchTarget):
         # A batch target runs external processes, which would inherit the limit: address-space
         # needs differ wildly between runtimes, so they are not limited this way.

@@ -41,6 +41,14 @@ def summary_line(result: SeedResult) -> str:
 
 
 def once_main(settings: Settings, command: dict[str, Any]) -> int:
+    try:
+        return _once(settings, command)
+    except OSError as exc:  # --report, --trace-file, --history-file: a path that cannot be written
+        sys.stderr.write(f"voprd: error: cannot write {exc.filename}: {exc.strerror}\n")
+        return 2
+
+
+def _once(settings: Settings, command: dict[str, Any]) -> int:
     options = settings.run_options()
     # The target is resolved here, not imported by the engine (it knows no system).
     from voprd.targets.loader import TargetNotFound, load_system

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from voprd.core.metrics import MinuteAggregate
+from voprd.core.metrics import MetricBatch
 from voprd.core.records import Checkpoint, FailureRecord, Severity
 from voprd.events import BackendHealth
 
@@ -64,7 +64,10 @@ class AlertSink(Protocol):
 
 
 class MetricsSink(Protocol):
-    async def publish(self, aggregates: Sequence[MinuteAggregate]) -> None: ...
+    async def publish(self, batches: Sequence[MetricBatch]) -> None:
+        """Publish (or enqueue durably) each batch once per `batch.key`: a batch published again
+        with the same key (a restart re-publishing what a killed process had) is dropped."""
+        ...
 
 
 class EventLog(Protocol):

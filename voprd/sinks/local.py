@@ -9,21 +9,27 @@ temporary file, fsync, rename, fsync of the directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
+import secrets
+import stat
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import msgspec
 import structlog
 
-from voprd.core.metrics import MinuteAggregate
+from voprd.core.metrics import MetricBatch
 from voprd.core.records import (
     Checkpoint,
     CheckpointInvalid,
     FailureRecord,
+    JournalContents,
     JournalHeader,
     JournalRecord,
     Severity,
@@ -43,6 +49,14 @@ JOURNAL_SUFFIX = ".journal"
 PID_FILE = "voprd.pid"
 STATUS_FILE = "status.json"
 PREV_SUFFIX = ".prev"
+ALERTS_FILE = "alerts.log"
+METRICS_FILE = "metrics.jsonl"
+FAILURES_DIR = "failures"
+OUTBOX_FILE = "aws-outbox.sqlite3"  # the AWS backend's durable outbox (voprd.sinks.outbox)
+# Every name the daemon writes at a fixed path in the state directory (SQLite adds its -wal,
+# -shm and -journal files beside the outbox).
+STATE_NAMES = (PID_FILE, STATUS_FILE, ALERTS_FILE, METRICS_FILE, FAILURES_DIR, OUTBOX_FILE,
+               *(OUTBOX_FILE + suffix for suffix in ("-wal", "-shm", "-journal")))
 
 
 def default_state_dir(env: dict[str, str]) -> Path:
@@ -54,6 +68,62 @@ def default_state_dir(env: dict[str, str]) -> Path:
     return Path(base) / "voprd"
 
 
+STATE_DIR_MODE = 0o700
+FILE_MODE = 0o600
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class StateDirError(Exception):
+    """The state directory cannot be used safely (not a directory, another owner, writable by
+    others, not writable); the message names it and says what to do."""
+
+
+def prepare_state_dir(directory: Path) -> None:
+    """Create `directory` (mode 0700) or check the existing one: a directory (a symlink to one is
+    followed, as systemd's DynamicUser state directories are symlinks), owned by this user, not
+    writable by group or others (anyone who can write in it could plant symlinks or forge state).
+    Raises StateDirError."""
+    try:
+        directory.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StateDirError(f"state directory {directory} exists and is not a directory") from None
+    except NotADirectoryError:
+        raise StateDirError(f"state directory {directory}: a parent is not a directory") from None
+    except OSError as exc:
+        raise StateDirError(f"state directory {directory}: cannot create it: "
+                            f"{exc.strerror or exc}") from None
+    info = os.stat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateDirError(f"state directory {directory} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise StateDirError(
+            f"state directory {directory} is owned by uid {info.st_uid}, not by this user "
+            f"(uid {os.geteuid()}); use a directory of your own (--state-dir)"
+        )
+    if info.st_mode & 0o022:
+        raise StateDirError(
+            f"state directory {directory} is writable by group or others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); run `chmod go-w {directory}` or use another"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StateDirError(f"state directory {directory} is not writable")
+
+
+def checkpoint_paths(checkpoint: Path) -> tuple[Path, Path, Path]:
+    """The checkpoint, its previous good copy and its journal."""
+    return (checkpoint, checkpoint.with_name(checkpoint.name + PREV_SUFFIX),
+            checkpoint.with_name(checkpoint.name + JOURNAL_SUFFIX))
+
+
+def refuse_symlinks(paths: Iterable[Path]) -> None:
+    """None of the daemon's fixed paths may be a symbolic link: writing through one would write
+    wherever it points (nothing the daemon makes is ever a symlink). Raises StateDirError."""
+    for path in paths:
+        if path.is_symlink():
+            raise StateDirError(f"{path} is a symbolic link (to {os.readlink(path)}); voprd "
+                                "never writes through one: remove it")
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -62,22 +132,63 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically: a fresh temporary file from mkstemp in the same
+    directory (never a fixed name: a symlink planted there is not followed), mode 0600, renamed
+    over `path` (a symlink at `path` is replaced, not followed). `durable`: fsync the file and
+    the directory too."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
 def write_durably(path: Path, data: bytes) -> None:
     """Atomic, durable replace of `path` with `data`."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_atomically(path, data, durable=True)
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError from writing through an open file names the file (a bare "[Errno 28] No space
+    left on device" does not say where)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def read_nofollow(path: Path) -> bytes:
+    """The bytes of the regular file `path`; a symlink there raises OSError (ELOOP), a missing
+    file FileNotFoundError."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+def open_append_nofollow(path: Path, *, create: bool = True) -> Any:
+    """`path` opened for appending (binary, mode 0600 if created), never through a symlink."""
+    flags = os.O_WRONLY | os.O_APPEND | _NOFOLLOW | (os.O_CREAT if create else 0)
+    return os.fdopen(os.open(path, flags, FILE_MODE), "ab")
 
 
 def keep_aside(path: Path, why: str, now_unix: int) -> Path:
     """Rename (never delete) a file that must not be used any more."""
     aside = path.with_name(f"{path.name}.{why}-{now_unix}")
     for attempt in range(100):
-        if not aside.exists():
+        if not os.path.lexists(aside):
             break
         aside = path.with_name(f"{path.name}.{why}-{now_unix}-{attempt}")
     os.replace(path, aside)
@@ -94,12 +205,14 @@ class LocalCheckpointStore:
         problems: list[str] = []
         for candidate in (self.path, self.prev_path):
             try:
-                data = candidate.read_bytes()
+                checkpoint = read_checkpoint(read_nofollow(candidate))
             except FileNotFoundError:
                 continue
-            try:
-                checkpoint = read_checkpoint(data)
-            except CheckpointInvalid as exc:
+            except (CheckpointInvalid, OSError) as exc:
+                if isinstance(exc, OSError):  # a symlink where it belongs is set aside, not read
+                    if exc.errno != errno.ELOOP:
+                        raise
+                    exc = CheckpointInvalid(f"not a regular file: {exc.strerror}")
                 aside = keep_aside(candidate, "corrupt", int(time.time()))
                 problems.append(f"{candidate} is invalid ({exc}); kept aside as {aside}")
                 continue
@@ -109,18 +222,19 @@ class LocalCheckpointStore:
     def _save(self, checkpoint: Checkpoint) -> None:
         data = write_checkpoint(checkpoint)
         assert read_checkpoint(data).total_iterations == checkpoint.total_iterations
-        if self.path.exists():
-            # Keep the current good copy as .prev without a moment where neither exists.
-            link_tmp = self.prev_path.with_name(self.prev_path.name + ".tmp")
-            link_tmp.unlink(missing_ok=True)
-            os.link(self.path, link_tmp)
+        if os.path.lexists(self.path):
+            # Keep the current good copy as .prev without a moment where neither exists (a
+            # fresh random link name: nothing planted at a fixed name is ever written through).
+            link_tmp = self.prev_path.with_name(
+                f".{self.prev_path.name}.{secrets.token_hex(8)}.tmp")
+            os.link(self.path, link_tmp, follow_symlinks=False)
             os.replace(link_tmp, self.prev_path)
         write_durably(self.path, data)
 
     def _discard(self) -> None:
         now_unix = int(time.time())
         for path in (self.path, self.prev_path):
-            if path.exists():
+            if os.path.lexists(path):
                 keep_aside(path, "reset", now_unix)
 
     async def load(self) -> LoadedCheckpoint:
@@ -136,37 +250,36 @@ class LocalCheckpointStore:
 class ProgressJournal:
     """Append-only record of completed seeds since the last checkpoint, made durable in groups.
 
-    `append` only buffers; `commit` writes and fsyncs everything buffered in one go (group commit).
-    `restart` truncates it after a checkpoint has made its records redundant.
+    `append` only buffers; `write_durably` writes and fsyncs everything buffered in one go (group
+    commit). `restart` truncates it after a checkpoint has made its records redundant. Each record
+    line carries a checksum keyed by the run (voprd.core.records.write_journal_record).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._pending: list[bytes] = []
         self._handle: Any = None
+        self._run_id: str | None = None
 
     @staticmethod
-    def read(path: Path) -> tuple[JournalHeader | None, list[JournalRecord]]:
+    def read(path: Path) -> JournalContents:
         try:
-            return read_journal(path.read_bytes())
+            return read_journal(read_nofollow(path))
         except FileNotFoundError:
-            return None, []
+            return JournalContents(header=None, records=[])
 
     def restart(self, header: JournalHeader) -> None:
         """Start an empty journal for `header`'s run (synchronous: call via a thread)."""
         if self._handle is not None:
             self._handle.close()
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(write_journal_header(header))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
-        self._handle = open(self.path, "ab")  # noqa: SIM115 (kept open for appends)
+            self._handle = None
+        write_durably(self.path, write_journal_header(header))
+        self._handle = open_append_nofollow(self.path, create=False)
+        self._run_id = header.run_id
 
     def append(self, record: JournalRecord) -> None:
-        self._pending.append(write_journal_record(record))
+        assert self._run_id is not None, "restart() first"
+        self._pending.append(write_journal_record(record, self._run_id))
 
     @property
     def pending(self) -> int:
@@ -180,9 +293,10 @@ class ProgressJournal:
     def write_durably(self, data: bytes) -> None:
         """Synchronous group commit of `data` (from take_pending)."""
         assert self._handle is not None, "restart() first"
-        self._handle.write(data)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with naming(self.path):
+            self._handle.write(data)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
 
     def close(self) -> None:
         if self._handle is not None:
@@ -215,7 +329,7 @@ class LocalFailureArchive:
         index = self._index()
         for existing in index.get(record.seed, []):
             try:
-                if read_failure(existing.read_bytes()).run_id == record.run_id:
+                if read_failure(read_nofollow(existing)).run_id == record.run_id:
                     return str(existing)
             except (OSError, msgspec.DecodeError, msgspec.ValidationError):
                 continue
@@ -241,7 +355,7 @@ class LocalFailureArchive:
 
 
 def _append_durably(path: Path, data: bytes) -> None:
-    with open(path, "ab") as handle:
+    with naming(path), open_append_nofollow(path) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
@@ -263,16 +377,49 @@ class LocalAlertSink:
 
 
 class LocalMetricsSink:
-    """metrics.jsonl: one line per closed minute."""
+    """metrics.jsonl: one line per published batch (a minute's aggregate, its run and number).
+
+    Idempotent per (run_id, batch): a batch a restart publishes again (voprd.core.metrics) is
+    not appended twice. Batches of a run are published in order, so the file's tail says where
+    each run stands."""
+
+    TAIL_BYTES = 64 * 1024
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._encoder = msgspec.json.Encoder()
+        self._last_batch: dict[str, int] | None = None
 
-    async def publish(self, aggregates: Sequence[MinuteAggregate]) -> None:
-        if aggregates:
-            data = b"".join(self._encoder.encode(a) + b"\n" for a in aggregates)
-            await asyncio.to_thread(_append_durably, self.path, data)
+    def _read_last_batches(self) -> dict[str, int]:
+        last: dict[str, int] = {}
+        try:
+            with open(self.path, "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, size - self.TAIL_BYTES))
+                tail = handle.read()
+        except FileNotFoundError:
+            return last
+        for line in tail.split(b"\n"):
+            try:
+                batch = msgspec.json.decode(line, type=MetricBatch)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # a cut first line, an older line without run and batch
+            last[batch.run_id] = max(last.get(batch.run_id, -1), batch.batch)
+        return last
+
+    def _append(self, batches: Sequence[MetricBatch]) -> None:
+        if self._last_batch is None:
+            self._last_batch = self._read_last_batches()
+        last = self._last_batch
+        fresh = [b for b in batches if b.batch > last.get(b.run_id, -1)]
+        if fresh:
+            _append_durably(self.path, b"".join(self._encoder.encode(b) + b"\n" for b in fresh))
+            for batch in fresh:
+                last[batch.run_id] = max(last.get(batch.run_id, -1), batch.batch)
+
+    async def publish(self, batches: Sequence[MetricBatch]) -> None:
+        if batches:
+            await asyncio.to_thread(self._append, batches)
 
 
 class StructlogEventLog:
@@ -292,14 +439,14 @@ class LocalBackend:
         self.state_dir = state_dir
         self.checkpoint_path = checkpoint_path or state_dir / "checkpoint.json"
         self.checkpoints = LocalCheckpointStore(self.checkpoint_path)
-        self.archive = LocalFailureArchive(state_dir / "failures")
-        self.alerts = LocalAlertSink(state_dir / "alerts.log")
-        self.metrics = LocalMetricsSink(state_dir / "metrics.jsonl")
+        self.archive = LocalFailureArchive(state_dir / FAILURES_DIR)
+        self.alerts = LocalAlertSink(state_dir / ALERTS_FILE)
+        self.metrics = LocalMetricsSink(state_dir / METRICS_FILE)
         self.events = StructlogEventLog()
 
     async def start(self) -> None:
-        (self.state_dir / "failures").mkdir(parents=True, exist_ok=True)
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / FAILURES_DIR).mkdir(mode=STATE_DIR_MODE, exist_ok=True)
+        self.checkpoint_path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
 
     async def flush(self) -> None:
         return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import random
 import sqlite3
 import threading
@@ -153,6 +154,10 @@ class Outbox:
         self.sent_ledger_max = sent_ledger_max
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # Nothing is written where a symlink points: the database path is refused here, and
+        # SQLite opens its -wal, -shm and -journal companions with O_NOFOLLOW itself.
+        if path.is_symlink():
+            raise OSError(errno.ELOOP, "the outbox database is a symbolic link", str(path))
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

@@ -23,7 +23,6 @@ import datetime as _dt
 import hashlib
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from voprd.config import ConfigError, Settings, imds_endpoint
-from voprd.core.metrics import MinuteAggregate
+from voprd.core.metrics import MetricBatch
 from voprd.core.records import (
     Checkpoint,
     CheckpointInvalid,
@@ -58,7 +57,7 @@ from voprd.sinks.aws.metrics import metric_data
 from voprd.sinks.aws.sns import fit_message, fit_subject
 from voprd.sinks.aws.validate import validate_with
 from voprd.sinks.base import LoadedCheckpoint
-from voprd.sinks.local import LocalCheckpointStore, LocalFailureArchive
+from voprd.sinks.local import OUTBOX_FILE, LocalCheckpointStore, LocalFailureArchive
 from voprd.sinks.outbox import (
     Backoff,
     Lane,
@@ -72,7 +71,6 @@ from voprd.sinks.outbox import (
 S3_LANE, SNS_LANE, METRICS_LANE = "s3", "sns", "metrics"
 LATEST_KEY = "checkpoints/latest.json"
 DAILY_PREFIX = "checkpoints/daily/"
-OUTBOX_FILE = "aws-outbox.sqlite3"
 SEND_STALLED_S = 5.0
 LOG_BATCH_ITEMS_MAX = 1000
 LOG_BATCH_BYTES_MAX = 900 * 1024  # PutLogEvents takes 1 MiB including 26 bytes per event
@@ -197,9 +195,9 @@ class AwsMetricsSink:
     def __init__(self, backend: AwsBackend) -> None:
         self._backend = backend
 
-    async def publish(self, aggregates: Sequence[MinuteAggregate]) -> None:
-        for aggregate in aggregates:
-            self._backend.enqueue_metrics(aggregate)
+    async def publish(self, batches: Sequence[MetricBatch]) -> None:
+        for batch in batches:
+            self._backend.enqueue_metrics(batch)
 
 
 class AwsBackend:
@@ -227,8 +225,6 @@ class AwsBackend:
             max_items=self.tuning.outbox_items_max,
             max_bytes=self.tuning.outbox_bytes_max,
         )
-        # Distinguishes this process's metric batches from a previous process's same minute.
-        self._process_nonce = uuid.uuid4().hex[:12]
         self.checkpoints = AwsCheckpointStore(
             self, LocalCheckpointStore(checkpoint_path or state_dir / "checkpoint.json")
         )
@@ -406,16 +402,17 @@ class AwsBackend:
             dedup_key=f"sns:once:{once_key}" if once_key else f"sns:{digest}",
         )
 
-    def enqueue_metrics(self, aggregate: MinuteAggregate) -> None:
+    def enqueue_metrics(self, batch: MetricBatch) -> None:
+        """One PutMetricData for the batch, once per batch key (the run and the batch's number:
+        the same seeds whichever process publishes it, see voprd.core.metrics)."""
         data = metric_data(
-            aggregate, instance=self.instance,
+            batch, instance=self.instance,
             instance_dimension=self.settings.metrics_instance_dimension,
         )
         payload = msgspec.json.encode(MetricsPayload(self.settings.namespace, data))
-        batch_id = f"{self.instance}:{self._process_nonce}:{aggregate.minute_start_unix}"
         self.outbox.put(
-            METRICS_LANE, "metrics", batch_id, payload, priority=Priority.METRICS,
-            dedup_key=f"metrics:{batch_id}",
+            METRICS_LANE, "metrics", f"{batch.key}:{batch.minute_start_unix}", payload,
+            priority=Priority.METRICS, dedup_key=f"metrics:{batch.key}",
         )
 
     # -- senders (the only code that talks to AWS) ---------------------------------------------

@@ -15,6 +15,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
 )
+from botocore.parsers import ResponseParserError
 
 from voprd.config import ConfigError, Settings
 from voprd.sinks.aws.clients import AwsClients, error_code
@@ -87,6 +88,11 @@ async def validate_with(clients: AwsClients, settings: Settings) -> None:
     assert settings.bucket is not None
     try:
         problems = await _problems(clients, settings, settings.bucket)
+    except ResponseParserError as exc:  # an answer botocore cannot read (an HTML 500 page)
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"AWS endpoint{_where()} answered a start-up check with an unreadable "
+                          f"error ({first_line}); check --bucket, --sns-topic-arn and "
+                          "--log-group") from None
     except NoCredentialsError as exc:
         raise ConfigError(f"AWS credentials: {exc}") from None
     except EndpointConnectionError as exc:
