@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_ruff_clean() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "voprd", "tests", "bench"],
+        [sys.executable, "-m", "ruff", "check", "voprd", "tests", "bench", "examples"],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

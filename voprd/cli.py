@@ -57,6 +57,15 @@ def _faults(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _env_name(text: str) -> str:
+    from voprd.targets.exec_command import ExecCommandError, check_env_name
+
+    try:
+        return check_env_name(text)
+    except ExecCommandError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--exec-env: ")) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voprd",
@@ -98,7 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--exec", dest="exec_cmd", metavar="CMD",
-        help="with --target exec: external VOPR command, run as CMD --json --seed S -n B",
+        help="with --target exec: your simulator's command line (split like a shell would, no "
+             "shell runs it). Placeholders {seed}, {count} and {verbose} (-v in a --once -v "
+             "replay) are filled per run, e.g. 'vopr --json --seed {seed} -n {count}'; without "
+             "placeholders voprd appends --json --seed S -n B. See "
+             "docs/bring-your-own-simulator.md",
+    )
+    run.add_argument(
+        "--exec-protocol", dest="exec_protocol", choices=("json-lines", "exit-code"),
+        help="how the --exec command gives its verdict: json-lines (default: VOPR JSON "
+             "iteration lines, a batch of seeds per process) or exit-code (one process per "
+             "seed, e.g. --exec 'sim {seed}': exit 0 passes, another code fails, a signal is "
+             "a crash)",
+    )
+    run.add_argument(
+        "--exec-env", dest="exec_env", action="append", metavar="NAME", type=_env_name,
+        help="pass environment variable NAME (its value from voprd's environment) to the "
+             "--exec command, which otherwise gets only PATH, HOME, LANG, TMPDIR and "
+             "VOPRD_STATE_DIR (repeatable)",
     )
 
     out = parser.add_argument_group("output")
@@ -171,6 +197,8 @@ def parse(argv: Sequence[str]) -> tuple[Settings, dict[str, Any]]:
     command = {key: given.pop(key) for key in _COMMAND_FLAGS if key in given}
     if "bugs" in given:
         given["bugs"] = tuple(given["bugs"])
+    if "exec_env" in given:
+        given["exec_env"] = tuple(dict.fromkeys(given["exec_env"]))
     config_path: Path = command.get("config", DEFAULT_CONFIG_PATH)
     file_text: str | None = None
     if config_path.exists():

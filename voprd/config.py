@@ -31,6 +31,8 @@ class Settings(msgspec.Struct, kw_only=True):
     iterations: Annotated[int, msgspec.Meta(ge=1)] | None = None  # None: run forever (daemon)
     target: str = "builtin"
     exec_cmd: str | None = None
+    exec_protocol: Literal["json-lines", "exit-code"] = "json-lines"
+    exec_env: tuple[str, ...] = ()
     faults: tuple[str, ...] = FAULT_CLASSES
     max_events: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_EVENTS
     bugs: tuple[str, ...] = ()
@@ -73,6 +75,8 @@ class Settings(msgspec.Struct, kw_only=True):
         return RunOptions(
             target=self.target,
             exec_cmd=self.exec_cmd,
+            exec_protocol=self.exec_protocol,
+            exec_env=self.exec_env,
             faults=self.faults,
             max_events=self.max_events,
             bugs=self.bugs,

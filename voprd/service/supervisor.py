@@ -11,7 +11,6 @@ batches and a slot keeps the next batch queued in the pipe so a worker never wai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from voprd import procs
 from voprd.core.records import Severity
 from voprd.events import FailureKind, SeedResult, WorkerStatus
 from voprd.service.protocol import (
@@ -98,8 +98,9 @@ class _Worker:
         if self.kill_reason is None:
             self.kill_reason = (kind, message)
             self.kill_seed = self.running()[0]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        # The worker leads its own session: this kills it, an external run's process group and
+        # anything that run started in another group (voprd.procs).
+        procs.kill_session(self.proc.pid)
 
 
 class Supervisor:
@@ -195,6 +196,7 @@ class Supervisor:
                 if worker.proc.returncode is None:
                     worker.kill(None, "slot closing")
                 returncode = await worker.proc.wait()
+                procs.kill_session(worker.proc.pid)  # a worker that died leaves no external run
                 self._workers.pop(index, None)
             if not ready:
                 startup_failures += 1

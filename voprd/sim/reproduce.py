@@ -48,6 +48,8 @@ def once_main(settings: Settings, command: dict[str, Any]) -> int:
     except ValueError as exc:
         sys.stderr.write(f"voprd: error: argument --bug: {exc}\n")
         return 2
+    if options.target == "exec":
+        return _once_exec(settings, options, command)
     if options.target != "builtin":
         sys.stderr.write("voprd: error: argument --target: --once runs the builtin target only\n")
         return 2
@@ -72,6 +74,28 @@ def once_main(settings: Settings, command: dict[str, Any]) -> int:
     try:
         _print(settings, options, result, outcome.environment, lines)
     except BrokenPipeError:  # e.g. `voprd --once -v | head`
+        sys.stderr.close()
+    return 0 if result.status == "ok" else 1
+
+
+def _once_exec(settings: Settings, options: RunOptions, command: dict[str, Any]) -> int:
+    """The exec target's replay (voprd.targets.exec.replay_main): its output is shown verbatim,
+    then the verdict as for the builtin target."""
+    from voprd.targets.exec import replay_main
+
+    builtin_only = [flag for key, flag in (("trace_file", "--trace-file"), ("history_file",
+                    "--history-file"), ("report", "--report")) if command.get(key) is not None]
+    if builtin_only:
+        sys.stderr.write(f"voprd: error: argument {builtin_only[0]}: only with the builtin "
+                         "target (an external binary's output is shown as it is)\n")
+        return 2
+    result = replay_main(settings.seed, options, verbose=settings.verbose, json=settings.json)
+    if isinstance(result, str):
+        sys.stderr.write(f"voprd: error: argument {result}\n")
+        return 2
+    try:
+        _print(msgspec.structs.replace(settings, verbose=False), options, result, "", [])
+    except BrokenPipeError:
         sys.stderr.close()
     return 0 if result.status == "ok" else 1
 
