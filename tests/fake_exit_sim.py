@@ -4,7 +4,8 @@ Without flags: seeds ending in 3 fail an assertion (exit 1, the message on stder
 seed-specific numbers and paths), seeds ending in 7 abort (SIGABRT), the rest pass (exit 0). Flags:
 
 --env-dump DIR    write the environment it got to DIR/env-SEED.json, then pass
---grandchild DIR  start a grandchild (`sleep 1000`, its pid written to DIR/<pid>) first
+--grandchild DIR  start a grandchild (`sleep 1000`) first; its pid and this process's are written
+                  to DIR as files `<pid>`, and the parent's (a daemon worker) as `parent-<pid>`
 --setsid          ... and let that grandchild start a session of its own (a daemon-like escape)
 --hang            then sleep for ever
 --long-line MB    print one line of MB megabytes (in 1 MB writes, no newline until the end), pass
@@ -43,8 +44,9 @@ def main() -> int:
         return 0
     if args.grandchild:
         sleeper = subprocess.Popen(["sleep", "1000"], start_new_session=args.setsid)
-        with open(os.path.join(args.grandchild, str(sleeper.pid)), "w"):
-            pass
+        for name in (str(sleeper.pid), str(os.getpid()), f"parent-{os.getppid()}"):
+            with open(os.path.join(args.grandchild, name), "w"):
+                pass
     if args.hang:
         time.sleep(1000)
     if args.long_line:

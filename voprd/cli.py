@@ -209,8 +209,6 @@ def parse(argv: Sequence[str]) -> tuple[Settings, dict[str, Any]]:
         settings = build_settings(given, file_text=file_text, file_name=str(config_path))
     except ConfigError as exc:
         parser.error(str(exc))
-    if settings.target == "exec" and not settings.exec_cmd:
-        parser.error("argument --target: 'exec' needs --exec CMD")
     return settings, command
 
 

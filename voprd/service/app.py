@@ -234,10 +234,10 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock = lock_state_dir(self.state_dir)
         try:
-            load_target(self.settings.target, self.settings.exec_cmd)
             if self.settings.target == "exec":
                 check_command(self.options.exec_cmd, self.options.exec_protocol,
                               self.options.exec_env)
+            load_target(self.settings.target, self.settings.exec_cmd)
         except ExecCommandError as exc:
             raise Refused(str(exc)) from exc
         except TargetNotFound as exc:

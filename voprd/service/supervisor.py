@@ -11,6 +11,7 @@ batches and a slot keeps the next batch queued in the pipe so a worker never wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -43,6 +44,7 @@ DISPATCH_WAIT_S = 0.05  # a source with nothing right now (a fleet claim in flig
 BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 5.0
 STARTUP_FAILURES_MAX = 5
+EXIT_WAIT_S = 5.0  # after a worker's pipe closes, how long its exit status may take to arrive
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -192,7 +194,16 @@ class Supervisor:
             self._workers[index] = worker
             try:
                 ready = await self._serve(worker)
+            except BaseException:  # cancelled (shutdown) or broken: the worker goes
+                worker.kill(None, "slot closing")
+                raise
             finally:
+                # Its pipe closed: it has exited or is exiting, and the exit status may come just
+                # after the end of its output. Wait for it, so that a worker that died (a SIGKILL
+                # from outside) is recorded as a death, not mistaken for one we closed.
+                if worker.proc.returncode is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(worker.proc.wait(), EXIT_WAIT_S)
                 if worker.proc.returncode is None:
                     worker.kill(None, "slot closing")
                 returncode = await worker.proc.wait()

@@ -124,7 +124,7 @@ class ExecTarget:
             reported = set()
             ending = yield from self._invoke_json(command, seed, 1, reported, options)
             if seed not in reported:
-                yield unreported_result(seed, ending.how, ending.tail, ending.problem)
+                yield _unreported(seed, ending)
 
     # --- json-lines ---------------------------------------------------------------------------
 
@@ -140,7 +140,8 @@ class ExecTarget:
                                       echo=echo)
         except StartFailed as exc:
             self.problems.note("exec_start_failed", str(exc), start=start, count=count)
-            return _Ending(how=f"could not start ({exc})", tail=[], problem=None)
+            return _Ending(how="could not be started", tail=[], problem=None,
+                           start_error=str(exc))
         with process:
             for raw, cut in process.lines():
                 if cut:
@@ -160,9 +161,10 @@ class ExecTarget:
                     tail.add(raw)
                     if line.kind != "not_json":  # JSON that is not a usable line: say why
                         problem = f"{line.kind}: {line.detail}"
-                    self.problems.note("exec_output_not_protocol", "a line of the external "
-                                       "command's output is not a VOPR JSON line",
-                                       problem=line.kind, line=line.detail)
+                    if echo is None or line.kind != "not_json":  # a replay shows its noise
+                        self.problems.note("exec_output_not_protocol", "a line of the external "
+                                           "command's output is not a VOPR JSON line",
+                                           problem=line.kind, line=line.detail)
                 elif isinstance(line, Ignored) and not line.known:
                     self.problems.note("exec_unknown_line_type", "a JSON line of an unknown "
                                        "type was ignored", type=line.type)
@@ -174,7 +176,7 @@ class ExecTarget:
                                start=start, count=count)
         elif process.stopped == "finished" and len(reported) < count:
             how = "was stopped after its output went quiet"
-        return _Ending(how=how, tail=tail.lines(), problem=problem)
+        return _Ending(how=how, tail=tail.lines(), problem=problem, start_error=None)
 
     def _accept(
         self, report: Report, start: int, count: int, reported: set[int], tail: OutputTail
@@ -236,9 +238,7 @@ class ExecTarget:
         results: list[SeedResult] = []
         ending = yield_into(results, self._invoke_json(command, seed, 1, set(), options,
                                                        verbose=verbose, echo=echo))
-        if results:
-            return results[0]
-        return unreported_result(seed, ending.how, ending.tail, ending.problem)
+        return results[0] if results else _unreported(seed, ending)
 
 
 class _Ending(NamedTuple):
@@ -247,6 +247,13 @@ class _Ending(NamedTuple):
     how: str
     tail: list[str]
     problem: str | None
+    start_error: str | None  # the process could not be started: why
+
+
+def _unreported(seed: int, ending: _Ending) -> SeedResult:
+    if ending.start_error is not None:
+        return SeedResult(seed=seed, status="failed", kind="crash", message=ending.start_error)
+    return unreported_result(seed, ending.how, ending.tail, ending.problem)
 
 
 def yield_into(sink: list[SeedResult], generator: Generator[SeedResult, None, _Ending]) -> _Ending:
