@@ -222,16 +222,17 @@ def test_no_grandchild_survives_batch_end_even_one_in_its_own_session(tmp_path: 
     marks = tmp_path / "marks"
     marks.mkdir()
     done = run(tmp_path / "state", "--target", "exec", "--exec-protocol", "exit-code",
-               "--exec", f"{FAKE_SIM} {{seed}} --grandchild {marks}", "-n", "2",
+               "--exec", f"{FAKE_SIM} {{seed}} --grandchild {marks} --setsid", "-n", "2",
                "--workers", "1")
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    setsid = tmp_path / "setsid"
-    setsid.mkdir()
+    batch = tmp_path / "batch"
+    batch.mkdir()
     done = run(tmp_path / "state2", "--target", "exec", "--exec",
-               f"{FAKE_VOPR} --grandchild {setsid}", "-n", "3", "--workers", "1")
+               f"{FAKE_VOPR} --grandchild {batch}", "-n", "3", "--workers", "1")
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    pids = spawned(marks) + spawned(setsid)
-    assert len(pids) == 5  # 2 x (sim + grandchild), 1 grandchild of the JSON-lines binary
+    pids = spawned(marks) + spawned(batch)
+    # 2 x (sim + a grandchild in a session of its own), 1 grandchild of the JSON-lines binary
+    assert len(pids) == 5
     assert wait_gone(pids) == []
 
 

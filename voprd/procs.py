@@ -19,6 +19,7 @@ PR_SET_CHILD_SUBREAPER = 36
 # Set in a daemon worker (claim_descendants): every other process of its session and every child
 # it has once its own work is done are leftovers of an external run, to be killed.
 _owns_descendants = False
+_is_subreaper = False
 
 
 def _stat_fields(pid: int) -> tuple[str, int, int, int] | None:
@@ -126,16 +127,19 @@ def claim_descendants() -> None:
     """For a daemon worker (a session leader whose only children are external runs): become a
     subreaper and let sweep_descendants kill leftovers. Never call it in a process with children
     of its own to keep (a test runner, an interactive `voprd --once`)."""
-    global _owns_descendants
+    global _owns_descendants, _is_subreaper
     _owns_descendants = os.getsid(0) == os.getpid()
-    if _owns_descendants:
-        become_subreaper()
+    _is_subreaper = _owns_descendants and become_subreaper()
 
 
 def sweep_descendants() -> None:
-    """After an external run (in a worker that claimed its descendants): kill every other process
-    of the worker's session and every orphan it inherited, so no grandchild outlives its seed,
-    not even one that left the run's process group or started a session of its own."""
-    if _owns_descendants:
+    """After an external run whose process group was killed (in a worker that claimed its
+    descendants): kill what left the group, so no grandchild outlives its seed, not even one that
+    started a session of its own. As a subreaper the worker inherits every such orphan once its
+    parent is dead, so killing its children round after round reaches them all (a few /proc reads);
+    without that, every other process of its session is killed (a scan of /proc)."""
+    if not _owns_descendants:
+        return
+    if not _is_subreaper:
         kill_session(os.getpid(), spare=os.getpid())
-        kill_and_reap_children()
+    kill_and_reap_children()
