@@ -3,7 +3,8 @@
 Without flags: seeds ending in 3 fail an assertion (exit 1, the message on stderr, with
 seed-specific numbers and paths), seeds ending in 7 abort (SIGABRT), the rest pass (exit 0). Flags:
 
---env-dump DIR    write the environment it got to DIR/env-SEED.json, then pass
+--env-dump DIR    write the environment it got (and what its VOPRD_STATE_DIR held) to
+                  DIR/env-SEED.json, leave a directory in VOPRD_STATE_DIR, then pass
 --grandchild DIR  start a grandchild (`sleep 1000`) first; its pid and this process's are written
                   to DIR as files `<pid>`, and the parent's (a daemon worker) as `parent-<pid>`
 --setsid          ... and let that grandchild start a session of its own (a daemon-like escape)
@@ -39,8 +40,11 @@ def main() -> int:
     if args.verbose_word is not None:
         print(f"verbose={args.verbose_word}", flush=True)
     if args.env_dump:
+        state_dir = os.environ["VOPRD_STATE_DIR"]
+        dump = {"environ": dict(os.environ), "state_dir_entries": sorted(os.listdir(state_dir))}
         with open(os.path.join(args.env_dump, f"env-{seed}.json"), "w") as handle:
-            json.dump(dict(os.environ), handle)
+            json.dump(dump, handle)
+        os.makedirs(os.path.join(state_dir, "left", "behind"))  # the next run must not see it
         return 0
     if args.grandchild:
         sleeper = subprocess.Popen(["sleep", "1000"], start_new_session=args.setsid)

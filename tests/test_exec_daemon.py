@@ -204,7 +204,7 @@ def test_the_child_environment_is_minimal_under_the_daemon(tmp_path: Path) -> No
                "-n", "2", "--workers", "1", env=env)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     for seed in (0, 1):
-        child = json.loads((dump / f"env-{seed}.json").read_text())
+        child = json.loads((dump / f"env-{seed}.json").read_text())["environ"]
         assert set(child) - {"LC_CTYPE"} <= {
             "PATH", "HOME", "LANG", "TMPDIR", "VOPRD_STATE_DIR", "MY_LICENSE"}, child
         assert child["MY_LICENSE"] == "licensed"

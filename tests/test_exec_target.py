@@ -389,8 +389,9 @@ def test_a_flood_is_stopped_at_the_per_seed_bound_and_memory_stays_bounded() -> 
     assert peak_mb < 100
 
 
-def test_external_process_stops_at_a_small_output_bound() -> None:
-    with ExternalProcess(["sh", "-c", "yes"], output_bytes_per_seed_max=100_000) as process:
+def test_external_process_stops_at_a_small_output_bound(tmp_path: Path) -> None:
+    with ExternalProcess(["sh", "-c", "yes"], str(tmp_path),
+                         output_bytes_per_seed_max=100_000) as process:
         lines = list(process.lines())
     assert process.stopped == "output" and process.returncode == -9
     assert sum(len(line) + 1 for line, _ in lines) <= 100_000
@@ -404,20 +405,23 @@ def test_the_child_gets_the_minimal_environment(tmp_path: Path,
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
     monkeypatch.setenv("VOPRD_SNS_TOPIC_ARN", "arn:aws:sns:x")
     monkeypatch.setenv("MY_LICENSE", "licensed")
-    results = run_all(f"{FAKE_SIM} {{seed}} --env-dump {tmp_path}", [5], protocol="exit-code",
-                      env=("MY_LICENSE",))
-    assert results[5].status == "ok"
-    env = json.loads((tmp_path / "env-5.json").read_text())
-    assert set(env) - {"LC_CTYPE"} <= {"PATH", "HOME", "LANG", "TMPDIR", "VOPRD_STATE_DIR",
-                                       "MY_LICENSE"}
-    assert env["MY_LICENSE"] == "licensed" and env["PATH"] == os.environ["PATH"]
-    assert env["VOPRD_STATE_DIR"].startswith(("/tmp", os.environ.get("TMPDIR", "/tmp")))
-    assert not Path(env["VOPRD_STATE_DIR"]).exists(), "the run's state directory is removed"
+    results = run_all(f"{FAKE_SIM} {{seed}} --env-dump {tmp_path}", [5, 6],
+                      protocol="exit-code", env=("MY_LICENSE",))
+    assert results[5].status == results[6].status == "ok"
+    for seed in (5, 6):
+        dump = json.loads((tmp_path / f"env-{seed}.json").read_text())
+        env = dump["environ"]
+        assert set(env) - {"LC_CTYPE"} <= {"PATH", "HOME", "LANG", "TMPDIR", "VOPRD_STATE_DIR",
+                                           "MY_LICENSE"}
+        assert env["MY_LICENSE"] == "licensed" and env["PATH"] == os.environ["PATH"]
+        assert dump["state_dir_entries"] == [], "each run starts with an empty state directory"
+    assert not Path(env["VOPRD_STATE_DIR"]).exists(), "the state directory goes with the target"
 
 
 def test_the_child_runs_in_its_own_process_group_and_its_group_dies_with_it(tmp_path: Path
                                                                            ) -> None:
-    with ExternalProcess([*FAKE_SIM.split(), "0", "--grandchild", str(tmp_path)]) as process:
+    with ExternalProcess([*FAKE_SIM.split(), "0", "--grandchild", str(tmp_path)],
+                         str(tmp_path)) as process:
         lines = list(process.lines())
         assert os.getpgid(0) != process.pid
     assert lines[0] == (b"simulating seed 0", False)

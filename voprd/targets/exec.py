@@ -25,7 +25,7 @@ import structlog
 from voprd.events import SeedResult
 from voprd.options import RunOptions
 from voprd.targets.exec_command import ExecCommand, ExecCommandError, check_command, parse_command
-from voprd.targets.exec_process import ExternalProcess, StartFailed
+from voprd.targets.exec_process import ExternalProcess, StartFailed, StateDir
 from voprd.targets.exec_protocol import (
     Ignored,
     OutputTail,
@@ -90,6 +90,7 @@ class ExecTarget:
         self.template = command
         self.problems = ProblemLog()
         self._commands: dict[str, ExecCommand] = {}
+        self._state_dir = StateDir()
 
     def command(self, options: RunOptions) -> ExecCommand:
         protocol = options.exec_protocol
@@ -98,7 +99,8 @@ class ExecTarget:
         return self._commands[protocol]
 
     def run(self, seed: int, options: RunOptions) -> SeedResult:
-        return next(iter(self.run_batch([seed], options)))
+        (result,) = self.run_batch([seed], options)  # to the end: its process is over
+        return result
 
     def run_batch(self, seeds: Sequence[int], options: RunOptions) -> Iterator[SeedResult]:
         command = self.command(options)
@@ -136,8 +138,8 @@ class ExecTarget:
         tail = OutputTail()
         problem: str | None = None
         try:
-            process = ExternalProcess(command.argv(start, count, verbose), options.exec_env,
-                                      echo=echo)
+            process = ExternalProcess(command.argv(start, count, verbose),
+                                      self._state_dir.fresh(), options.exec_env, echo=echo)
         except StartFailed as exc:
             self.problems.note("exec_start_failed", str(exc), start=start, count=count)
             return _Ending(how="could not be started", tail=[], problem=None,
@@ -210,8 +212,8 @@ class ExecTarget:
     ) -> SeedResult:
         tail = OutputTail()
         try:
-            process = ExternalProcess(command.argv(seed, 1, verbose), options.exec_env,
-                                      echo=echo)
+            process = ExternalProcess(command.argv(seed, 1, verbose), self._state_dir.fresh(),
+                                      options.exec_env, echo=echo)
         except StartFailed as exc:
             return SeedResult(seed=seed, status="failed", kind="crash", message=str(exc))
         with process:
