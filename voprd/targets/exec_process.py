@@ -175,8 +175,11 @@ class ExternalProcess:
             self._kill_group()
             return
         if self._echo is not None:
-            self._echo.write(chunk)
-            self._echo.flush()
+            try:
+                self._echo.write(chunk)
+                self._echo.flush()
+            except BrokenPipeError:  # `voprd --once ... | head`: the verdict still counts
+                self._echo = None
         yield from splitter.feed(chunk)
 
     def _has_exited(self) -> bool:
