@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from voprd.targets.exec_command import (
     parse_command,
     resolve_program,
 )
-from voprd.targets.exec_process import ExternalProcess
+from voprd.targets.exec_process import ExternalProcess, StateDir
 from voprd.targets.exec_protocol import (
     LINE_BYTES_MAX,
     Ignored,
@@ -418,6 +419,24 @@ def test_the_child_gets_the_minimal_environment(tmp_path: Path,
         assert env["MY_LICENSE"] == "licensed" and env["PATH"] == os.environ["PATH"]
         assert dump["state_dir_entries"] == [], "each run starts with an empty state directory"
     assert not Path(env["VOPRD_STATE_DIR"]).exists(), "the state directory goes with the target"
+
+
+def test_state_directories_of_dead_processes_are_removed(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, check=True)
+    stale = tmp_path / f"voprd-exec-{int(dead.stdout)}-abc"
+    (stale / "left").mkdir(parents=True)
+    alive = tmp_path / f"voprd-exec-{os.getppid()}-def"
+    alive.mkdir()
+    other = tmp_path / "voprd-exec-unrelated"
+    other.mkdir()
+    state = StateDir()
+    path = state.fresh()
+    assert path.startswith(str(tmp_path / f"voprd-exec-{os.getpid()}-"))
+    assert not stale.exists() and alive.exists() and other.exists()
+    state.close()
+    assert not Path(path).exists()
 
 
 def test_the_child_runs_in_its_own_process_group_and_its_group_dies_with_it(tmp_path: Path

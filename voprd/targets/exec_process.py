@@ -14,6 +14,7 @@ inherited orphans.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import select
 import shutil
@@ -32,10 +33,20 @@ OUTPUT_BYTES_PER_SEED_MAX = 128 * 1024 * 1024
 FINISH_GRACE_S = 5.0  # all seeds reported: how long the process may take to exit on its own
 DRAIN_AFTER_EXIT_S = 2.0  # after exit, how long an escaped grandchild may hold the pipe open
 POLL_FALLBACK_S = 0.1  # without pidfd (old kernels): how often to look for the exit
+STATE_DIR_PREFIX = "voprd-exec-"
 
 
 class StartFailed(Exception):
     """The program could not be started (gone, not executable, ...): the message says why."""
+
+
+def remove_stale_state_dirs() -> None:
+    """Remove the state directories of processes that are gone (a worker killed at a seed timeout
+    cannot remove its own); the owner's pid is in the name."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{STATE_DIR_PREFIX}*-*")):
+        owner = os.path.basename(path)[len(STATE_DIR_PREFIX):].split("-", 1)[0]
+        if owner.isdigit() and not procs.is_running(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class StateDir:
@@ -52,7 +63,10 @@ class StateDir:
             return self._dir.name
         if self._dir is not None:
             self._dir.cleanup()
-        self._dir = tempfile.TemporaryDirectory(prefix="voprd-exec-", ignore_cleanup_errors=True)
+        else:
+            remove_stale_state_dirs()
+        self._dir = tempfile.TemporaryDirectory(prefix=f"{STATE_DIR_PREFIX}{os.getpid()}-",
+                                                ignore_cleanup_errors=True)
         return self._dir.name
 
     @staticmethod
