@@ -140,3 +140,13 @@ def test_a_bug_is_exit_70_with_its_traceback_never_1(capsys: pytest.CaptureFixtu
     assert guarded(interrupted, []) == EXIT_INTERRUPTED
     assert "Traceback" not in capsys.readouterr().err
     assert guarded(lambda argv: 1, []) == 1
+
+
+def test_exec_implies_the_exec_target_and_is_refused_with_another() -> None:
+    implied = build_settings({"exec_cmd": "sim {seed}"}, env={})
+    assert (implied.target, implied.exec_cmd) == ("exec", "sim {seed}")
+    with pytest.raises(ConfigError, match=r"^argument --exec: only with --target exec"):
+        build_settings({"exec_cmd": "sim", "target": "builtin"}, env={})
+    with pytest.raises(ConfigError, match=r"^/etc/voprd/voprd.toml: exec_cmd: only with"):
+        build_settings({}, env={}, file_text='exec_cmd = "sim"\ntarget = "builtin"\n',
+                       file_name="/etc/voprd/voprd.toml")

@@ -110,7 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--exec", dest="exec_cmd", metavar="CMD",
-        help="with --target exec: external VOPR command, run as CMD --json --seed S -n B",
+        help="with --target exec: your simulator's command line (split like a shell would, no "
+             "shell runs it). Placeholders {seed}, {count} and {verbose} (-v in a --once -v "
+             "replay) are filled per run, e.g. 'vopr --json --seed {seed} -n {count}'; without "
+             "placeholders voprd appends --json --seed S -n B. See "
+             "docs/bring-your-own-simulator.md",
+    )
+    run.add_argument(
+        "--exec-protocol", dest="exec_protocol", choices=("json-lines", "exit-code"),
+        help="how the --exec command gives its verdict: json-lines (default: VOPR JSON "
+             "iteration lines, a batch of seeds per process) or exit-code (one process per "
+             "seed, e.g. --exec 'sim {seed}': exit 0 passes, another code fails, a signal is "
+             "a crash)",
+    )
+    run.add_argument(
+        "--exec-env", dest="exec_env", action="append", metavar="NAME",
+        help="pass environment variable NAME (its value from voprd's environment) to the "
+             "--exec command, which otherwise gets only PATH, HOME, LANG, TMPDIR and "
+             "VOPRD_STATE_DIR (repeatable)",
     )
 
     out = parser.add_argument_group("output")

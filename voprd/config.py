@@ -49,6 +49,8 @@ class Settings(msgspec.Struct, kw_only=True):
     iterations: Annotated[int, msgspec.Meta(ge=1)] | None = None  # at most SEED_SPACE_END
     target: str = "builtin"
     exec_cmd: str | None = None
+    exec_protocol: Literal["json-lines", "exit-code"] = "json-lines"
+    exec_env: tuple[str, ...] = ()
     faults: tuple[str, ...] = FAULT_CLASSES
     max_events: Annotated[int, msgspec.Meta(ge=1, le=MAX_EVENTS_MAX)] = DEFAULT_MAX_EVENTS
     bugs: tuple[str, ...] = ()
@@ -91,6 +93,8 @@ class Settings(msgspec.Struct, kw_only=True):
         return RunOptions(
             target=self.target,
             exec_cmd=self.exec_cmd,
+            exec_protocol=self.exec_protocol,
+            exec_env=self.exec_env,
             faults=self.faults,
             max_events=self.max_events,
             bugs=self.bugs,
@@ -190,6 +194,21 @@ def _exec_cmd(value: Any) -> Any:
     return value
 
 
+def _exec_env(value: Any) -> Any:
+    """Names of voprd's own variables passed to an external target (the values are read at run
+    time, never stored): one name or a list, each a plain environment variable name."""
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, list | tuple) and all(isinstance(name, str) for name in value):
+        from voprd.targets.exec_command import ExecCommandError, check_env_name
+
+        try:
+            return tuple(dict.fromkeys(check_env_name(name) for name in value))
+        except ExecCommandError as exc:
+            raise ValueError(str(exc).removeprefix("--exec-env: ")) from None
+    return value
+
+
 def _run_name(value: Any) -> Any:
     if isinstance(value, str):
         from voprd.fleet.core import FleetError, validate_run_name
@@ -242,6 +261,7 @@ _CHECKS: dict[str, Any] = {
     "seed": _at_most(SEED_MAX, text=True), "iterations": _at_most(SEED_SPACE_END, text=True),
     "seed_stride": _at_most(SEED_MAX), "workers": _given_at_least_one,
     "batch_size": _given_at_least_one, "faults": _faults, "bugs": _bugs, "exec_cmd": _exec_cmd,
+    "exec_env": _exec_env,
     "run_name": _run_name, "target": _text, "state_dir": _text, "checkpoint_file": _text,
     "bucket": _text, "sns_topic_arn": _sns_topic_arn, "log_group": _text, "namespace": _text,
     "region": _text,
@@ -273,6 +293,9 @@ def _cross_checks(settings: Settings, origin: Mapping[str, str]) -> None:
     """What no single value can break alone."""
     if settings.target == "exec" and not settings.exec_cmd:
         raise ConfigError(f"{origin.get('target', '--target')}: 'exec' needs --exec CMD")
+    if settings.exec_cmd and settings.target != "exec":
+        raise ConfigError(f"{origin.get('exec_cmd', '--exec')}: only with --target exec "
+                          f"(the target is {settings.target!r})")
     if settings.bugs:
         from voprd.targets.loader import validate_bugs
 
@@ -356,6 +379,8 @@ def build_settings(
             except ValueError as exc:
                 raise ConfigError(f"{label(key)}: {exc}") from None
             origin[key] = label(key)
+    if merged.get("exec_cmd") and "target" not in merged:
+        merged["target"] = "exec"  # an external command is what --exec asks to run
     settings = msgspec.convert(merged, Settings)
     _cross_checks(settings, origin)
     return settings

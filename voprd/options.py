@@ -23,6 +23,10 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     target: str = "builtin"
     exec_cmd: str | None = None
+    # The exec target: how the binary gives its verdict, and the environment variables (names,
+    # values from voprd's own environment) it gets besides the minimal set.
+    exec_protocol: str = "json-lines"
+    exec_env: tuple[str, ...] = ()
     faults: tuple[str, ...] = FAULT_CLASSES
     max_events: int = DEFAULT_MAX_EVENTS
     bugs: tuple[str, ...] = ()
@@ -59,6 +63,10 @@ def option_args(options: RunOptions) -> list[str]:
         args += ["--target", options.target]
     if options.exec_cmd is not None:
         args += ["--exec", options.exec_cmd]
+    if options.exec_protocol != default.exec_protocol:
+        args += ["--exec-protocol", options.exec_protocol]
+    for name in options.exec_env:
+        args += ["--exec-env", name]
     if options.faults != default.faults:
         args += ["--faults", ",".join(options.faults) if options.faults else "none"]
     if options.max_events != default.max_events:

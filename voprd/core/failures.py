@@ -34,16 +34,43 @@ _UUID = re.compile(
 )
 _HEX_ADDR = re.compile(r"\b0x[0-9a-fA-F]+\b")
 _LONG_HEX = re.compile(r"\b(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_TIMESTAMP = re.compile(
+    r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
+)
+# An absolute (or ./, ../, ~/) path; a source file's name is kept (`<path>/raft.rs`), since which
+# file failed is part of the cause, and the directory (a build or temporary directory) is not.
+_PATH = re.compile(r"(?<![\w.:/~])(?:~|\.{1,2})?(?:/[^\s/:'\"(),;\[\]{}<>|]+)+/?")
+_SOURCE_FILE = re.compile(
+    r"[A-Za-z_][\w.-]*\.(?:c|cc|cpp|cxx|h|hh|hpp|rs|go|zig|py|java|kt|scala|js|ts|rb|ex|exs|erl|"
+    r"hs|ml|swift|cs|fs|nim|d|v)"
+)
+_DURATION = re.compile(
+    r"\b(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+\b"
+    r"|\b\d+(?:\.\d+)? ?(?:ns|us|µs|ms|msecs?|secs?|seconds?|mins?|minutes?|hours?)\b"
+)
+# An exit code or a signal number names the cause: it stays; every other number goes.
+_NUMBER_OR_CAUSE = re.compile(
+    r"(?P<cause>\b(?:exit(?:ed)?(?: with)? (?:code|status)|signal) -?\d+\b)|-?\d+(?:\.\d+)?"
+)
 _FRAME = re.compile(r'File "(?P<path>[^"]+)", line \d+, in (?P<function>\S+)')
 
 
+def _path(match: re.Match[str]) -> str:
+    name = match.group(0).rstrip("/").rsplit("/", 1)[-1]
+    return f"<path>/{name}" if _SOURCE_FILE.fullmatch(name) else "<path>"
+
+
 def normalise_message(message: str) -> str:
-    """Replace ids, addresses, hashes and numbers: messages differing only in them compare equal."""
-    text = _UUID.sub("<id>", message)
+    """Replace timestamps, paths, ids, addresses, hashes, durations and numbers (seeds, counts,
+    line numbers; not exit codes or signal numbers): messages differing only in them compare
+    equal."""
+    text = _TIMESTAMP.sub("<time>", message)
+    text = _PATH.sub(_path, text)
+    text = _UUID.sub("<id>", text)
     text = _HEX_ADDR.sub("<addr>", text)
     text = _LONG_HEX.sub("<hex>", text)
-    text = _NUMBER.sub("<n>", text)
+    text = _DURATION.sub("<dur>", text)
+    text = _NUMBER_OR_CAUSE.sub(lambda match: match.group("cause") or "<n>", text)
     return " ".join(text.split())
 
 
@@ -69,10 +96,13 @@ def crash_frames(trace_lines: Sequence[str]) -> list[str]:
 
 def fingerprint(kind: str, invariant: str | None, message: str, trace_lines: Sequence[str]) -> str:
     parts = [kind, invariant or "", normalise_message(message)]
-    if kind == "crash":
-        # For an exception the type (first word of the message) and frames identify the bug.
-        parts[2] = message.split(":", 1)[0].strip() if ":" in message else parts[2]
-        parts.extend(crash_frames(trace_lines))
+    frames = crash_frames(trace_lines) if kind == "crash" else []
+    if frames:
+        # A Python exception: its type (the message's first word) and its frames identify the bug.
+        parts[2] = normalise_message(message.split(":", 1)[0]) if ":" in message else parts[2]
+        parts.extend(frames)
+    # A crash without a stack (an external process, a worker killed by a signal) is identified by
+    # its normalised message: exit code or signal, and the last lines of output.
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
     return digest[:FINGERPRINT_HEX_CHARS]
 

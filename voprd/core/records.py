@@ -32,6 +32,9 @@ class RunFingerprint(msgspec.Struct, frozen=True, kw_only=True):
     voprd_version: str
     # Static partitioning (`--seed-stride K`): the run is first_seed, first_seed+K, ...
     seed_stride: int = 1
+    # The exec target's protocol and --exec-env names (defaults: what runs before them had).
+    exec_protocol: str = "json-lines"
+    exec_env: tuple[str, ...] = ()
 
     def differences(self, other: RunFingerprint) -> list[str]:
         """Human-readable `field: stored -> current` lines; empty when equal."""

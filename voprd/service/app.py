@@ -80,6 +80,7 @@ from voprd.sinks.local import (
     refuse_symlinks,
     write_atomically,
 )
+from voprd.targets.exec_command import ExecCommandError, check_command
 from voprd.targets.loader import TargetNotFound, engine_system, load_target
 from voprd.text import plural
 
@@ -116,7 +117,8 @@ def run_fingerprint(settings: Settings) -> RunFingerprint:
         first_seed=settings.seed, target=settings.target, exec_cmd=settings.exec_cmd,
         faults=settings.faults, max_events=settings.max_events, bugs=settings.bugs,
         check_determinism=settings.check_determinism, voprd_version=__version__,
-        seed_stride=settings.seed_stride,
+        seed_stride=settings.seed_stride, exec_protocol=settings.exec_protocol,
+        exec_env=settings.exec_env,
     )
 
 
@@ -269,7 +271,12 @@ class Daemon:
         except StateDirError as exc:
             raise Refused(str(exc)) from None
         try:
+            if self.settings.target == "exec":
+                check_command(self.options.exec_cmd, self.options.exec_protocol,
+                              self.options.exec_env)
             load_target(self.settings.target, self.settings.exec_cmd)
+        except ExecCommandError as exc:
+            raise Refused(str(exc)) from exc
         except TargetNotFound as exc:
             raise Refused(f"--target: {exc}") from exc
         self.backend = make_backend(self.settings, self.state_dir, self.instance)

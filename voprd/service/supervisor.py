@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from voprd import procs
 from voprd.core.records import Severity
 from voprd.events import FailureKind, SeedResult, WorkerStatus
 from voprd.service.protocol import (
@@ -45,6 +46,7 @@ STARTUP_FAILURES_MAX = 5
 # A worker must send its first heartbeat and become ready (its target loaded) within this, or
 # --seed-timeout if longer; once it beats, it may be silent for at most --seed-timeout.
 STARTUP_TIMEOUT_S_MIN = 60.0
+EXIT_WAIT_S = 5.0  # after a worker's pipe closes, how long its exit status may take to arrive
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -102,8 +104,9 @@ class _Worker:
         if self.kill_reason is None:
             self.kill_reason = (kind, message)
             self.kill_seed = self.running()[0]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        # The worker leads its own session: this kills it, an external run's process group and
+        # anything that run started in another group (voprd.procs).
+        procs.kill_session(self.proc.pid)
 
 
 class Supervisor:
@@ -196,10 +199,20 @@ class Supervisor:
             self._workers[index] = worker
             try:
                 ready = await self._serve(worker)
+            except BaseException:  # cancelled (shutdown) or broken: the worker goes
+                worker.kill(None, "slot closing")
+                raise
             finally:
+                # Its pipe closed: it has exited or is exiting, and the exit status may come just
+                # after the end of its output. Wait for it, so that a worker that died (a SIGKILL
+                # from outside) is recorded as a death, not mistaken for one we closed.
+                if worker.proc.returncode is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(worker.proc.wait(), EXIT_WAIT_S)
                 if worker.proc.returncode is None:
                     worker.kill(None, "slot closing")
                 returncode = await worker.proc.wait()
+                procs.kill_session(worker.proc.pid)  # a worker that died leaves no external run
                 self._workers.pop(index, None)
             if not ready:
                 startup_failures += 1

@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from voprd import procs
 from voprd.events import SeedResult
 from voprd.options import RunOptions
 from voprd.service.protocol import (
@@ -184,6 +185,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str]) -> int:
     _die_with_parent()
+    procs.claim_descendants()  # what an external run leaves behind is swept after it
     config = msgspec.json.decode(argv[0], type=WorkerConfig)
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

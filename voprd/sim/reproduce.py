@@ -50,6 +50,8 @@ def once_main(settings: Settings, command: dict[str, Any]) -> int:
 
 def _once(settings: Settings, command: dict[str, Any]) -> int:
     options = settings.run_options()
+    if options.target == "exec":
+        return _once_exec(settings, options, command)
     # The target is resolved here, not imported by the engine (it knows no system).
     from voprd.targets.loader import TargetNotFound, load_system
 
@@ -84,6 +86,28 @@ def _once(settings: Settings, command: dict[str, Any]) -> int:
     try:
         _print(settings, options, result, outcome.environment, lines)
     except BrokenPipeError:  # e.g. `voprd --once -v | head`
+        sys.stderr.close()
+    return 0 if result.status == "ok" else 1
+
+
+def _once_exec(settings: Settings, options: RunOptions, command: dict[str, Any]) -> int:
+    """The exec target's replay (voprd.targets.exec.replay_main): its output is shown verbatim,
+    then the verdict as for the builtin target."""
+    from voprd.targets.exec import replay_main
+
+    builtin_only = [flag for key, flag in (("trace_file", "--trace-file"), ("history_file",
+                    "--history-file"), ("report", "--report")) if command.get(key) is not None]
+    if builtin_only:
+        sys.stderr.write(f"voprd: error: argument {builtin_only[0]}: only with a simulation-engine "
+                         "target (an external binary's output is shown as it is)\n")
+        return 2
+    result = replay_main(settings.seed, options, verbose=settings.verbose, json=settings.json)
+    if isinstance(result, str):
+        sys.stderr.write(f"voprd: error: argument {result}\n")
+        return 2
+    try:
+        _print(msgspec.structs.replace(settings, verbose=False), options, result, "", [])
+    except BrokenPipeError:
         sys.stderr.close()
     return 0 if result.status == "ok" else 1
 
