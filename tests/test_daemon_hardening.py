@@ -351,7 +351,9 @@ def test_an_appended_out_of_range_journal_record_is_not_counted(tmp_path: Path) 
         (["--config", "{config}"], b'faults = ["bogus"]\n', "faults: unknown fault class"),
         (["--config", "{config}"], b"seed = 18446744073709551616\n", "seed: must be at most"),
         (["--config", "{config}"], b"workers = 100000\n", "workers: must be at most"),
-        (["--config", "{config}"], b'bugs = ["nope"]\n', "bugs: unknown bug"),
+        # This test's daemon target is not an engine system: it has no planted bugs at all.
+        (["--config", "{config}"], b'bugs = ["nope"]\n', "bugs: planted bugs need a simulation"),
+        (["--once", "--seed", "1", "--bug", "nope"], None, "--bug: unknown bug 'nope'"),
         (["--config", "{config}"], b'seed_timeout_s = inf\n', "seed_timeout_s: must be at"),
         (["--config", "{config}"], b'exec_cmd = "\'x"\ntarget = "exec"\n', "exec_cmd: not a"),
         (["--seed", "18446744073709551616", "-n", "1"], None, "--seed: must be at most"),

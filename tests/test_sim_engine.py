@@ -164,19 +164,23 @@ class NeedsArguments(System):
         self.size = size
 
 
+def test_an_external_binary_is_no_engine_system() -> None:
+    """`exec` replays run the binary (tests/test_exec_daemon.py); the engine refuses it."""
+    with pytest.raises(TargetNotFound, match="external binary"):
+        load_system("exec")
+
+
 @pytest.mark.parametrize(("spec", "why"), [
     ("tests.test_sim_engine:CollidingKinds", "taken by the engine"),
     ("tests.test_sim_engine:UnknownModel", "unknown model"),
     ("tests.test_sim_engine:NeedsArguments", "NeedsArguments() failed"),
     ("tests.targets_for_tests:Flaky", "not a simulation-engine system"),
-    ("exec", "external binary"),
 ])
 def test_targets_the_engine_cannot_run_are_refused_in_one_line(spec: str, why: str) -> None:
     with pytest.raises(TargetNotFound, match=re.escape(why)):
         load_system(spec)
     once = subprocess.run(
-        [sys.executable, "-m", "voprd", "--once", "--seed", "0", "--target", spec,
-         *(["--exec", "true"] if spec == "exec" else [])],
+        [sys.executable, "-m", "voprd", "--once", "--seed", "0", "--target", spec],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert once.returncode == 2 and once.stdout == "", once.stderr
