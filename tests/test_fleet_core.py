@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,6 +37,7 @@ from voprd.fleet.core import (
     done_key,
     lease_expired,
     lease_key,
+    release_procedure,
     run_finished,
     stable_u64,
     static_partition_index,
@@ -214,10 +216,14 @@ def test_claim_procedure_lifecycle() -> None:
         done = DoneRecord(run="r", batch=claim.record.batch, holder="b", token=claim.record.token,
                           seed_first=seeds.start, seed_end=seeds.stop, successes=len(seeds),
                           failures=0, failed_seeds=[], started_at_s=0.0, completed_at_s=1.0)
-        assert _drive(s3, complete_procedure(claim.record, claim.etag, done), 114.0) == "recorded"
-        # A second done record for the batch is refused.
-        assert _drive(s3, complete_procedure(claim.record, claim.etag, done), 114.0) \
-            == "already_done"
+        assert _drive(s3, complete_procedure(claim.record, done), 114.0) == "recorded"
+        # A retry that finds its own record (same token) knows it as its own...
+        assert _drive(s3, complete_procedure(claim.record, done), 114.0) == "recorded"
+        # ...and another holder's done record for the batch is refused.
+        other = msgspec.structs.replace(claim.record, token="other")
+        assert _drive(s3, complete_procedure(other, msgspec.structs.replace(
+            done, token="other")), 114.0) == "already_done"
+        assert _drive(s3, release_procedure(claim.record, claim.etag), 114.0)
     finished = _drive(s3, claim_procedure(a, 115.0, "t6"), 115.0)
     assert isinstance(finished, Finished) and run_finished(space, finished.watermark)
 

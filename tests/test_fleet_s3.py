@@ -125,10 +125,10 @@ async def test_seed_source_out_of_order_results(store: S3Store) -> None:
             while (seed := await source.next_seed()) is not None:
                 ran.append(seed)
                 await asyncio.sleep((seed * 7 % 3) * 0.003)  # results come out of order
-                if (batch := await source.seed_done(seed, seed % 5 == 0)) is not None:
-                    recorded.append(batch)
+                await source.seed_done(seed, seed % 5 == 0)
 
-        async with FleetSeedSource(fleet) as source, asyncio.TaskGroup() as workers:
+        async with FleetSeedSource(fleet, on_recorded=recorded.append) as source, \
+                asyncio.TaskGroup() as workers:
             for _ in range(3):
                 workers.create_task(worker(source))
         return ran
@@ -158,7 +158,8 @@ async def test_seed_source_reports_a_lost_lease_and_releases_on_drain(store: S3S
                 break
             await asyncio.sleep(0.1)
         assert lost == [(batch, space.seeds(batch))]
-        assert await source.seed_done(first, False) is None  # ignored: not ours any more
+        await source.seed_done(first, False)  # ignored: not ours any more
+        assert not source.completing and batch not in source.running
         second = await source.next_seed()  # a new batch
         assert second is not None and space.batch_of(second) != batch
         held = space.batch_of(second)
@@ -176,7 +177,7 @@ async def test_dispatch_source_fits_the_supervisor_protocol(store: S3Store) -> N
     async def daemon(holder: str) -> None:
         fleet = FleetCoordinator(store, run="disp", holder=holder, space=space, timing=timing)
         await fleet.start()
-        source = FleetDispatchSource(fleet)
+        source = FleetDispatchSource(fleet, on_recorded=recorded.append)
         requeued_once: set[int] = set()
         async with source, asyncio.TaskGroup() as group:
             prefetch = group.create_task(source.prefetch_loop())
@@ -193,8 +194,7 @@ async def test_dispatch_source_fits_the_supervisor_protocol(store: S3Store) -> N
                     seeds = seeds[1:]
                 for seed in reversed(seeds):
                     completed.append(seed)
-                    if (batch := await source.seed_done(seed, seed % 10 == 0)) is not None:
-                        recorded.append(batch)
+                    await source.seed_done(seed, seed % 10 == 0)
             await prefetch
 
     await asyncio.gather(daemon("a"), daemon("b"))
