@@ -2,7 +2,9 @@
 
 Knobs come from the environment so a daemon started by a test passes them to its workers:
 VOPRD_TEST_RUN_LOG (append each seed run, one per line), VOPRD_TEST_WORK_MS (sleep per seed),
-VOPRD_TEST_FAIL_EVERY (seed % N == N-1 fails; default 7).
+VOPRD_TEST_FAIL_EVERY (seed % N == N-1 fails; default 7), VOPRD_TEST_CAUSES (K > 1: failures
+cycle through K distinct invariants, so K fingerprints), VOPRD_TEST_RESULT_LOG (append
+"seed unix_time" as each failed result is returned: the start of an alert's latency).
 """
 
 from __future__ import annotations
@@ -45,8 +47,15 @@ class Flaky:
             time.sleep(work_ms / 1000)
         every = int(os.environ.get("VOPRD_TEST_FAIL_EVERY", "7"))
         if seed % every == every - 1:
+            causes = min(10, int(os.environ.get("VOPRD_TEST_CAUSES", "1")))
+            cause = "abcdefghij"[seed // every % causes]
+            invariant = "agreement" if causes <= 1 else f"cause_{cause}"
+            result_log = os.environ.get("VOPRD_TEST_RESULT_LOG")
+            if result_log:
+                with open(result_log, "a") as log:
+                    log.write(f"{seed} {time.time():.6f}\n")
             return SeedResult(
-                seed=seed, status="failed", kind="invariant", invariant="agreement",
+                seed=seed, status="failed", kind="invariant", invariant=invariant,
                 message=f"replicas {seed % 3} and {(seed + 1) % 3} committed different ops at "
                         f"op {seed * 7}",
                 events=50, history=[{"process": 1, "op": "put", "key": "k", "value": str(seed),

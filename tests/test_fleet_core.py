@@ -26,7 +26,9 @@ from voprd.fleet.core import (
     GetReply,
     HolderClock,
     LeaseView,
+    PutOp,
     Timing,
+    WriteReply,
     advance_watermark,
     batch_from_key,
     choose_candidates,
@@ -35,9 +37,11 @@ from voprd.fleet.core import (
     decode_lease,
     default_batch_size,
     done_key,
+    encode,
     lease_expired,
     lease_key,
     release_procedure,
+    renew_record,
     run_finished,
     stable_u64,
     static_partition_index,
@@ -250,3 +254,27 @@ def test_small_fleet_simulation_is_safe_and_cheap() -> None:
 def test_default_batch_size_targets_a_minute() -> None:
     assert default_batch_size(workers=2, seed_s_estimate=0.5) == 240
     assert default_batch_size(workers=1, seed_s_estimate=600.0) == 1
+
+
+def test_release_with_a_stale_etag_still_deletes_our_lease() -> None:
+    """A renewal applied whose answer was lost (cancelled in flight) leaves the holder with an
+    old ETag: the release reads the lease, sees its own token and deletes it anyway; a lease
+    that another holder took over is left alone."""
+    s3 = S3Model()
+    space = BatchSpace(seed_start=0, batch_size=5, seed_count=10)
+    a = ClaimState(run="r", holder="a", space=space, timing=Timing(lease_seconds=10.0))
+    claimed = _drive(s3, claim_procedure(a, 100.0, "t1"), 100.0)
+    assert isinstance(claimed, Claimed)
+    key = lease_key("r", claimed.record.batch)
+    renewed = s3.apply(PutOp(key=key, body=encode(renew_record(claimed.record, 101.0)),
+                             if_match=claimed.etag), 101.0)
+    assert isinstance(renewed, WriteReply) and renewed.ok and renewed.etag != claimed.etag
+    assert _drive(s3, release_procedure(claimed.record, claimed.etag), 102.0)
+    gone = s3.apply(GetOp(key=key), 102.0)
+    assert isinstance(gone, GetReply) and gone.body is None
+    # Someone else's lease at that key (a takeover) is not ours to delete.
+    theirs = msgspec.structs.replace(claimed.record, holder="b", token="t2")
+    s3.apply(PutOp(key=key, body=encode(theirs)), 103.0)
+    assert not _drive(s3, release_procedure(claimed.record, claimed.etag), 104.0)
+    still = s3.apply(GetOp(key=key), 104.0)
+    assert isinstance(still, GetReply) and still.body == encode(theirs)

@@ -930,10 +930,27 @@ def complete_procedure(
 
 def release_procedure(lease: LeaseRecord, etag: str) -> Generator[S3Op, S3Reply, bool]:
     """Give a batch's lease back (finished, or unfinished on drain): delete it if it is still
-    ours. False if it was not (taken over, or already gone)."""
-    reply = yield DeleteOp(key=lease_key(lease.run, lease.batch), if_match=etag)
+    ours. A refused If-Match may mean only that our ETag is stale (a renewal applied whose answer
+    was lost, e.g. cancelled in flight): the lease is read, and deleted at its current ETag if
+    it still carries our claim's token. False if it was not ours any more (or already gone)."""
+    key = lease_key(lease.run, lease.batch)
+    reply = yield DeleteOp(key=key, if_match=etag)
     assert isinstance(reply, WriteReply)
-    return reply.ok
+    if reply.ok:
+        return True
+    got = yield GetOp(key=key, bytes_max=LEASE_BYTES_MAX)
+    assert isinstance(got, GetReply)
+    if not got.found:
+        return False
+    try:
+        current = read_lease(got, lease.run, lease.batch)
+    except RecordInvalid:
+        return False  # not ours to judge here: an observer quarantines it when it expires
+    if current.token != lease.token:
+        return False
+    again = yield DeleteOp(key=key, if_match=got.etag)
+    assert isinstance(again, WriteReply)
+    return again.ok
 
 
 def alert_claim_procedure(claim: AlertClaim) -> Generator[S3Op, S3Reply, bool | None]:
