@@ -148,10 +148,11 @@ class Daemon:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def fleet_daemon(world: FleetWorld, tmp_path: Path, name: str, run: str, *args: str,
+def fleet_daemon(world: FleetWorld, tmp_path: Path, name: str, run: str | None, *args: str,
                  endpoint: str | None = None, **knobs: str) -> Daemon:
-    """A fleet daemon (`--run run`) running Flaky with one worker; `endpoint` (a proxy) instead
-    of the moto server; `knobs` are VOPRD_TEST_* settings and other environment variables."""
+    """A fleet daemon (`--run run`; None: a lone daemon) running Flaky with one worker;
+    `endpoint` (a proxy) instead of the moto server; `knobs` are VOPRD_TEST_* settings and other
+    environment variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VOPRD_"))}
     env.update(world.env)
     env.update({
@@ -163,8 +164,8 @@ def fleet_daemon(world: FleetWorld, tmp_path: Path, name: str, run: str, *args: 
         "VOPRD_TEST_RUN_LOG": str(tmp_path / f"seeds-{name}.log"),
     })
     env.update(knobs)
-    argv = [sys.executable, "-m", "voprd", "--target", TARGET, "--workers", "1", "--run", run,
-            "--drain-timeout", "5", *args]
+    argv = [sys.executable, "-m", "voprd", "--target", TARGET, "--workers", "1",
+            *(["--run", run] if run is not None else []), "--drain-timeout", "5", *args]
     return Daemon(name=name, argv=argv, env=env, log=tmp_path / f"out-{name}.log")
 
 

@@ -440,9 +440,12 @@ class Daemon:
         released, as after a crash (an alert may repeat, none is lost)."""
         assert self.fleet is not None
         won: bool | None = None
+        started_s = time.monotonic()
         try:
             async with asyncio.timeout(ALERT_CLAIM_WAIT_S):
                 won = await self.fleet.fleet.claim_alert(fp, info.seed)
+            self.log.debug("alert_claim_settled", fingerprint=fp, won=won,
+                           claim_ms=round((time.monotonic() - started_s) * 1000, 1))
         except (TimeoutError, FleetS3Error) as exc:
             self.emit("alert_claim_undecided", "warning", fingerprint=fp, seed=info.seed,
                       error=str(exc) or f"no answer within {ALERT_CLAIM_WAIT_S:g} s",
