@@ -133,6 +133,9 @@ class FleetCoordinator:
         self.wall = wall
         self.state = ClaimState(run=run, holder=holder, space=space, timing=self.timing)
         self._rng = random.Random(time.time_ns())  # backoff jitter only
+        self.claim_error: str | None = None  # set while claims are refused (not an outage)
+        self.claim_error_since_mono = 0.0
+        self._claim_error_logged_mono = float("-inf")
 
     def health(self) -> StoreHealth:
         return self.store.health
@@ -172,8 +175,20 @@ class FleetCoordinator:
                     claim_procedure(self.state, self.wall(), secrets.token_hex(8)), note
                 )
             except FleetS3Error as exc:
-                log.warning("fleet_claim_error", error=str(exc))
+                # Refused (access denied, a bad request): S3 answers, but no. Retried every poll;
+                # logged when the error changes, else at most once a minute.
+                error = str(exc)
+                now = self.mono()
+                if self.claim_error is None:
+                    self.claim_error_since_mono = now
+                if error != self.claim_error or now - self._claim_error_logged_mono >= 60.0:
+                    log.warning("fleet_claim_error", error=error, holder=self.holder,
+                                run=self.run)
+                    self._claim_error_logged_mono = now
+                self.claim_error = error
                 outcome = Busy(retry_after_s=self.timing.poll_s)
+            else:
+                self.claim_error = None
             if isinstance(outcome, Finished):
                 self._emit("fleet_finished", watermark=outcome.watermark)
                 return None

@@ -651,10 +651,15 @@ class Daemon:
         DEGRADED_AFTER_S; logged when it starts and when it ends (the daemon keeps running)."""
         problems: list[str] = []
         if self.fleet is not None:
-            s3 = self.fleet.fleet.health()
+            coordinator = self.fleet.fleet
+            s3 = coordinator.health()
+            now = time.monotonic()
             if s3.failing_since_mono is not None and (
-                    time.monotonic() - s3.failing_since_mono >= DEGRADED_AFTER_S):
+                    now - s3.failing_since_mono >= DEGRADED_AFTER_S):
                 problems.append(f"fleet S3 failing: {s3.last_error}")
+            if coordinator.claim_error is not None and (
+                    now - coordinator.claim_error_since_mono >= DEGRADED_AFTER_S):
+                problems.append(f"fleet claims refused: {coordinator.claim_error}")
         backend = self.backend.health()
         if not backend.healthy:
             problems.append(f"backend {backend.name}: {backend.detail}")
@@ -851,7 +856,7 @@ class Daemon:
                 spec = await coordinator.start(adopt_batch_size=settings.batch_size == 0)
         except TimeoutError:
             raise Refused(f"S3 did not answer within {FLEET_START_TIMEOUT_S:g} s "
-                          f"({coordinator.health().last_error})") from None
+                          f"({coordinator.health().last_error or 'no answer'})") from None
         source = FleetDispatchSource(coordinator, on_lost=self._on_lease_lost,
                                      on_recorded=self._on_batch_recorded)
         await stack.enter_async_context(source)
