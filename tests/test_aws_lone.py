@@ -58,7 +58,8 @@ def test_a_lone_daemon_keeps_the_guides_layout(aws: AwsWorld, tmp_path: Path) ->
     assert shown.returncode == 0, shown.stderr
     checkpoint = json.loads(shown.stdout)
     assert checkpoint["last_seed"] == SEEDS - 1 and checkpoint["total_iterations"] == SEEDS
-    assert checkpoint["total_failures"] == len(FAILED) and checkpoint["failed_seeds"] == FAILED
+    assert checkpoint["total_failures"] == len(FAILED)
+    assert sorted(checkpoint["failed_seeds"]) == FAILED  # in the order they finished
     assert checkpoint["last_update"].endswith("Z")
 
     # One alert for the one cause, at its first seed; its repeats in the digest at exit.

@@ -584,12 +584,14 @@ class DeleteOp(msgspec.Struct, frozen=True, kw_only=True):
 
 class QuarantineOp(msgspec.Struct, frozen=True, kw_only=True):
     """Copy an unreadable record aside (quarantine_key) and log it once; with `delete`, then
-    delete it (If-Match its ETag) so that its key can be written again."""
+    delete it (If-Match its ETag) so that its key can be written again. `body`: the bytes that
+    were judged (stored as the copy); None (not read: too large) copies the object at `etag`."""
 
     key: str
     etag: str
     reason: str
     delete: bool = False
+    body: bytes | None = None
 
 
 S3Op = ListOp | GetOp | PutOp | DeleteOp | QuarantineOp
@@ -632,6 +634,8 @@ class ClaimState(msgspec.Struct, kw_only=True):
     watermark: int | None = None  # None: not read yet (list done/ from the start first)
     cached_watermark: int = 0  # what the progress record says, as far as we know
     progress_stale: bool = False  # the progress record is unreadable or ahead: rewrite it
+    progress_etag: str = ""  # of the progress record as last read
+    progress_body: bytes | None = None
     # Every done record below this was read and checked (by this daemon, or by the daemon that
     # wrote the progress record); the watermark above it rests on the listing alone.
     trusted_below: int = 0
@@ -688,15 +692,18 @@ def _listed_batches(listing: ListReply, space: BatchSpace) -> list[int]:
 
 
 def _read_cached_watermark(state: ClaimState) -> Generator[S3Op, S3Reply, int | None]:
+    """The progress record's watermark (None if absent or unsound: quarantined); its ETag is
+    kept in state.progress_etag, so that only that version is ever copied aside."""
     key = progress_key(state.run)
     reply = yield GetOp(key=key, bytes_max=PROGRESS_BYTES_MAX)
     assert isinstance(reply, GetReply)
+    state.progress_etag, state.progress_body = reply.etag, reply.body
     if not reply.found:
         return None
     try:
         return read_progress(reply, state.run, state.space).watermark
     except RecordInvalid as exc:
-        yield QuarantineOp(key=key, etag=reply.etag, reason=str(exc))
+        yield QuarantineOp(key=key, etag=reply.etag, reason=str(exc), body=reply.body)
         state.progress_stale = True
         return None
 
@@ -714,7 +721,8 @@ def read_done_record(state: ClaimState, batch: int
     try:
         return read_done(reply, state.run, batch, seeds)
     except RecordInvalid as exc:
-        yield QuarantineOp(key=key, etag=reply.etag, reason=str(exc), delete=True)
+        yield QuarantineOp(key=key, etag=reply.etag, reason=str(exc), delete=True,
+                           body=reply.body)
         return None
 
 
@@ -733,7 +741,7 @@ def refresh_watermark(state: ClaimState) -> Generator[S3Op, S3Reply, list[int]]:
         state.watermark, above = advance_watermark(0, _listed_batches(listing, state.space))
         if cached is not None and cached > state.watermark:
             yield QuarantineOp(
-                key=progress_key(state.run), etag="",
+                key=progress_key(state.run), etag=state.progress_etag, body=state.progress_body,
                 reason=f"watermark {cached} is ahead of the done/ listing, which proves "
                        f"{state.watermark}",
             )
@@ -857,7 +865,7 @@ def claim_procedure(state: ClaimState, now_wall_s: float, token: str) -> Procedu
                 lease_seconds, takeover_of = old.lease_seconds, old.holder
             except RecordInvalid as exc:
                 # Its LastModified still says when it was last written: judge it by ours.
-                yield QuarantineOp(key=key, etag=got.etag, reason=str(exc))
+                yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), body=got.body)
                 lease_seconds, takeover_of = state.timing.lease_seconds, "(unreadable lease)"
             if not lease_expired(got.last_modified_s, got.server_now_s, lease_seconds,
                                  state.timing):
@@ -922,7 +930,8 @@ def complete_procedure(
         try:
             stored = read_done(got, lease.run, lease.batch, seeds)
         except RecordInvalid as exc:
-            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True)
+            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True,
+                               body=got.body)
             continue
         return "recorded" if stored.token == done.token else "already_done"
     return "unresolved"
@@ -970,7 +979,8 @@ def alert_claim_procedure(claim: AlertClaim) -> Generator[S3Op, S3Reply, bool | 
         try:
             stored = read_alert_claim(got, claim.run, claim.fingerprint)
         except RecordInvalid as exc:
-            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True)
+            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True,
+                               body=got.body)
             continue
         return stored.token == claim.token
     return None
@@ -996,7 +1006,8 @@ def spec_procedure(
         try:
             stored = read_spec(got, spec.run)
         except RecordInvalid as exc:
-            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True)
+            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True,
+                               body=got.body)
             continue
         if adopt_batch_size:
             spec = msgspec.structs.replace(spec, batch_size=stored.batch_size)

@@ -144,7 +144,7 @@ class S3Model:
             found = self.objects.get(op.key)
             if found is not None:
                 self.apply(PutOp(key=quarantine_key(op.key, stamp, str(next(self.etags))),
-                                 body=found[0]), now_s)
+                                 body=found[0] if op.body is None else op.body), now_s)
                 if op.delete:
                     return self.apply(DeleteOp(key=op.key, if_match=op.etag), now_s)
             return WriteReply(ok=found is not None)

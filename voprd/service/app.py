@@ -221,6 +221,7 @@ class Daemon:
         self.fleet: FleetDispatchSource | None = None
         self._alert_claims: set[asyncio.Task[None]] = set()
         self._health_degraded: str | None = None  # why, while the daemon reports degraded
+        self._backend_unhealthy_since: float | None = None
 
     # --- output -----------------------------------------------------------------------------
 
@@ -650,10 +651,10 @@ class Daemon:
         """Degraded while the fleet's S3 calls or the AWS outbox have been failing for
         DEGRADED_AFTER_S; logged when it starts and when it ends (the daemon keeps running)."""
         problems: list[str] = []
+        now = time.monotonic()
         if self.fleet is not None:
             coordinator = self.fleet.fleet
             s3 = coordinator.health()
-            now = time.monotonic()
             if s3.failing_since_mono is not None and (
                     now - s3.failing_since_mono >= DEGRADED_AFTER_S):
                 problems.append(f"fleet S3 failing: {s3.last_error}")
@@ -661,7 +662,11 @@ class Daemon:
                     now - coordinator.claim_error_since_mono >= DEGRADED_AFTER_S):
                 problems.append(f"fleet claims refused: {coordinator.claim_error}")
         backend = self.backend.health()
-        if not backend.healthy:
+        if backend.healthy:
+            self._backend_unhealthy_since = None
+        elif self._backend_unhealthy_since is None:
+            self._backend_unhealthy_since = now
+        elif now - self._backend_unhealthy_since >= DEGRADED_AFTER_S:
             problems.append(f"backend {backend.name}: {backend.detail}")
         degraded = "; ".join(problems) or None
         if degraded and not self._health_degraded:
