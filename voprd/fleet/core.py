@@ -37,7 +37,7 @@ CLAIM_WINDOW_MAX = 4096
 # progress record can never claim more than the listing proves; 16k pages = 16M batches.
 STARTUP_LIST_PAGES_MAX = 16_384
 VERIFY_GETS_MAX = 1024  # done records read (and checked) per progress update
-VERIFY_SKIPS_MAX = 8  # a daemon due to check done records leaves it to another at most so often
+VERIFY_SKIPS_MAX = 8  # times a due daemon leaves the checking to others while nobody does it
 WRITE_TRIES_MAX = 3  # create-only writes retried after their key turned out absent or corrupt
 
 R = TypeVar("R", bound=msgspec.Struct)
@@ -793,14 +793,16 @@ def _update_progress(state: ClaimState, now_wall_s: float
         cached = yield from _read_cached_watermark(state)
         if cached is not None and state.trusted_below <= cached <= state.watermark:
             # Another daemon checked these records and wrote the record: trust it that far.
+            if cached > state.trusted_below:
+                state.verify_skips = 0  # somebody is checking: keep leaving it to them
             state.trusted_below = state.cached_watermark = cached
             if not due():
                 return None
         # About one daemon of the fleet checks each stretch: when the whole fleet's watermark
         # jumps at once (a taken-over batch done, the end of a run), the rest adopt its record
         # at their next claim instead of all reading the same done records. Hashed, not random
-        # (the fleet simulation is deterministic); after VERIFY_SKIPS_MAX skips a daemon checks
-        # anyway, so a fleet that shrank (a stale estimate) still gets on.
+        # (the fleet simulation is deterministic). A daemon whose VERIFY_SKIPS_MAX last skips saw
+        # the record not move checks anyway, so a fleet that shrank (a stale estimate) gets on.
         chosen = stable_u64(f"{state.holder}/verify/{state.claims}") % state.fleet_estimate == 0
         if not chosen and state.verify_skips < VERIFY_SKIPS_MAX:
             state.verify_skips += 1
