@@ -197,3 +197,41 @@ def test_a_cut_lease_delete_loses_no_failure_and_no_alert(tmp_path: Path) -> Non
         failed = _cloudwatch_events(world, "fleet_release_failed")
     assert len(failed) == 1, failed  # the cut delete; the lease then expired on its own
     assert sorted(alerts) == ["cause_a", "cause_b", "cause_c"] and set(alerts.values()) == {1}
+
+
+def test_an_alert_held_when_the_daemon_dies_is_sent_by_its_next_start(tmp_path: Path) -> None:
+    """The alert is on disk (held) before its fingerprint is claimed: a daemon SIGKILLed while
+    the claim hangs sends it when it starts again (an alert may repeat; none is lost)."""
+    run, first, seeds, batch, every = "held", 0, 20, 10, 7
+    hang = threading.Event()
+    released = threading.Event()
+
+    def hang_the_first_alert_claim(environ: dict[str, Any]) -> tuple[str, bytes] | None:
+        if (environ["REQUEST_METHOD"] == "PUT" and f"/alerts/{run}/" in environ["PATH_INFO"]
+                and not hang.is_set()):
+            hang.set()
+            released.wait(120)  # the claim never settles: the daemon dies waiting
+            return "503 Slow Down", s3_error("SlowDown", "too late")
+        return None
+
+    with fleet_world(intercept=hang_the_first_alert_claim) as world:
+        daemon = fleet_daemon(world, tmp_path, "solo", run, "--seed", str(first), "-n",
+                              str(seeds), "--batch-size", str(batch), "--lease-seconds", "3",
+                              VOPRD_TEST_WORK_MS="200", VOPRD_TEST_FAIL_EVERY=str(every))
+        try:
+            daemon.start()
+            assert hang.wait(60), daemon.tail()
+            assert daemon.proc is not None
+            daemon.proc.kill()
+            daemon.wait(30)
+            assert world.notifications(settle_s=1.0) == []  # held, not sent
+            released.set()
+            again = fleet_daemon(world, tmp_path, "solo", run, "--seed", str(first), "-n",
+                                 str(seeds), "--batch-size", str(batch), "--lease-seconds",
+                                 "3", VOPRD_TEST_WORK_MS="20", VOPRD_TEST_FAIL_EVERY=str(every))
+            _run([again])
+        finally:
+            released.set()
+            daemon.stop()
+        alerts, _ = _alerts(world)
+    assert alerts == Counter({"agreement": 1})  # the held alert, sent once
