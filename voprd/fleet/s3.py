@@ -307,11 +307,14 @@ class S3Store:
             return WriteReply(ok=False)
         if first:
             aside = quarantine_key(op.key, int(time.time()), secrets.token_hex(3))
+            # A fresh name, written create-only like every voprd prefix but checkpoints/ and
+            # leases/ (a bucket policy may require it).
             if op.body is not None:  # the very bytes that were judged
-                params: dict[str, Any] = {"Bucket": self.bucket, "Key": aside, "Body": op.body}
+                params: dict[str, Any] = {"Bucket": self.bucket, "Key": aside, "Body": op.body,
+                                          "IfNoneMatch": "*"}
                 method, counter = self.client.put_object, "PUT"
             else:  # not read (too large): the version that was judged, server-side
-                params = {"Bucket": self.bucket, "Key": aside,
+                params = {"Bucket": self.bucket, "Key": aside, "IfNoneMatch": "*",
                           "CopySource": {"Bucket": self.bucket, "Key": op.key}}
                 if op.etag:
                     params["CopySourceIfMatch"] = op.etag

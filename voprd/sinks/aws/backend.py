@@ -551,11 +551,15 @@ class AwsBackend:
             checkpoint = read_checkpoint(body)
         except CheckpointInvalid as exc:
             aside = quarantine_key(self.latest_key, int(time.time()), uuid.uuid4().hex[:6])
-            with contextlib.suppress(Exception):
-                await s3.copy_object(
-                    Bucket=self.bucket, Key=aside, CopySourceIfMatch=answer["ETag"],
-                    CopySource={"Bucket": self.bucket, "Key": self.latest_key},
-                )
+            with contextlib.suppress(Exception):  # the bytes judged (too large: copied in S3)
+                if len(body) <= CHECKPOINT_BYTES_MAX:
+                    await s3.put_object(Bucket=self.bucket, Key=aside, Body=body,
+                                        IfNoneMatch="*")
+                else:
+                    await s3.copy_object(
+                        Bucket=self.bucket, Key=aside, IfNoneMatch="*",
+                        CopySource={"Bucket": self.bucket, "Key": self.latest_key},
+                        CopySourceIfMatch=answer["ETag"])
             return None, [f"{source} is invalid ({exc}); kept aside as s3://{self.bucket}/{aside}"]
         return LoadedCheckpoint(checkpoint=checkpoint, source=source), []
 
