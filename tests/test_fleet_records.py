@@ -224,6 +224,7 @@ def test_an_alert_held_when_the_daemon_dies_is_sent_by_its_next_start(tmp_path: 
             assert daemon.proc is not None
             daemon.proc.kill()
             daemon.wait(30)
+            held_seed = daemon.events("seed_failed")[0]["seed"]  # its alert was held
             assert world.notifications(settle_s=1.0) == []  # held, not sent
             released.set()
             again = fleet_daemon(world, tmp_path, "solo", run, "--seed", str(first), "-n",
@@ -233,5 +234,10 @@ def test_an_alert_held_when_the_daemon_dies_is_sent_by_its_next_start(tmp_path: 
         finally:
             released.set()
             daemon.stop()
-        alerts, _ = _alerts(world)
-    assert alerts == Counter({"agreement": 1})  # the held alert, sent once
+        alerts = [n["Message"] for n in world.notifications()
+                  if not n["Subject"].startswith("VOPR: Digest")]
+    # The held alert was sent, once. The restarted daemon may alert the cause again from
+    # another seed (its claim found nothing: the killed daemon's claim never reached S3): an
+    # alert may repeat after a crash, never go missing.
+    assert sum(f"Seed: {held_seed}\n" in text for text in alerts) == 1, alerts
+    assert 1 <= len(alerts) <= 2
