@@ -3,7 +3,10 @@
 Knobs come from the environment so a daemon started by a test passes them to its workers:
 VOPRD_TEST_RUN_LOG (append each seed run, one per line), VOPRD_TEST_WORK_MS (sleep per seed),
 VOPRD_TEST_FAIL_EVERY (seed % N == N-1 fails; default 7), VOPRD_TEST_LOAD_MS (sleep when the target
-is loaded, in the daemon and in each worker: a slow start-up).
+is loaded, in the daemon and in each worker: a slow start-up), VOPRD_TEST_CAUSES (K > 1: failures
+cycle through K distinct invariants cause_a, cause_b, ..., so K fingerprints),
+VOPRD_TEST_RESULT_LOG (append "seed unix_time" as each failed result is returned: the start of
+an alert's latency).
 """
 
 from __future__ import annotations
@@ -26,6 +29,16 @@ def _log_run(seed: int) -> None:
             os.write(fd, f"{seed}\n".encode())
         finally:
             os.close(fd)
+
+
+def _letters(number: int) -> str:
+    """0 -> a, 25 -> z, 26 -> ba, ...: a name without digits (a fingerprint normalises those)."""
+    text = ""
+    while True:
+        number, digit = divmod(number, 26)
+        text = "abcdefghijklmnopqrstuvwxyz"[digit] + text
+        if number == 0:
+            return text
 
 
 def _ok(seed: int) -> SeedResult:
@@ -51,8 +64,14 @@ class Flaky:
             time.sleep(work_ms / 1000)
         every = int(os.environ.get("VOPRD_TEST_FAIL_EVERY", "7"))
         if seed % every == every - 1:
+            causes = int(os.environ.get("VOPRD_TEST_CAUSES", "1"))
+            invariant = "agreement" if causes <= 1 else f"cause_{_letters(seed // every % causes)}"
+            result_log = os.environ.get("VOPRD_TEST_RESULT_LOG")
+            if result_log:
+                with open(result_log, "a") as log:
+                    log.write(f"{seed} {time.time():.6f}\n")
             return SeedResult(
-                seed=seed, status="failed", kind="invariant", invariant="agreement",
+                seed=seed, status="failed", kind="invariant", invariant=invariant,
                 message=f"replicas {seed % 3} and {(seed + 1) % 3} committed different ops at "
                         f"op {seed * 7}",
                 events=50, history=[{"process": 1, "op": "put", "key": "k", "value": str(seed),

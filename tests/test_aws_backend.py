@@ -106,8 +106,10 @@ async def test_load_prefers_the_newer_of_local_and_s3(aws: AwsWorld, tmp_path: P
     await backend.close()
     assert loaded.checkpoint is not None and loaded.checkpoint.total_iterations == 40
     assert any("invalid" in problem and "kept aside" in problem for problem in loaded.problems)
-    listed = boto("s3").list_objects_v2(Bucket=aws.bucket, Prefix="checkpoints/corrupt-")
-    assert listed["KeyCount"] == 1
+    listed = boto("s3").list_objects_v2(Bucket=aws.bucket, Prefix="corrupt/")
+    assert [o["Key"].split("/", 2)[2] for o in listed["Contents"]] == ["checkpoints/latest.json"]
+    aside = listed["Contents"][0]["Key"]
+    assert boto("s3").get_object(Bucket=aws.bucket, Key=aside)["Body"].read() == b"{not json"
 
 
 async def test_failures_alerts_metrics_and_logs(aws: AwsWorld, tmp_path: Path) -> None:

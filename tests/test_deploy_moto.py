@@ -119,7 +119,8 @@ def test_role_policy_scoped_to_this_stack(deployed: Deployed) -> None:
         "StringEquals": {"cloudwatch:namespace": "VOPR"}
     }
     assert statements["DeleteSetAsideCheckpointsAndLeases"]["Resource"] == [
-        f"{bucket_arn}/checkpoints/*", f"{bucket_arn}/leases/*",
+        f"{bucket_arn}/checkpoints/*", f"{bucket_arn}/leases/*", f"{bucket_arn}/done/*",
+        f"{bucket_arn}/alerts/*",
     ]
     assert statements["CheckLogGroupAtStartup"]["Resource"] == (
         f"arn:aws:logs:{REGION}:123456789012:log-group:*"

@@ -240,7 +240,7 @@ def test_bucket_policy_denies_plain_http() -> None:
     assert {"Fn::GetAtt": ["Bucket", "Arn"]} in statement["Resource"]
     assert list(bucket_policy()) == [
         "DenyInsecureTransport", "OnlyThePublisherWritesReleases", "InstanceCreatesArchivesOnly",
-        "InstanceNeverDeletesArchives"]
+        "InstanceNeverDeletesArchives", "InstanceNeverDeletesFailures"]
     assert all(s["Effect"] == "Deny" for s in bucket_policy().values())  # grants nothing
 
 
@@ -257,7 +257,9 @@ def test_only_the_release_publisher_writes_or_deletes_releases() -> None:
 def test_the_instance_can_only_create_under_failures_and_done() -> None:
     """S3's s3:if-none-match condition key (AWS's conditional-writes docs): a PutObject by the
     instance role without `If-None-Match: *` is denied, so it can add records, never replace
-    one; and no delete of them. (moto enforces no bucket policy: the statement is checked.)"""
+    one; it deletes no failure record and no version of any record (a fleet may remove an
+    unreadable done record after copying it aside: versioning keeps it). (moto enforces no
+    bucket policy: the statements are checked.)"""
     archives = [{"Fn::Sub": "${Bucket.Arn}/failures/*"}, {"Fn::Sub": "${Bucket.Arn}/done/*"}]
     role = {"aws:PrincipalArn": {"Fn::GetAtt": ["InstanceRole", "Arn"]}}
     create_only = bucket_policy()["InstanceCreatesArchivesOnly"]
@@ -265,9 +267,16 @@ def test_the_instance_can_only_create_under_failures_and_done() -> None:
     assert create_only["Resource"] == [*archives, {"Fn::Sub": "${Bucket.Arn}/alerts/*"}]
     assert create_only["Condition"] == {
         "ArnEquals": role, "StringNotEquals": {"s3:if-none-match": "*"}}
-    no_delete = bucket_policy()["InstanceNeverDeletesArchives"]
-    assert sorted(no_delete["Action"]) == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
-    assert no_delete["Resource"] == archives and no_delete["Condition"] == {"ArnEquals": role}
+    no_version_delete = bucket_policy()["InstanceNeverDeletesArchives"]
+    assert no_version_delete["Action"] == "s3:DeleteObjectVersion"
+    assert no_version_delete["Resource"] == archives
+    assert no_version_delete["Condition"] == {"ArnEquals": role}
+    no_delete = bucket_policy()["InstanceNeverDeletesFailures"]
+    assert no_delete["Action"] == "s3:DeleteObject" and no_delete["Resource"] == archives[0]
+    assert no_delete["Condition"] == {"ArnEquals": role}
+    assert not [rule for rule in template()["Resources"]["Bucket"]["Properties"][
+        "LifecycleConfiguration"]["Rules"] if "NoncurrentVersionExpiration" in rule
+        and rule.get("Prefix", rule.get("Filter", {}).get("Prefix", "")) in ("", "done/")]
 
 
 def test_log_group_and_key_are_deleted_with_the_stack_and_the_bucket_kept() -> None:
@@ -384,8 +393,9 @@ def test_instance_role_least_privilege() -> None:
     )
     deletable = statements["DeleteSetAsideCheckpointsAndLeases"]
     assert deletable["Action"] == "s3:DeleteObject"
-    assert [k["Fn::Sub"] for k in deletable["Resource"]] == [
-        "${Bucket.Arn}/checkpoints/*", "${Bucket.Arn}/leases/*",  # never failures/ or done/
+    assert [k["Fn::Sub"] for k in deletable["Resource"]] == [  # never failures/
+        "${Bucket.Arn}/checkpoints/*", "${Bucket.Arn}/leases/*", "${Bucket.Arn}/done/*",
+        "${Bucket.Arn}/alerts/*",
     ]
     assert statements["CheckLogGroupAtStartup"]["Action"] == "logs:DescribeLogGroups"
     actions = {a for s in statements.values() for a in _as_list(s["Action"])}

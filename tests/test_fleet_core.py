@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,7 +26,9 @@ from voprd.fleet.core import (
     GetReply,
     HolderClock,
     LeaseView,
+    PutOp,
     Timing,
+    WriteReply,
     advance_watermark,
     batch_from_key,
     choose_candidates,
@@ -34,8 +37,11 @@ from voprd.fleet.core import (
     decode_lease,
     default_batch_size,
     done_key,
+    encode,
     lease_expired,
     lease_key,
+    release_procedure,
+    renew_record,
     run_finished,
     stable_u64,
     static_partition_index,
@@ -214,10 +220,14 @@ def test_claim_procedure_lifecycle() -> None:
         done = DoneRecord(run="r", batch=claim.record.batch, holder="b", token=claim.record.token,
                           seed_first=seeds.start, seed_end=seeds.stop, successes=len(seeds),
                           failures=0, failed_seeds=[], started_at_s=0.0, completed_at_s=1.0)
-        assert _drive(s3, complete_procedure(claim.record, claim.etag, done), 114.0) == "recorded"
-        # A second done record for the batch is refused.
-        assert _drive(s3, complete_procedure(claim.record, claim.etag, done), 114.0) \
-            == "already_done"
+        assert _drive(s3, complete_procedure(claim.record, done), 114.0) == "recorded"
+        # A retry that finds its own record (same token) knows it as its own...
+        assert _drive(s3, complete_procedure(claim.record, done), 114.0) == "recorded"
+        # ...and another holder's done record for the batch is refused.
+        other = msgspec.structs.replace(claim.record, token="other")
+        assert _drive(s3, complete_procedure(other, msgspec.structs.replace(
+            done, token="other")), 114.0) == "already_done"
+        assert _drive(s3, release_procedure(claim.record, claim.etag), 114.0)
     finished = _drive(s3, claim_procedure(a, 115.0, "t6"), 115.0)
     assert isinstance(finished, Finished) and run_finished(space, finished.watermark)
 
@@ -244,3 +254,27 @@ def test_small_fleet_simulation_is_safe_and_cheap() -> None:
 def test_default_batch_size_targets_a_minute() -> None:
     assert default_batch_size(workers=2, seed_s_estimate=0.5) == 240
     assert default_batch_size(workers=1, seed_s_estimate=600.0) == 1
+
+
+def test_release_with_a_stale_etag_still_deletes_our_lease() -> None:
+    """A renewal applied whose answer was lost (cancelled in flight) leaves the holder with an
+    old ETag: the release reads the lease, sees its own token and deletes it anyway; a lease
+    that another holder took over is left alone."""
+    s3 = S3Model()
+    space = BatchSpace(seed_start=0, batch_size=5, seed_count=10)
+    a = ClaimState(run="r", holder="a", space=space, timing=Timing(lease_seconds=10.0))
+    claimed = _drive(s3, claim_procedure(a, 100.0, "t1"), 100.0)
+    assert isinstance(claimed, Claimed)
+    key = lease_key("r", claimed.record.batch)
+    renewed = s3.apply(PutOp(key=key, body=encode(renew_record(claimed.record, 101.0)),
+                             if_match=claimed.etag), 101.0)
+    assert isinstance(renewed, WriteReply) and renewed.ok and renewed.etag != claimed.etag
+    assert _drive(s3, release_procedure(claimed.record, claimed.etag), 102.0)
+    gone = s3.apply(GetOp(key=key), 102.0)
+    assert isinstance(gone, GetReply) and gone.body is None
+    # Someone else's lease at that key (a takeover) is not ours to delete.
+    theirs = msgspec.structs.replace(claimed.record, holder="b", token="t2")
+    s3.apply(PutOp(key=key, body=encode(theirs)), 103.0)
+    assert not _drive(s3, release_procedure(claimed.record, claimed.etag), 104.0)
+    still = s3.apply(GetOp(key=key), 104.0)
+    assert isinstance(still, GetReply) and still.body == encode(theirs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,13 @@ def _done_and_failures(s3: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     failures: list[dict[str, Any]] = s3.list_objects_v2(
         Bucket=BUCKET, Prefix="failures/").get("Contents", [])
     return done, failures
+
+
+def _seed_of(key: str) -> int:
+    """The seed of a fleet failure record: failures/{run}/seed-{seed}.json."""
+    match = re.fullmatch(rf"failures/{RUN}/seed-(\d+)\.json", key)
+    assert match is not None, key
+    return int(match.group(1))
 
 
 def _events(log_path: Path) -> list[dict[str, Any]]:
@@ -237,7 +245,7 @@ def test_three_daemons_share_the_run_and_survive_a_sigkill(tmp_path: Path) -> No
     # Failures archived exactly once each (by the daemon whose done record won).
     expected = sorted(s for s in range(FIRST_SEED, FIRST_SEED + SEEDS)
                       if s % FAIL_EVERY == FAIL_EVERY - 1)
-    archived = [int(o["Key"].split("seed-", 1)[1].split("-")[0]) for o in failures]
+    archived = [_seed_of(o["Key"]) for o in failures]
     assert sorted(archived) == expected
 
 
@@ -300,7 +308,7 @@ def test_a_daemon_that_loses_its_lease_stops_that_batch(tmp_path: Path) -> None:
     assert any(ran.count(s) == 2 for s in stolen_seeds)  # run before the loss and again after
     expected = sorted(s for s in range(FIRST_SEED, FIRST_SEED + seeds)
                       if s % FAIL_EVERY == FAIL_EVERY - 1)
-    assert sorted(int(o["Key"].split("seed-", 1)[1].split("-")[0]) for o in failures) == expected
+    assert sorted(_seed_of(o["Key"]) for o in failures) == expected
 
 
 def test_sigterm_gives_the_batch_back_and_a_restart_finishes_the_run(tmp_path: Path) -> None:
@@ -341,4 +349,4 @@ def test_sigterm_gives_the_batch_back_and_a_restart_finishes_the_run(tmp_path: P
     assert not released & by_first  # what the drained daemon gave back, the restart ran
     expected = sorted(s for s in range(FIRST_SEED, FIRST_SEED + seeds)
                       if s % FAIL_EVERY == FAIL_EVERY - 1)
-    assert sorted(int(o["Key"].split("seed-", 1)[1].split("-")[0]) for o in failures) == expected
+    assert sorted(_seed_of(o["Key"]) for o in failures) == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -20,7 +21,14 @@ from voprd.fleet.core import (
     RunSpec,
     Timing,
     WriteReply,
+    alert_key,
+    decode_done,
+    decode_progress,
+    decode_spec,
+    done_key,
     lease_key,
+    progress_key,
+    spec_key,
     spec_procedure,
 )
 from voprd.fleet.runner import (
@@ -125,10 +133,10 @@ async def test_seed_source_out_of_order_results(store: S3Store) -> None:
             while (seed := await source.next_seed()) is not None:
                 ran.append(seed)
                 await asyncio.sleep((seed * 7 % 3) * 0.003)  # results come out of order
-                if (batch := await source.seed_done(seed, seed % 5 == 0)) is not None:
-                    recorded.append(batch)
+                await source.seed_done(seed, seed % 5 == 0)
 
-        async with FleetSeedSource(fleet) as source, asyncio.TaskGroup() as workers:
+        async with FleetSeedSource(fleet, on_recorded=recorded.append) as source, \
+                asyncio.TaskGroup() as workers:
             for _ in range(3):
                 workers.create_task(worker(source))
         return ran
@@ -158,7 +166,8 @@ async def test_seed_source_reports_a_lost_lease_and_releases_on_drain(store: S3S
                 break
             await asyncio.sleep(0.1)
         assert lost == [(batch, space.seeds(batch))]
-        assert await source.seed_done(first, False) is None  # ignored: not ours any more
+        await source.seed_done(first, False)  # ignored: not ours any more
+        assert not source.completing and batch not in source.running
         second = await source.next_seed()  # a new batch
         assert second is not None and space.batch_of(second) != batch
         held = space.batch_of(second)
@@ -176,7 +185,7 @@ async def test_dispatch_source_fits_the_supervisor_protocol(store: S3Store) -> N
     async def daemon(holder: str) -> None:
         fleet = FleetCoordinator(store, run="disp", holder=holder, space=space, timing=timing)
         await fleet.start()
-        source = FleetDispatchSource(fleet)
+        source = FleetDispatchSource(fleet, on_recorded=recorded.append)
         requeued_once: set[int] = set()
         async with source, asyncio.TaskGroup() as group:
             prefetch = group.create_task(source.prefetch_loop())
@@ -193,11 +202,140 @@ async def test_dispatch_source_fits_the_supervisor_protocol(store: S3Store) -> N
                     seeds = seeds[1:]
                 for seed in reversed(seeds):
                     completed.append(seed)
-                    if (batch := await source.seed_done(seed, seed % 10 == 0)) is not None:
-                        recorded.append(batch)
+                    await source.seed_done(seed, seed % 10 == 0)
             await prefetch
 
     await asyncio.gather(daemon("a"), daemon("b"))
     assert sorted(completed) == list(range(50, 81))
     assert sorted(r.batch for r in recorded) == list(range(7))
     assert sorted(s for r in recorded for s in r.failed_seeds) == [50, 60, 70, 80]
+
+
+# --- shared records are untrusted input ----------------------------------------------------------
+
+SMALL = BatchSpace(seed_start=0, batch_size=2, seed_count=10)  # 5 batches
+QUICK = Timing(lease_seconds=30.0, poll_s=0.05)
+
+
+async def _raw_put(store: S3Store, key: str, body: bytes) -> None:
+    await store.client.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+
+async def _raw_get(store: S3Store, key: str) -> bytes | None:
+    got = await store.get(key, 1 << 20)
+    return got.body
+
+
+async def _quarantined(store: S3Store) -> dict[str, bytes]:
+    """corrupt/{unix time}-{suffix}/{key} -> body, by original key."""
+    listing = await store.client.list_objects_v2(Bucket=BUCKET, Prefix="corrupt/")
+    found = {}
+    for item in listing.get("Contents", []):
+        body = await _raw_get(store, item["Key"])
+        assert body is not None
+        found[item["Key"].split("/", 2)[2]] = body
+    return found
+
+
+async def _run_all(store: S3Store, run: str, timing: Timing = QUICK) -> tuple[int, list[int]]:
+    """One coordinator runs the run to its end; returns (batches it recorded, seeds it ran)."""
+    fleet = FleetCoordinator(store, run=run, holder="solo", space=SMALL, timing=timing)
+    await fleet.start()
+    ran: list[int] = []
+
+    async def execute(lease: Any) -> BatchResults:
+        ran.extend(lease.seeds)
+        return BatchResults(successes=len(lease.seeds), failed_seeds=[],
+                            started_at_s=time.time())
+
+    recorded = await fleet.run_batches(execute)
+    return recorded, ran
+
+
+async def _check_done_records(store: S3Store, run: str) -> None:
+    for batch in range(5):
+        body = await _raw_get(store, done_key(run, batch))
+        assert body is not None
+        assert decode_done(body).seed_first == 2 * batch  # sound, and where it belongs
+
+
+@pytest.mark.parametrize("body", [
+    b'{"watermark": "x"}',
+    b'{"schema":1,"run":"p","watermark":-3,"batch_count":5,"updated_at_s":1.0}',
+    b'{"schema":1,"run":"p","watermark":5,"batch_count":5,"updated_at_s":1.0}',  # "finished"
+    b'{"schema":1,"run":"p","watermark":3,"batch_count":5,"updated_at_s":1.0}',  # skips 0..2
+    b'{"schema":1,"run":"p","watermark":1000,"batch_count":5,"updated_at_s":1.0}',
+    b"\x00\xffgarbage",
+    b"{" + b" " * 10_000 + b"}",  # past the size cap
+], ids=["string", "negative", "forged-finished", "forged-skip", "beyond", "binary", "huge"])
+async def test_a_poisoned_progress_record_neither_skips_seeds_nor_ends_the_run(
+    store: S3Store, body: bytes
+) -> None:
+    await _raw_put(store, progress_key("p"), body)
+    recorded, ran = await _run_all(store, "p")
+    assert recorded == 5 and sorted(ran) == list(range(10))  # every batch ran, here
+    await _check_done_records(store, "p")
+    assert (await _quarantined(store))[progress_key("p")] == body
+    progress = await _raw_get(store, progress_key("p"))
+    assert progress is not None and decode_progress(progress).watermark == 5  # rewritten
+
+
+@pytest.mark.parametrize("body", [
+    b"not json",
+    b'{"schema":1,"run":"d","batch":2,"holder":"h","token":"t","seed_first":0,"seed_end":2,'
+    b'"successes":2,"failures":0,"failed_seeds":[],"started_at_s":0,"completed_at_s":1}',
+    b'{"schema":1,"run":"d","batch":2,"holder":"h","token":"t","seed_first":4,"seed_end":6,'
+    b'"successes":2,"failures":1,"failed_seeds":[5],"started_at_s":0,"completed_at_s":1}',
+    b'{"schema":1,"run":"d","batch":2,"holder":"h","token":"t","seed_first":4,"seed_end":6,'
+    b'"successes":2,"failures":0,"failed_seeds":[],"started_at_s":0,"completed_at_s":1,'
+    b'"extra":' + b"1" * 5000 + b"}",
+], ids=["garbage", "other-seeds", "inconsistent", "oversized"])
+async def test_a_poisoned_done_record_is_quarantined_and_its_batch_runs(
+    store: S3Store, body: bytes
+) -> None:
+    await _raw_put(store, done_key("d", 2), body)
+    recorded, ran = await _run_all(store, "d")
+    assert recorded == 5 and sorted(ran) == list(range(10))  # batch 2 too
+    await _check_done_records(store, "d")
+    assert (await _quarantined(store))[done_key("d", 2)] == body
+
+
+async def test_a_garbage_lease_is_quarantined_and_taken_over_once_expired(
+    store: S3Store
+) -> None:
+    await _raw_put(store, lease_key("l", 1), b"\x00garbage lease")
+    timing = Timing(lease_seconds=2.0, takeover_margin_s=1.5, poll_s=0.2)
+    recorded, ran = await _run_all(store, "l", timing)
+    assert recorded == 5 and sorted(ran) == list(range(10))
+    await _check_done_records(store, "l")
+    assert (await _quarantined(store))[lease_key("l", 1)] == b"\x00garbage lease"
+    assert await _raw_get(store, lease_key("l", 1)) is None  # taken over, then released
+
+
+async def test_a_garbage_spec_is_replaced_and_a_garbage_alert_claim_is_claimed(
+    store: S3Store
+) -> None:
+    await _raw_put(store, spec_key("s"), b"[1, 2")
+    fleet = FleetCoordinator(store, run="s", holder="a", space=SMALL, timing=QUICK)
+    spec = await fleet.start()
+    assert spec.batch_size == 2 and decode_spec(await _raw_get(store, spec_key("s")) or b"")
+    await _raw_put(store, alert_key("s", "00ff"), b'{"fingerprint": 7}')
+    assert await fleet.claim_alert("00ff", 3) is True  # the garbage claim counts for nothing
+    other = FleetCoordinator(store, run="s", holder="b", space=SMALL, timing=QUICK)
+    assert await other.claim_alert("00ff", 4) is False  # a sound claim does
+    assert await fleet.claim_alert("00ff", 3) is False  # a new claim of ours is not the first
+    quarantined = await _quarantined(store)
+    assert quarantined[spec_key("s")] == b"[1, 2"
+    assert quarantined[alert_key("s", "00ff")] == b'{"fingerprint": 7}'
+
+
+async def test_a_retried_done_write_knows_its_own_record(store: S3Store) -> None:
+    """complete() run twice for one lease (a retry after an error) is "recorded" both times: the
+    done record's token says it is ours, not another holder's."""
+    fleet = FleetCoordinator(store, run="own", holder="a", space=SMALL, timing=QUICK)
+    await fleet.start()
+    lease = await fleet.claim()
+    assert lease is not None
+    results = BatchResults(successes=1, failed_seeds=[lease.seeds.start], started_at_s=0.0)
+    assert await fleet.complete(lease, results)
+    assert await fleet.complete(lease, results)

@@ -147,3 +147,63 @@ async def test_permanent_error_sets_item_aside_and_continues(tmp_path: Path) -> 
         await task
     assert delivered == ["a", "b"]
     assert outbox.stats().dead_items == 1
+
+
+async def test_held_items_wait_for_release_drop_forgets_and_a_restart_sends(
+    tmp_path: Path
+) -> None:
+    """An alert held while the fleet claims its fingerprint: not sent until released; dropped,
+    it is never sent (and its dedup key stays free); held by a process that died, it is sent by
+    the next one."""
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(path)
+    delivered: list[str] = []
+
+    async def send(items: list[OutboxItem]) -> None:
+        delivered.extend(item.key for item in items)
+
+    drainer = OutboxDrainer(outbox, [Lane(name="sns", send=send)])
+    task = asyncio.create_task(drainer.run())
+    kept = outbox.hold("sns", "alert", "kept", b"1", priority=Priority.ESSENTIAL, dedup_key="k")
+    dropped = outbox.hold("sns", "alert", "dropped", b"2", priority=Priority.ESSENTIAL,
+                          dedup_key="d")
+    assert kept is not None and dropped is not None
+    assert outbox.hold("sns", "alert", "kept", b"1", priority=Priority.ESSENTIAL,
+                       dedup_key="k") is None  # already queued
+    outbox.put("sns", "alert", "plain", b"3", priority=Priority.ESSENTIAL)
+    assert not await drainer.drain(0.3)  # the held two are pending, not sent
+    assert delivered == ["plain"] and outbox.pending() == 2
+    outbox.release(kept)
+    outbox.drop(dropped)
+    assert await drainer.drain(5.0)
+    assert delivered == ["plain", "kept"]
+    # The dropped item's dedup key was never recorded as sent: it can be queued again.
+    assert outbox.put("sns", "alert", "dropped", b"2", priority=Priority.ESSENTIAL,
+                      dedup_key="d")
+    assert await drainer.drain(5.0)
+    held = outbox.hold("sns", "alert", "orphan", b"4", priority=Priority.ESSENTIAL)
+    assert held is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    outbox.close()  # the process dies holding "orphan"
+    reopened = Outbox(path)
+    assert reopened.released_at_open == 1
+    assert [item.key for item in reopened.head("sns", 10)] == ["orphan"]
+
+
+def test_an_outbox_from_before_held_items_opens(tmp_path: Path) -> None:
+    """An outbox file written by an earlier version (no `held` column) gains it at open."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE items (item_id INTEGER PRIMARY KEY AUTOINCREMENT, lane TEXT NOT NULL,"
+            " kind TEXT NOT NULL, key TEXT NOT NULL, payload BLOB NOT NULL, size_bytes INTEGER"
+            " NOT NULL, priority INTEGER NOT NULL, revision INTEGER NOT NULL DEFAULT 0, attempts"
+            " INTEGER NOT NULL DEFAULT 0, coalesce_key TEXT UNIQUE, dedup_key TEXT UNIQUE);"
+            "INSERT INTO items (lane, kind, key, payload, size_bytes, priority)"
+            " VALUES ('sns', 'alert', 'old', x'00', 1, 3);")
+    outbox = Outbox(path)
+    assert [item.key for item in outbox.head("sns", 10)] == ["old"]

@@ -177,14 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     fleet = parser.add_argument_group("fleet")
-    fleet.add_argument("--run", dest="run_name", help="name of the shared run (default 'default')")
+    fleet.add_argument(
+        "--run", dest="run_name", metavar="NAME",
+        help="with a bucket: join the fleet run NAME, sharing its seeds with every daemon of that "
+             "name through S3 leases (VOPRD_RUN); without it a daemon with a bucket runs alone",
+    )
     fleet.add_argument("--batch-size", dest="batch_size", type=_int_at_least(1))
     fleet.add_argument("--lease-seconds", dest="lease_seconds", type=_positive_float)
     fleet.add_argument("--seed-start", dest="seed", type=_int_at_least(0), help="static partition")
     fleet.add_argument("--seed-stride", dest="seed_stride", type=_int_at_least(1))
     fleet.add_argument(
         "--no-fleet", dest="fleet", action="store_false",
-        help="with a bucket: one daemon alone, exact per-seed resume (no leases)",
+        help="run alone (the default without --run; kept for old command lines); refused "
+             "together with a run name",
     )
     return parser
 

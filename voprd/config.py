@@ -75,15 +75,26 @@ class Settings(msgspec.Struct, kw_only=True):
     log_iterations: bool = False
     metrics_instance_dimension: bool = False
     # Fleet.
-    run_name: str = "default"
+    # A run name (--run / VOPRD_RUN / run_name) puts a daemon with a bucket in fleet mode: it
+    # shares the run's seeds with every daemon of that name through S3 leases. Without one it runs
+    # alone (lone mode): the guide's layout, checkpoints/latest.json, no lease traffic.
+    run_name: str | None = None
     batch_size: Annotated[int, msgspec.Meta(ge=0, le=BATCH_SIZE_MAX)] = 0  # 0: automatic
-    lease_seconds: Annotated[float, msgspec.Meta(gt=0, le=SECONDS_MAX)] = 180.0
+    lease_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 180.0  # a day at most
     seed_stride: Annotated[int, msgspec.Meta(ge=1)] = 1  # at most SEED_MAX
-    fleet: bool = True  # with a bucket: coordinate through S3 leases (False: --no-fleet)
+    fleet: bool = True  # False: --no-fleet (lone mode; refused together with a run name)
 
     @property
     def fleet_mode(self) -> bool:
-        return self.backend == "aws" and self.fleet
+        """A bucket and a run name: coordinate through S3 leases (docs/fleet.md)."""
+        return self.backend == "aws" and self.fleet and self.run_name is not None
+
+    @property
+    def mode(self) -> Literal["local", "lone", "fleet"]:
+        """local: no bucket; lone: a bucket, one daemon alone; fleet: a bucket and a run name."""
+        if self.backend == "local":
+            return "local"
+        return "fleet" if self.fleet_mode else "lone"
 
     @property
     def backend(self) -> Literal["aws", "local"]:
@@ -293,6 +304,10 @@ def _cross_checks(settings: Settings, origin: Mapping[str, str]) -> None:
     """What no single value can break alone."""
     if settings.target == "exec" and not settings.exec_cmd:
         raise ConfigError(f"{origin.get('target', '--target')}: 'exec' needs --exec CMD")
+    if not settings.fleet and settings.run_name is not None:
+        raise ConfigError(
+            f"argument --no-fleet: contradicts the run name {settings.run_name!r} "
+            f"({origin.get('run_name', '--run')}): a run name asks for fleet mode; drop one")
     if settings.exec_cmd and settings.target != "exec":
         raise ConfigError(f"{origin.get('exec_cmd', '--exec')}: only with --target exec "
                           f"(the target is {settings.target!r})")

@@ -88,6 +88,19 @@ class FingerprintCount(msgspec.Struct, kw_only=True):
     first_seed: int
 
 
+class FleetDaemonStatus(msgspec.Struct, kw_only=True):
+    """A fleet daemon's part in its run (the status dump's `fleet`)."""
+
+    run: str
+    holder: str
+    watermark: int  # every batch below is done (as this daemon last listed done/)
+    batches_held: list[int]  # leased and running here
+    batches_recording: list[int]  # all results in, done record being written
+    s3_healthy: bool
+    s3_detail: str = ""
+    records_quarantined: int = 0
+
+
 class StatusData(msgspec.Struct, kw_only=True):
     """The `status` event (SIGUSR1 dump, status.json)."""
 
@@ -109,6 +122,13 @@ class StatusData(msgspec.Struct, kw_only=True):
     pending_alerts: int
     # Seeds (since this start) that reached each bound, by bound name.
     bounds_reached: dict[str, int] = msgspec.field(default_factory=dict)
+    # local (no bucket), lone (a bucket, one daemon alone) or fleet (a bucket and a run name).
+    mode: str = "local"
+    # "degraded" while AWS does not answer (the fleet's S3 calls or the outbox's sends have been
+    # failing for a while): the daemon keeps running and retries; health_detail says what fails.
+    health: str = "ok"
+    health_detail: str = ""
+    fleet: FleetDaemonStatus | None = None
 
 
 EventType = Literal["start", "iteration", "batch_complete", "status"]

@@ -119,10 +119,19 @@ class FailureInfo(msgspec.Struct, kw_only=True, frozen=True):
     archive: str
     # Where the failure's HTML report is (beside the archive), if one was built.
     report: str | None = None
+    # The report is still being rendered when the alert goes out (alerts do not wait for it).
+    report_pending: bool = False
 
     @property
     def invariant_or_kind(self) -> str:
         return self.invariant or self.kind
+
+
+def report_location(archived_at: str) -> str:
+    """Where a failure's HTML report goes: beside its record (`...json` -> `...html`), both for a
+    path and an s3:// URL."""
+    assert archived_at.endswith(".json"), archived_at
+    return archived_at.removesuffix(".json") + ".html"
 
 
 class Alert(msgspec.Struct, kw_only=True, frozen=True):
@@ -172,7 +181,8 @@ def alert_for(
     for failure in failures:
         lines.append(f"Archive: {one_line(failure.archive)}")
         if failure.report:
-            lines.append(f"Report: {one_line(failure.report)}")
+            pending = " (being rendered)" if failure.report_pending else ""
+            lines.append(f"Report: {one_line(failure.report)}{pending}")
     lines += _repeat_lines(repeats)
     return Alert(
         subject=f"VOPR: {count} Invariant Violation(s) Detected", message="\n".join(lines) + "\n"
@@ -232,6 +242,14 @@ class AlertPolicy:
         if len(state.suppressed_seeds) < SUPPRESSED_SEEDS_KEPT_MAX:
             state.suppressed_seeds.append(failure.seed)
         return False
+
+    def demote(self, fingerprint_hex: str, failure: FailureInfo) -> None:
+        """The fleet's first sighting of this fingerprint was another daemon's (it alerted): the
+        failure `observe` took for a first is counted as a repeat, into the next digest."""
+        state = self._states[fingerprint_hex]
+        state.suppressed_count += 1
+        if len(state.suppressed_seeds) < SUPPRESSED_SEEDS_KEPT_MAX:
+            state.suppressed_seeds.append(failure.seed)
 
     def take_repeats(self) -> list[AlertState]:
         """Fingerprints with counted repeats (copies), resetting their counters."""

@@ -21,8 +21,8 @@ out over HTTP, the fleet simulation (bench/bench_fleet.py) against a modelled S3
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Generator, Iterable, Mapping, Sequence
-from typing import Literal
+from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -33,6 +33,14 @@ LIST_PAGES_MAX = 64  # bound on pages per listing (64k keys); a claim never scan
 CLAIM_TRIES_MAX = 8  # bound on conditional creates per claim before re-listing
 CLAIM_WINDOW_MIN = 4
 CLAIM_WINDOW_MAX = 4096
+# The first listing of done/ (at a daemon's start) reads the run's whole history, so that a
+# progress record can never claim more than the listing proves; 16k pages = 16M batches.
+STARTUP_LIST_PAGES_MAX = 16_384
+VERIFY_GETS_MAX = 1024  # done records read (and checked) per progress update
+VERIFY_SKIPS_MAX = 8  # times a due daemon leaves the checking to others while nobody does it
+WRITE_TRIES_MAX = 3  # create-only writes retried after their key turned out absent or corrupt
+
+R = TypeVar("R", bound=msgspec.Struct)
 
 
 class FleetError(Exception):
@@ -148,6 +156,18 @@ def spec_key(run: str) -> str:
     return f"checkpoints/fleet/{run}/spec.json"
 
 
+def alert_key(run: str, fingerprint: str) -> str:
+    return f"alerts/{run}/{fingerprint}.json"
+
+
+QUARANTINE_PREFIX = "corrupt/"
+
+
+def quarantine_key(key: str, now_unix_s: int, suffix: str) -> str:
+    """Where an unreadable record is copied aside: corrupt/{unix time}-{suffix}/{its key}."""
+    return f"{QUARANTINE_PREFIX}{now_unix_s}-{suffix}/{key}"
+
+
 def batch_from_key(key: str) -> int | None:
     """The batch number in a lease or done key, or None for a key that is not ours."""
     tail = key[-_BATCH_NAME_LEN:]
@@ -167,17 +187,54 @@ def validate_run_name(run: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Records (one schema, reader and writer each)
+#
+# Every record is read back from a bucket other daemons (and people) write to: untrusted input.
+# Readers cap the size (GetOp.bytes_max), decode strictly (exact types, no unknown fields, value
+# ranges) and check the record against where it was found (its run, its batch, its seeds); a
+# record that fails raises RecordInvalid, and the procedures below then quarantine it
+# (QuarantineOp: copied aside under corrupt/, logged once) and carry on as if it were absent.
+
+Seed = Annotated[int, msgspec.Meta(ge=0)]  # msgspec decodes at most 2**64 - 1
+Count = Annotated[int, msgspec.Meta(ge=0)]
+BatchNumber = Annotated[int, msgspec.Meta(ge=0, lt=BATCH_COUNT_MAX)]
+Name = Annotated[str, msgspec.Meta(max_length=256)]
+LEASE_SECONDS_MAX = 86_400.0  # a lease longer than a day is not one a daemon wrote
+LeaseSeconds = Annotated[float, msgspec.Meta(gt=0, le=LEASE_SECONDS_MAX)]
+LEASE_BYTES_MAX = 4096
+PROGRESS_BYTES_MAX = 4096
+SPEC_BYTES_MAX = 64 * 1024
+ALERT_CLAIM_BYTES_MAX = 4096
+RECORD_BYTES_MAX = 64 * 1024  # default cap of a GetOp
 
 
-class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
+def done_bytes_max(seed_count: int) -> int:
+    """Cap of a done record of a batch of `seed_count` seeds (each may have failed: a failed
+    seed takes at most 21 bytes, 20 digits and a comma)."""
+    return 4096 + 24 * seed_count
+
+
+class RecordInvalid(ValueError):
+    """A record read from the bucket is too large, does not decode strictly, or contradicts where
+    it was found; the message says which."""
+
+
+def _check_schema(schema: int) -> None:
+    if schema != SCHEMA_VERSION:
+        raise ValueError(f"schema {schema}, expected {SCHEMA_VERSION}")
+
+
+class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What every daemon of a run must agree on; the first daemon creates it, the rest compare."""
 
     schema: int = SCHEMA_VERSION
-    run: str
-    seed_start: int
-    batch_size: int
-    seed_count: int | None
-    fingerprint: str = ""  # the daemon's seed-space fingerprint (target, faults, version, ...)
+    run: Name
+    seed_start: Seed
+    batch_size: Annotated[int, msgspec.Meta(ge=1)]
+    seed_count: Annotated[int, msgspec.Meta(ge=1)] | None
+    fingerprint: Annotated[str, msgspec.Meta(max_length=SPEC_BYTES_MAX // 2)] = ""
+
+    def __post_init__(self) -> None:
+        _check_schema(self.schema)
 
     def space(self) -> BatchSpace:
         return BatchSpace(
@@ -193,71 +250,170 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
         ]
 
 
-class LeaseRecord(msgspec.Struct, frozen=True, kw_only=True):
+class LeaseRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     schema: int = SCHEMA_VERSION
-    run: str
-    batch: int
-    holder: str
-    token: str  # unique per claim: tells a retried write that succeeded from a lost race
-    lease_seconds: float
+    run: Name
+    batch: BatchNumber
+    holder: Name
+    token: Name  # unique per claim: tells a retried write that succeeded from a lost race
+    lease_seconds: LeaseSeconds
     acquired_at_s: float  # holder's wall clock (informational)
     expires_at_s: float  # holder's wall clock + lease_seconds at the last write (informational)
-    renew_count: int = 0
-    takeover_of: str | None = None  # holder whose expired lease this one replaced
+    renew_count: Count = 0
+    takeover_of: Name | None = None  # holder whose expired lease this one replaced
+
+    def __post_init__(self) -> None:
+        _check_schema(self.schema)
 
 
-class DoneRecord(msgspec.Struct, frozen=True, kw_only=True):
+class DoneRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     schema: int = SCHEMA_VERSION
-    run: str
-    batch: int
-    holder: str
-    token: str
-    seed_first: int
-    seed_end: int  # exclusive
-    successes: int
-    failures: int
-    failed_seeds: list[int]
+    run: Name
+    batch: BatchNumber
+    holder: Name
+    token: Name
+    seed_first: Seed
+    seed_end: Seed  # exclusive
+    successes: Count
+    failures: Count
+    failed_seeds: list[Seed]
     started_at_s: float
     completed_at_s: float
 
     def __post_init__(self) -> None:
-        assert self.seed_end > self.seed_first
-        assert self.successes + self.failures == self.seed_end - self.seed_first
-        assert len(self.failed_seeds) == self.failures
+        # ValueError: msgspec turns it into a ValidationError when a record is decoded.
+        _check_schema(self.schema)
+        if not self.seed_end > self.seed_first:
+            raise ValueError("seed_end must be above seed_first")
+        if self.successes + self.failures != self.seed_end - self.seed_first:
+            raise ValueError("successes + failures must be the batch's seed count")
+        if len(self.failed_seeds) != self.failures:
+            raise ValueError("failed_seeds must list `failures` seeds")
+        previous = self.seed_first - 1
+        for seed in self.failed_seeds:
+            if not previous < seed < self.seed_end:
+                raise ValueError("failed_seeds must be ascending seeds of the batch")
+            previous = seed
 
 
-class ProgressRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """Cache of the fleet's watermark: every batch below `watermark` is done. Never ahead of the
-    truth (written only from a listing of done/), possibly behind it."""
+class ProgressRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Cache of the fleet's watermark: every batch below `watermark` is done. Written only from
+    a listing of done/, possibly behind the truth; read only as a hint that a listing checks."""
 
     schema: int = SCHEMA_VERSION
-    run: str
-    watermark: int
-    batch_count: int | None
+    run: Name
+    watermark: Annotated[int, msgspec.Meta(ge=0, le=BATCH_COUNT_MAX)]
+    batch_count: Annotated[int, msgspec.Meta(ge=1)] | None
     updated_at_s: float
+
+    def __post_init__(self) -> None:
+        _check_schema(self.schema)
+
+
+class AlertClaim(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`alerts/{run}/{fingerprint}.json`: the daemon that created it alerts the fingerprint; the
+    others count its failures into their digests."""
+
+    schema: int = SCHEMA_VERSION
+    run: Name
+    fingerprint: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{1,64}$")]
+    holder: Name
+    token: Name
+    seed: Seed
+    claimed_at_s: float
+
+    def __post_init__(self) -> None:
+        _check_schema(self.schema)
 
 
 _encoder = msgspec.json.Encoder()
+_decoders: dict[type[msgspec.Struct], msgspec.json.Decoder[Any]] = {
+    record_type: msgspec.json.Decoder(record_type)
+    for record_type in (RunSpec, LeaseRecord, DoneRecord, ProgressRecord, AlertClaim)
+}
 
 
 def encode(record: msgspec.Struct) -> bytes:
     return _encoder.encode(record)
 
 
+def _decode(body: bytes, record_type: type[R]) -> R:
+    try:
+        record: R = _decoders[record_type].decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RecordInvalid(f"not a valid {record_type.__name__}: {exc}") from None
+    return record
+
+
 def decode_lease(body: bytes) -> LeaseRecord:
-    return msgspec.json.decode(body, type=LeaseRecord)
+    return _decode(body, LeaseRecord)
 
 
 def decode_done(body: bytes) -> DoneRecord:
-    return msgspec.json.decode(body, type=DoneRecord)
+    return _decode(body, DoneRecord)
 
 
 def decode_progress(body: bytes) -> ProgressRecord:
-    return msgspec.json.decode(body, type=ProgressRecord)
+    return _decode(body, ProgressRecord)
 
 
 def decode_spec(body: bytes) -> RunSpec:
-    return msgspec.json.decode(body, type=RunSpec)
+    return _decode(body, RunSpec)
+
+
+def decode_alert_claim(body: bytes) -> AlertClaim:
+    return _decode(body, AlertClaim)
+
+
+def _body(reply: GetReply, bytes_max: int) -> bytes:
+    """The body of a found object within its cap (the shell stops reading past the cap)."""
+    if reply.too_large or (reply.body is not None and len(reply.body) > bytes_max):
+        raise RecordInvalid(f"larger than {bytes_max} bytes")
+    assert reply.body is not None, "absent objects are handled by the caller"
+    return reply.body
+
+
+def _expect(what: str, found: object, expected: object) -> None:
+    if found != expected:
+        raise RecordInvalid(f"{what} {found!r} where {expected!r} belongs")
+
+
+def read_lease(reply: GetReply, run: str, batch: int) -> LeaseRecord:
+    record = decode_lease(_body(reply, LEASE_BYTES_MAX))
+    _expect("run", record.run, run)
+    _expect("batch", record.batch, batch)
+    return record
+
+
+def read_done(reply: GetReply, run: str, batch: int, seeds: range) -> DoneRecord:
+    record = decode_done(_body(reply, done_bytes_max(len(seeds))))
+    _expect("run", record.run, run)
+    _expect("batch", record.batch, batch)
+    _expect("seeds", (record.seed_first, record.seed_end), (seeds.start, seeds.stop))
+    return record
+
+
+def read_progress(reply: GetReply, run: str, space: BatchSpace) -> ProgressRecord:
+    record = decode_progress(_body(reply, PROGRESS_BYTES_MAX))
+    _expect("run", record.run, run)
+    _expect("batch_count", record.batch_count, space.batch_count)
+    if space.batch_count is not None and record.watermark > space.batch_count:
+        raise RecordInvalid(f"watermark {record.watermark} beyond the run's "
+                            f"{space.batch_count} batches")
+    return record
+
+
+def read_spec(reply: GetReply, run: str) -> RunSpec:
+    record = decode_spec(_body(reply, SPEC_BYTES_MAX))
+    _expect("run", record.run, run)
+    return record
+
+
+def read_alert_claim(reply: GetReply, run: str, fingerprint: str) -> AlertClaim:
+    record = decode_alert_claim(_body(reply, ALERT_CLAIM_BYTES_MAX))
+    _expect("run", record.run, run)
+    _expect("fingerprint", record.fingerprint, fingerprint)
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,11 +499,13 @@ def choose_candidates(
     holder: str,
     claim_number: int,
     spread: bool = True,
+    exclude: Collection[int] = (),
 ) -> list[Candidate]:
     """Batches to try, in order: expired leases first (oldest batch first: they hold the
     watermark back), then free batches from a window above the watermark, starting at an offset
-    hashed from the holder and its claim number so a herd of claimers spreads out."""
-    done = set(done_above)
+    hashed from the holder and its claim number so a herd of claimers spreads out. Batches in
+    `exclude` (this daemon's own, being recorded done) are never candidates."""
+    done = set(done_above) | set(exclude)
     expired = [
         Candidate(batch=b, takeover_etag=view.etag)
         for b, view in sorted(leases.items())
@@ -409,6 +567,7 @@ class ListOp(msgspec.Struct, frozen=True, kw_only=True):
 
 class GetOp(msgspec.Struct, frozen=True, kw_only=True):
     key: str
+    bytes_max: int = RECORD_BYTES_MAX  # read no further: a larger object is too_large
 
 
 class PutOp(msgspec.Struct, frozen=True, kw_only=True):
@@ -423,7 +582,19 @@ class DeleteOp(msgspec.Struct, frozen=True, kw_only=True):
     if_match: str | None = None
 
 
-S3Op = ListOp | GetOp | PutOp | DeleteOp
+class QuarantineOp(msgspec.Struct, frozen=True, kw_only=True):
+    """Copy an unreadable record aside (quarantine_key) and log it once; with `delete`, then
+    delete it (If-Match its ETag) so that its key can be written again. `body`: the bytes that
+    were judged (stored as the copy); None (not read: too large) copies the object at `etag`."""
+
+    key: str
+    etag: str
+    reason: str
+    delete: bool = False
+    body: bytes | None = None
+
+
+S3Op = ListOp | GetOp | PutOp | DeleteOp | QuarantineOp
 
 
 class ListReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -433,10 +604,15 @@ class ListReply(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class GetReply(msgspec.Struct, frozen=True, kw_only=True):
-    body: bytes | None  # None: 404
+    body: bytes | None  # None: 404 (or too_large)
     etag: str = ""
     last_modified_s: float = 0.0
     server_now_s: float = 0.0
+    too_large: bool = False  # the object is larger than the GetOp's bytes_max (body not read)
+
+    @property
+    def found(self) -> bool:
+        return self.body is not None or self.too_large
 
 
 class WriteReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -455,8 +631,17 @@ class ClaimState(msgspec.Struct, kw_only=True):
     holder: str
     space: BatchSpace
     timing: Timing
-    watermark: int | None = None  # None: not read yet (read the cached progress first)
+    watermark: int | None = None  # None: not read yet (list done/ from the start first)
     cached_watermark: int = 0  # what the progress record says, as far as we know
+    progress_stale: bool = False  # the progress record is unreadable or ahead: rewrite it
+    progress_etag: str = ""  # of the progress record as last read
+    progress_body: bytes | None = None
+    # Every done record below this was read and checked (by this daemon, or by the daemon that
+    # wrote the progress record); the watermark above it rests on the listing alone.
+    trusted_below: int = 0
+    exclude: set[int] = msgspec.field(default_factory=set)  # batches this daemon is completing
+    fleet_estimate: int = 1  # daemons in the run, the most the lease listings have shown
+    verify_skips: int = 0
     progress_every_batches: int = 16
     spread: bool = True
     claims: int = 0
@@ -483,11 +668,14 @@ class Busy(msgspec.Struct, frozen=True, kw_only=True):
 ClaimOutcome = Claimed | Finished | Busy
 
 
-def list_all(prefix: str, start_after: str) -> Generator[S3Op, S3Reply, ListReply]:
+def list_all(
+    prefix: str, start_after: str, pages_max: int = LIST_PAGES_MAX
+) -> Generator[S3Op, S3Reply, ListReply]:
+    """A listing of up to `pages_max` pages; next_continuation is set if it stopped early."""
     objects: list[ObjectInfo] = []
     continuation: str | None = None
     server_now_s = 0.0
-    for _page in range(LIST_PAGES_MAX):
+    for _page in range(pages_max):
         reply = yield ListOp(prefix=prefix, start_after=start_after, continuation=continuation)
         assert isinstance(reply, ListReply)
         objects += reply.objects
@@ -498,20 +686,138 @@ def list_all(prefix: str, start_after: str) -> Generator[S3Op, S3Reply, ListRepl
     return ListReply(objects=objects, next_continuation=continuation, server_now_s=server_now_s)
 
 
+def _listed_batches(listing: ListReply, space: BatchSpace) -> list[int]:
+    return [b for b in (batch_from_key(o.key) for o in listing.objects)
+            if b is not None and space.contains(b)]
+
+
+def _read_cached_watermark(state: ClaimState) -> Generator[S3Op, S3Reply, int | None]:
+    """The progress record's watermark (None if absent or unsound: quarantined); its ETag is
+    kept in state.progress_etag, so that only that version is ever copied aside."""
+    key = progress_key(state.run)
+    reply = yield GetOp(key=key, bytes_max=PROGRESS_BYTES_MAX)
+    assert isinstance(reply, GetReply)
+    state.progress_etag, state.progress_body = reply.etag, reply.body
+    if not reply.found:
+        return None
+    try:
+        return read_progress(reply, state.run, state.space).watermark
+    except RecordInvalid as exc:
+        yield QuarantineOp(key=key, etag=reply.etag, reason=str(exc), body=reply.body)
+        state.progress_stale = True
+        return None
+
+
+def read_done_record(state: ClaimState, batch: int
+                     ) -> Generator[S3Op, S3Reply, DoneRecord | None]:
+    """The batch's done record if it exists and is sound; an unsound one is quarantined and
+    deleted (the batch then runs again, and its key can take a sound record)."""
+    key = done_key(state.run, batch)
+    seeds = state.space.seeds(batch)
+    reply = yield GetOp(key=key, bytes_max=done_bytes_max(len(seeds)))
+    assert isinstance(reply, GetReply)
+    if not reply.found:
+        return None
+    try:
+        return read_done(reply, state.run, batch, seeds)
+    except RecordInvalid as exc:
+        yield QuarantineOp(key=key, etag=reply.etag, reason=str(exc), delete=True,
+                           body=reply.body)
+        return None
+
+
 def refresh_watermark(state: ClaimState) -> Generator[S3Op, S3Reply, list[int]]:
-    """Bring state.watermark up to date from the cached progress and a listing of done/ that
-    starts at the watermark (so its cost does not grow with the run's history)."""
-    if state.watermark is None:
-        reply = yield GetOp(key=progress_key(state.run))
-        assert isinstance(reply, GetReply)
-        cached = decode_progress(reply.body).watermark if reply.body is not None else 0
-        state.watermark = cached
-        state.cached_watermark = cached
+    """Bring state.watermark (every batch below it has a done record: the listing proves it) up
+    to date; return the done batches above it.
+
+    The first call lists done/ from the run's first batch: the progress record (a cache written
+    by daemons) is trusted only as far as that listing proves it, and one that claims more is
+    quarantined and rewritten, so a forged watermark can neither skip seeds nor end a run. Later
+    calls list from the watermark on (their cost does not grow with the run's history)."""
     prefix = done_prefix(state.run)
+    if state.watermark is None:
+        cached = yield from _read_cached_watermark(state)
+        listing = yield from list_all(prefix, "", STARTUP_LIST_PAGES_MAX)
+        state.watermark, above = advance_watermark(0, _listed_batches(listing, state.space))
+        if cached is not None and cached > state.watermark:
+            yield QuarantineOp(
+                key=progress_key(state.run), etag=state.progress_etag, body=state.progress_body,
+                reason=f"watermark {cached} is ahead of the done/ listing, which proves "
+                       f"{state.watermark}",
+            )
+            state.progress_stale = True
+            cached = None
+        state.trusted_below = state.cached_watermark = cached or 0
+        return above
     listing = yield from list_all(prefix, start_after(prefix, state.watermark))
-    done = [b for b in (batch_from_key(o.key) for o in listing.objects) if b is not None]
-    state.watermark, above = advance_watermark(state.watermark, done)
+    state.watermark, above = advance_watermark(
+        state.watermark, _listed_batches(listing, state.space))
     return above
+
+
+def verify_done(state: ClaimState) -> Generator[S3Op, S3Reply, int | None]:
+    """Read and check the done records from `trusted_below` up to the watermark (at most
+    VERIFY_GETS_MAX), moving `trusted_below` over the sound ones. Returns the first batch whose
+    record was missing or unsound (quarantined and deleted: the watermark drops back to it, and
+    the batch runs again), or None. Only the daemon about to write the progress record (or to
+    declare the run finished) does this, so each record is read about once fleet-wide."""
+    assert state.watermark is not None
+    for _read in range(VERIFY_GETS_MAX):
+        batch = state.trusted_below
+        if batch >= state.watermark:
+            return None
+        if (yield from read_done_record(state, batch)) is None:
+            state.watermark = batch
+            return batch
+        state.trusted_below = batch + 1
+    return None
+
+
+def _update_progress(state: ClaimState, now_wall_s: float
+                     ) -> Generator[S3Op, S3Reply, int | None]:
+    """When the watermark has moved `progress_every_batches` past the progress record (or the
+    run may be finished, or the record is unsound): adopt a newer record another daemon wrote,
+    else verify the done records it would cover and write it. Returns a batch found not done
+    (see verify_done), or None."""
+    assert state.watermark is not None
+
+    def due() -> bool:
+        assert state.watermark is not None
+        return state.progress_stale or (
+            state.watermark - state.cached_watermark >= state.progress_every_batches) or (
+            run_finished(state.space, state.watermark) and state.trusted_below < state.watermark)
+
+    if not due():
+        return None
+    if not state.progress_stale:
+        cached = yield from _read_cached_watermark(state)
+        if cached is not None and state.trusted_below <= cached <= state.watermark:
+            # Another daemon checked these records and wrote the record: trust it that far.
+            if cached > state.trusted_below:
+                state.verify_skips = 0  # somebody is checking: keep leaving it to them
+            state.trusted_below = state.cached_watermark = cached
+            if not due():
+                return None
+        # About one daemon of the fleet checks each stretch: when the whole fleet's watermark
+        # jumps at once (a taken-over batch done, the end of a run), the rest adopt its record
+        # at their next claim instead of all reading the same done records. Hashed, not random
+        # (the fleet simulation is deterministic). A daemon whose VERIFY_SKIPS_MAX last skips saw
+        # the record not move checks anyway, so a fleet that shrank (a stale estimate) gets on.
+        chosen = stable_u64(f"{state.holder}/verify/{state.claims}") % state.fleet_estimate == 0
+        if not chosen and state.verify_skips < VERIFY_SKIPS_MAX:
+            state.verify_skips += 1
+            return None
+    state.verify_skips = 0
+    not_done = yield from verify_done(state)
+    if state.trusted_below > state.cached_watermark or state.progress_stale:
+        progress = ProgressRecord(
+            run=state.run, watermark=state.trusted_below, batch_count=state.space.batch_count,
+            updated_at_s=now_wall_s,
+        )
+        yield PutOp(key=progress_key(state.run), body=encode(progress))
+        state.cached_watermark = state.trusted_below
+        state.progress_stale = False
+    return not_done
 
 
 def claim_procedure(state: ClaimState, now_wall_s: float, token: str) -> Procedure:
@@ -519,17 +825,13 @@ def claim_procedure(state: ClaimState, now_wall_s: float, token: str) -> Procedu
     fields only); `token` must be unique per call."""
     done_above = yield from refresh_watermark(state)
     assert state.watermark is not None
-    if state.watermark - state.cached_watermark >= state.progress_every_batches or (
-        run_finished(state.space, state.watermark) and state.watermark > state.cached_watermark
-    ):
-        progress = ProgressRecord(
-            run=state.run, watermark=state.watermark, batch_count=state.space.batch_count,
-            updated_at_s=now_wall_s,
-        )
-        yield PutOp(key=progress_key(state.run), body=encode(progress))
-        state.cached_watermark = state.watermark
-    if run_finished(state.space, state.watermark):
-        return Finished(watermark=state.watermark)
+    not_done = yield from _update_progress(state, now_wall_s)
+    if not_done is not None:  # an unsound done record was removed: that batch is free again
+        done_above = [b for b in done_above if b > not_done]
+    # Finished only once every done record of the run was checked (by us or the progress
+    # record's writer), not on the listing alone.
+    if run_finished(state.space, state.trusted_below):
+        return Finished(watermark=state.trusted_below)
     listing = yield from list_all(leases_prefix(state.run), "")
     leases: dict[int, LeaseView] = {}
     done_set = set(done_above)
@@ -538,31 +840,43 @@ def claim_procedure(state: ClaimState, now_wall_s: float, token: str) -> Procedu
         if batch is not None and batch >= state.watermark and batch not in done_set:
             leases[batch] = LeaseView(batch=batch, etag=obj.etag,
                                       last_modified_s=obj.last_modified_s)
+    live = sum(1 for view in leases.values()
+               if not lease_expired(view.last_modified_s, listing.server_now_s,
+                                    state.timing.lease_seconds, state.timing))
+    # A daemon holds up to two batches (the next is claimed before the last ends). The largest
+    # estimate is kept, so that the end of a run (few leases left) does not look like a lone
+    # daemon; a fleet that shrank is covered by VERIFY_SKIPS_MAX.
+    state.fleet_estimate = max(state.fleet_estimate, (live + 1) // 2)
     state.claims += 1
     candidates = choose_candidates(
         state.space, state.watermark, done_above, leases, listing.server_now_s, state.timing,
-        state.holder, state.claims, state.spread,
+        state.holder, state.claims, state.spread, exclude=state.exclude,
     )
     for candidate in candidates:
         takeover_of: str | None = None
+        key = lease_key(state.run, candidate.batch)
         if candidate.takeover_etag is not None:
             # Read the expired lease to name its holder and to learn its own lease_seconds.
-            got = yield GetOp(key=lease_key(state.run, candidate.batch))
+            got = yield GetOp(key=key, bytes_max=LEASE_BYTES_MAX)
             assert isinstance(got, GetReply)
-            if got.body is None or got.etag != candidate.takeover_etag:
+            if not got.found or got.etag != candidate.takeover_etag:
                 state.conflicts += 1
                 continue
-            old = decode_lease(got.body)
-            if not lease_expired(got.last_modified_s, got.server_now_s, old.lease_seconds,
+            try:
+                old = read_lease(got, state.run, candidate.batch)
+                lease_seconds, takeover_of = old.lease_seconds, old.holder
+            except RecordInvalid as exc:
+                # Its LastModified still says when it was last written: judge it by ours.
+                yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), body=got.body)
+                lease_seconds, takeover_of = state.timing.lease_seconds, "(unreadable lease)"
+            if not lease_expired(got.last_modified_s, got.server_now_s, lease_seconds,
                                  state.timing):
                 continue
-            takeover_of = old.holder
         record = LeaseRecord(
             run=state.run, batch=candidate.batch, holder=state.holder, token=token,
             lease_seconds=state.timing.lease_seconds, acquired_at_s=now_wall_s,
             expires_at_s=now_wall_s + state.timing.lease_seconds, takeover_of=takeover_of,
         )
-        key = lease_key(state.run, candidate.batch)
         body = encode(record)
         written = yield (
             PutOp(key=key, body=body, if_none_match=True)
@@ -575,9 +889,8 @@ def claim_procedure(state: ClaimState, now_wall_s: float, token: str) -> Procedu
             continue
         # A batch finished between our listings (done written, then its lease deleted) must
         # not run again: done/ is written before the lease is released, so this read sees it.
-        done_now = yield GetOp(key=done_key(state.run, candidate.batch))
-        assert isinstance(done_now, GetReply)
-        if done_now.body is not None:
+        done_now = yield from read_done_record(state, candidate.batch)
+        if done_now is not None:
             yield DeleteOp(key=key, if_match=written.etag)
             continue
         if takeover_of is not None:
@@ -593,24 +906,86 @@ def renew_record(record: LeaseRecord, now_wall_s: float) -> LeaseRecord:
     )
 
 
-CompleteOutcome = Literal["recorded", "already_done"]
+CompleteOutcome = Literal["recorded", "already_done", "unresolved"]
 
 
 def complete_procedure(
-    lease: LeaseRecord, etag: str, done: DoneRecord
+    lease: LeaseRecord, done: DoneRecord
 ) -> Generator[S3Op, S3Reply, CompleteOutcome]:
-    """Record the batch as done (once: If-None-Match), then release the lease (If-Match)."""
+    """Record the batch as done, once (If-None-Match). A 412 is read back: the record is ours
+    (same token: an earlier attempt whose answer was lost, or a retry of this procedure) or
+    another holder's; an unsound one is quarantined and deleted, and the write tried again.
+    "unresolved": neither after WRITE_TRIES_MAX tries (try again later). The lease is released
+    apart (release_procedure): nothing about the lease can undo a recorded batch."""
     assert done.batch == lease.batch and done.run == lease.run and done.token == lease.token
-    written = yield PutOp(key=done_key(lease.run, lease.batch), body=encode(done),
-                          if_none_match=True)
-    assert isinstance(written, WriteReply)
-    yield DeleteOp(key=lease_key(lease.run, lease.batch), if_match=etag)
-    return "recorded" if written.ok else "already_done"
+    key = done_key(lease.run, lease.batch)
+    seeds = range(done.seed_first, done.seed_end)
+    for _try in range(WRITE_TRIES_MAX):
+        written = yield PutOp(key=key, body=encode(done), if_none_match=True)
+        assert isinstance(written, WriteReply)
+        if written.ok:
+            return "recorded"
+        got = yield GetOp(key=key, bytes_max=done_bytes_max(len(seeds)))
+        assert isinstance(got, GetReply)
+        if not got.found:
+            continue  # quarantined by another daemon meanwhile: write ours
+        try:
+            stored = read_done(got, lease.run, lease.batch, seeds)
+        except RecordInvalid as exc:
+            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True,
+                               body=got.body)
+            continue
+        return "recorded" if stored.token == done.token else "already_done"
+    return "unresolved"
 
 
-def release_procedure(lease: LeaseRecord, etag: str) -> Generator[S3Op, S3Reply, None]:
-    """Give a batch back unfinished (drain): delete the lease if it is still ours."""
-    yield DeleteOp(key=lease_key(lease.run, lease.batch), if_match=etag)
+def release_procedure(lease: LeaseRecord, etag: str) -> Generator[S3Op, S3Reply, bool]:
+    """Give a batch's lease back (finished, or unfinished on drain): delete it if it is still
+    ours. A refused If-Match may mean only that our ETag is stale (a renewal applied whose answer
+    was lost, e.g. cancelled in flight): the lease is read, and deleted at its current ETag if
+    it still carries our claim's token. False if it was not ours any more (or already gone)."""
+    key = lease_key(lease.run, lease.batch)
+    reply = yield DeleteOp(key=key, if_match=etag)
+    assert isinstance(reply, WriteReply)
+    if reply.ok:
+        return True
+    got = yield GetOp(key=key, bytes_max=LEASE_BYTES_MAX)
+    assert isinstance(got, GetReply)
+    if not got.found:
+        return False
+    try:
+        current = read_lease(got, lease.run, lease.batch)
+    except RecordInvalid:
+        return False  # not ours to judge here: an observer quarantines it when it expires
+    if current.token != lease.token:
+        return False
+    again = yield DeleteOp(key=key, if_match=got.etag)
+    assert isinstance(again, WriteReply)
+    return again.ok
+
+
+def alert_claim_procedure(claim: AlertClaim) -> Generator[S3Op, S3Reply, bool | None]:
+    """Create alerts/{run}/{fingerprint}.json once: True if this claim is the fingerprint's
+    (also when an earlier attempt of ours won and its answer was lost), False if another
+    daemon's is, None if neither could be settled after WRITE_TRIES_MAX tries."""
+    key = alert_key(claim.run, claim.fingerprint)
+    for _try in range(WRITE_TRIES_MAX):
+        written = yield PutOp(key=key, body=encode(claim), if_none_match=True)
+        assert isinstance(written, WriteReply)
+        if written.ok:
+            return True
+        got = yield GetOp(key=key, bytes_max=ALERT_CLAIM_BYTES_MAX)
+        assert isinstance(got, GetReply)
+        if not got.found:
+            continue
+        try:
+            stored = read_alert_claim(got, claim.run, claim.fingerprint)
+        except RecordInvalid as exc:
+            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True,
+                               body=got.body)
+            continue
+        return stored.token == claim.token
+    return None
 
 
 def spec_procedure(
@@ -618,23 +993,31 @@ def spec_procedure(
 ) -> Generator[S3Op, S3Reply, RunSpec]:
     """Create the run's spec, or check ours against the one in the bucket (FleetError if they
     differ: the batches would mean different seeds). With `adopt_batch_size` (no --batch-size
-    given), a joining daemon takes the run's batch size."""
+    given), a joining daemon takes the run's batch size. An unsound spec is quarantined and
+    deleted, and ours created in its place."""
     key = spec_key(spec.run)
-    written = yield PutOp(key=key, body=encode(spec), if_none_match=True)
-    assert isinstance(written, WriteReply)
-    if written.ok:
-        return spec
-    got = yield GetOp(key=key)
-    assert isinstance(got, GetReply)
-    if got.body is None:
-        raise FleetError(f"{key}: exists and then vanished; retry")
-    stored = decode_spec(got.body)
-    if adopt_batch_size:
-        spec = msgspec.structs.replace(spec, batch_size=stored.batch_size)
-    differences = stored.differences(spec)
-    if differences:
-        raise FleetError(
-            f"run {spec.run!r} in the bucket was started with a different seed space ("
-            + "; ".join(differences) + "); use the same flags or another --run NAME"
-        )
-    return stored
+    for _try in range(WRITE_TRIES_MAX):
+        written = yield PutOp(key=key, body=encode(spec), if_none_match=True)
+        assert isinstance(written, WriteReply)
+        if written.ok:
+            return spec
+        got = yield GetOp(key=key, bytes_max=SPEC_BYTES_MAX)
+        assert isinstance(got, GetReply)
+        if not got.found:
+            continue
+        try:
+            stored = read_spec(got, spec.run)
+        except RecordInvalid as exc:
+            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True,
+                               body=got.body)
+            continue
+        if adopt_batch_size:
+            spec = msgspec.structs.replace(spec, batch_size=stored.batch_size)
+        differences = stored.differences(spec)
+        if differences:
+            raise FleetError(
+                f"run {spec.run!r} in the bucket was started with a different seed space ("
+                + "; ".join(differences) + "); use the same flags or another --run NAME"
+            )
+        return stored
+    raise FleetError(f"{key}: could not be created nor read in {WRITE_TRIES_MAX} tries; retry")

@@ -11,10 +11,15 @@ The daemon plugs this in as its seed source:
             async with fleet.renewing(lease):        # background renewal; lease.lost on loss
                 results = await run_seeds(lease.seeds, stop=lease.lost)
             if not lease.lost.is_set():
-                if await fleet.complete(lease, results):   # True: our done record is the one
-                    archive(results.failed_seeds)         # so failures are archived once
+                await fleet.complete(lease, results)   # True: our done record is the one
 
 or simply `await fleet.run_batches(execute)`, which does exactly that loop.
+
+A batch's failures are the daemon's business before any of this: it archives and alerts each as
+its result arrives, so nothing that goes wrong with a lease or a done record (a lost race, an
+outage, a store that refuses conditional deletes) can lose one. `complete` writes the done
+record until S3 has answered for it (a retry that finds its own record knows it by its token),
+and only then releases the lease; a release that fails costs nothing but the lease's expiry.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -31,6 +37,9 @@ import msgspec
 import structlog
 
 from voprd.fleet.core import (
+    BATCH_COUNT_MAX,
+    LEASE_BYTES_MAX,
+    AlertClaim,
     BatchSpace,
     Busy,
     ClaimState,
@@ -39,14 +48,18 @@ from voprd.fleet.core import (
     HolderClock,
     LeaseRecord,
     PutOp,
+    RecordInvalid,
     RunSpec,
     S3Op,
     Timing,
     WriteReply,
+    alert_claim_procedure,
+    batch_from_key,
     claim_procedure,
     complete_procedure,
     decode_done,
     decode_lease,
+    done_bytes_max,
     done_prefix,
     encode,
     lease_key,
@@ -60,13 +73,18 @@ from voprd.fleet.core import (
     start_after,
     validate_run_name,
 )
-from voprd.fleet.s3 import FleetS3Error, S3Store
+from voprd.fleet.s3 import FleetS3Error, S3Store, StoreHealth
+from voprd.sinks.outbox import Backoff
 
 log = structlog.get_logger("voprd.fleet")
 
 Observer = Callable[[str, dict[str, Any]], None]
 RENEW_RETRY_S = 0.2  # pause between renewal attempts after an S3 error (until the deadline)
-COMPLETE_ATTEMPTS_MAX = 5
+# A done record is written until S3 has answered for it; between tries after an error (the
+# store already retried outages itself) 1 s doubling to 30 s.
+COMPLETE_BACKOFF = Backoff(base_s=1.0, cap_s=30.0)
+RELEASE_TIMEOUT_S = 10.0  # a lease not deleted by then expires on its own
+COMPLETE_ON_EXIT_S = 10.0  # at exit, batches still being recorded get this long
 
 
 class BatchResults(msgspec.Struct, kw_only=True):
@@ -114,6 +132,13 @@ class FleetCoordinator:
         self.mono = mono
         self.wall = wall
         self.state = ClaimState(run=run, holder=holder, space=space, timing=self.timing)
+        self._rng = random.Random(time.time_ns())  # backoff jitter only
+        self.claim_error: str | None = None  # set while claims are refused (not an outage)
+        self.claim_error_since_mono = 0.0
+        self._claim_error_logged_mono = float("-inf")
+
+    def health(self) -> StoreHealth:
+        return self.store.health
 
     def _emit(self, event: str, **fields: Any) -> None:
         fields.update(holder=self.holder, run=self.run, wall=self.wall())
@@ -150,8 +175,20 @@ class FleetCoordinator:
                     claim_procedure(self.state, self.wall(), secrets.token_hex(8)), note
                 )
             except FleetS3Error as exc:
-                log.warning("fleet_claim_error", error=str(exc))
+                # Refused (access denied, a bad request): S3 answers, but no. Retried every poll;
+                # logged when the error changes, else at most once a minute.
+                error = str(exc)
+                now = self.mono()
+                if self.claim_error is None:
+                    self.claim_error_since_mono = now
+                if error != self.claim_error or now - self._claim_error_logged_mono >= 60.0:
+                    log.warning("fleet_claim_error", error=error, holder=self.holder,
+                                run=self.run)
+                    self._claim_error_logged_mono = now
+                self.claim_error = error
                 outcome = Busy(retry_after_s=self.timing.poll_s)
+            else:
+                self.claim_error = None
             if isinstance(outcome, Finished):
                 self._emit("fleet_finished", watermark=outcome.watermark)
                 return None
@@ -229,9 +266,10 @@ class FleetCoordinator:
                 self._lose(lease, "expired")
 
     async def complete(self, lease: Lease, results: BatchResults) -> bool:
-        """Record the batch done and release its lease. True if our done record is the batch's
-        (then, and only then, archive its failures); False if the lease was lost first or
-        another holder recorded the batch."""
+        """Record the batch done, then release its lease. True if our done record is the batch's;
+        False if the lease was lost first or another holder recorded the batch. The done record
+        is written until S3 has answered for it (outages are waited out; cancel to give up); a
+        release that fails is logged and left to the lease's expiry."""
         seeds = lease.seeds
         failed = sorted(results.failed_seeds)
         assert all(s in seeds for s in failed)
@@ -246,25 +284,55 @@ class FleetCoordinator:
             failures=len(failed), failed_seeds=failed, started_at_s=results.started_at_s,
             completed_at_s=self.wall(),
         )
-        for attempt in range(COMPLETE_ATTEMPTS_MAX):
-            try:
-                outcome = await self.store.run(complete_procedure(lease.record, lease.etag, done))
-                break
-            except FleetS3Error as exc:
+        self.state.exclude.add(lease.batch)  # our own batch: never a claim candidate meanwhile
+        try:
+            for attempt in range(1, 2**62):
+                try:
+                    outcome = await self.store.run(complete_procedure(lease.record, done))
+                except FleetS3Error as exc:
+                    outcome, error = "unresolved", str(exc)
+                else:
+                    error = "the done record could not be written nor read back"
+                if outcome != "unresolved":
+                    break
                 log.warning("fleet_complete_error", batch=lease.batch, attempt=attempt,
-                            error=str(exc))
-                await asyncio.sleep(RENEW_RETRY_S * (attempt + 1))
-        else:
-            return False  # the lease expires and another daemon runs the batch again
+                            error=error, holder=self.holder, run=self.run)
+                await asyncio.sleep(COMPLETE_BACKOFF.delay_s(attempt, self._rng))
+        finally:
+            self.state.exclude.discard(lease.batch)
         self._emit("fleet_done", batch=lease.batch, outcome=outcome, failures=len(failed))
+        await self._release(lease, "fleet_done")
         return outcome == "recorded"
+
+    async def _release(self, lease: Lease, after: str) -> bool:
+        """Delete our lease (bounded: RELEASE_TIMEOUT_S); False if that failed or it was no longer
+        ours. A failure is logged (it reaches CloudWatch) and costs only the lease's expiry."""
+        try:
+            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                released = await self.store.run(release_procedure(lease.record, lease.etag))
+        except (FleetS3Error, TimeoutError) as exc:
+            log.warning("fleet_release_failed", batch=lease.batch, after=after,
+                        error=str(exc) or f"no answer within {RELEASE_TIMEOUT_S:g} s",
+                        holder=self.holder, run=self.run,
+                        msg=f"lease of batch {lease.batch} not deleted; it expires in "
+                            f"{lease.record.lease_seconds:g} s")
+            return False
+        return released
 
     async def release(self, lease: Lease) -> None:
         """Give the batch back unfinished (drain on SIGTERM): another daemon claims it at once."""
         self._emit("fleet_stopped", batch=lease.batch)
-        with contextlib.suppress(FleetS3Error):
-            await self.store.run(release_procedure(lease.record, lease.etag))
-        self._emit("fleet_released", batch=lease.batch)
+        if await self._release(lease, "drain"):
+            self._emit("fleet_released", batch=lease.batch)
+
+    async def claim_alert(self, fingerprint: str, seed: int) -> bool | None:
+        """Claim alerts/{run}/{fingerprint}.json: True if this daemon is the fleet's first to
+        see the fingerprint (it alerts), False if another daemon claimed it (count the failure
+        into digests), None if S3 could not settle it. Waits out outages: bound it with
+        asyncio.timeout."""
+        claim = AlertClaim(run=self.run, fingerprint=fingerprint, holder=self.holder,
+                           token=secrets.token_hex(8), seed=seed, claimed_at_s=self.wall())
+        return await self.store.run(alert_claim_procedure(claim))
 
     async def finished(self) -> bool:
         """Has the fleet done every batch of this (bounded) run?"""
@@ -324,18 +392,25 @@ class FleetStatus(msgspec.Struct, kw_only=True):
     done_above_watermark: list[int]
     leases: int
     instances: list[InstanceStatus]
+    mode: str = "fleet"
+    unreadable: list[str] = msgspec.field(default_factory=list)  # records that did not decode
+
+
+STATUS_DONE_BYTES_MAX = done_bytes_max(1 << 20)  # status does not know the run's batch size
 
 
 async def fleet_status(
     store: S3Store, run: str, recent_done_max: int = 200, watermark_hint: int = 0
 ) -> FleetStatus:
     """Per instance: the batches it holds now, and from the most recent done records (at most
-    `recent_done_max` reads) its batches, seeds/s and failures."""
+    `recent_done_max` reads) its batches, seeds/s and failures. Records that do not decode are
+    listed in `unreadable` (status only reads; the daemons quarantine them)."""
     state = ClaimState(run=run, holder="status", space=BatchSpace(seed_start=0, batch_size=1),
-                       timing=Timing(), watermark=watermark_hint)
+                       timing=Timing(), watermark=watermark_hint, trusted_below=BATCH_COUNT_MAX)
     above = await store.run(refresh_watermark(state))
     assert state.watermark is not None
     by_holder: dict[str, InstanceStatus] = {}
+    unreadable: list[str] = []
 
     def instance(holder: str) -> InstanceStatus:
         return by_holder.setdefault(holder, InstanceStatus(
@@ -345,21 +420,36 @@ async def fleet_status(
     lease_list = await store.run(list_all(leases_prefix(run), ""))
     lease_count = 0
     for obj in lease_list.objects:
-        got = await store.get(obj.key)
-        if got.body is not None:
+        got = await store.get(obj.key, LEASE_BYTES_MAX)
+        if not got.found:
+            continue
+        try:
+            if got.too_large or got.body is None:
+                raise RecordInvalid("too large")
             record = decode_lease(got.body)
-            instance(record.holder).current_batches.append(record.batch)
-            lease_count += 1
+        except RecordInvalid:
+            unreadable.append(obj.key)
+            continue
+        instance(record.holder).current_batches.append(record.batch)
+        lease_count += 1
     # The newest done records: those just below the watermark and those above it.
     start = max(0, state.watermark - recent_done_max)
     prefix = done_prefix(run)
     recent = await store.run(list_all(prefix, start_after(prefix, start)))
     spans: dict[str, tuple[float, float]] = {}
     for obj in recent.objects[-recent_done_max:]:
-        got = await store.get(obj.key)
-        if got.body is None:
+        if batch_from_key(obj.key) is None:
             continue
-        done = decode_done(got.body)
+        got = await store.get(obj.key, STATUS_DONE_BYTES_MAX)
+        if not got.found:
+            continue
+        try:
+            if got.too_large or got.body is None:
+                raise RecordInvalid("too large")
+            done = decode_done(got.body)
+        except RecordInvalid:
+            unreadable.append(obj.key)
+            continue
         status = instance(done.holder)
         status.batches_done += 1
         status.seeds_done += done.seed_end - done.seed_first
@@ -372,7 +462,7 @@ async def fleet_status(
         status.seeds_per_s = status.seeds_done / (last - first) if last > first else 0.0
     return FleetStatus(
         run=run, watermark=state.watermark, done_above_watermark=above, leases=lease_count,
-        instances=[by_holder[h] for h in sorted(by_holder)],
+        instances=[by_holder[h] for h in sorted(by_holder)], unreadable=unreadable,
     )
 
 
@@ -381,7 +471,7 @@ async def fleet_status(
 
 
 class RecordedBatch(msgspec.Struct, frozen=True, kw_only=True):
-    """A batch whose done record is ours: archive its failures (exactly once, fleet-wide)."""
+    """A batch whose done record is ours."""
 
     batch: int
     seeds: range
@@ -400,17 +490,19 @@ class _Running:
 class FleetSeedSource:
     """Seeds for the daemon's dispatcher, batch by batch, from the fleet's leases.
 
-        async with FleetSeedSource(fleet, on_lost=cancel_seeds) as source:
+        async with FleetSeedSource(fleet, on_lost=cancel_seeds, on_recorded=note) as source:
             while (seed := await source.next_seed()) is not None:   # None: the run is done
                 dispatch(seed)                                        # ...later, per result:
-            recorded = await source.seed_done(seed, failed)           # RecordedBatch | None
+            await source.seed_done(seed, failed)
 
     Seeds come in order; results may arrive out of order. Once every seed of a batch has a
-    result, the batch is recorded done and `seed_done` returns a RecordedBatch (archive its
-    failures then). If a lease is lost, `on_lost(batch, seeds)` is called so the daemon can stop
-    those seeds; their results are ignored. Leaving the block (drain) releases unfinished batches.
-    At most `batches_held_max` batches are held at once (the next is claimed while the last
-    seeds of the previous one run, so workers do not idle at batch boundaries).
+    result, the batch is recorded done in the background (`seed_done` does not wait for S3) and
+    `on_recorded(RecordedBatch)` is called if our done record is the batch's. If a lease is lost,
+    `on_lost(batch, seeds)` is called so the daemon can stop those seeds; their results are
+    ignored. Leaving the block (drain) gives batches still being recorded COMPLETE_ON_EXIT_S and
+    releases unfinished ones. At most `batches_held_max` batches are held at once (the next is
+    claimed while the last seeds of the previous one run, so workers do not idle at batch
+    boundaries).
     """
 
     def __init__(
@@ -418,12 +510,15 @@ class FleetSeedSource:
         fleet: FleetCoordinator,
         on_lost: Callable[[int, range], None] | None = None,
         batches_held_max: int = 2,
+        on_recorded: Callable[[RecordedBatch], None] | None = None,
     ) -> None:
         assert batches_held_max >= 1
         self.fleet = fleet
         self.on_lost = on_lost
+        self.on_recorded = on_recorded
         self.batches_held_max = batches_held_max
         self.running: dict[int, _Running] = {}  # batch -> state, in claim order
+        self.completing: dict[int, asyncio.Task[None]] = {}  # batch -> its done record's task
         self.finished = False
         self.claiming = asyncio.Lock()  # concurrent next_seed calls claim one batch at a time
 
@@ -431,6 +526,16 @@ class FleetSeedSource:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.completing:
+            # A batch whose done record is not written yet is run again by another daemon once
+            # its lease expires: its failures were archived and alerted as they came.
+            _, late = await asyncio.wait(list(self.completing.values()),
+                                         timeout=COMPLETE_ON_EXIT_S)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for batch in list(self.running):
             running = self.running.pop(batch)
             await self._stop_renewal(running)
@@ -476,29 +581,51 @@ class FleetSeedSource:
                 return None
             self._watch(lease)
 
-    async def seed_done(self, seed: int, failed: bool) -> RecordedBatch | None:
-        """Record one seed's result. Returns the batch if this completed it and our done record
-        is the batch's; None otherwise (batch not complete yet, lost, or recorded by another)."""
+    async def seed_done(self, seed: int, failed: bool) -> None:
+        """Record one seed's result; the result that completes a batch starts recording it done
+        (in the background: see `completions`)."""
         batch = self.fleet.space.batch_of(seed)
         running = self.running.get(batch)
         if running is None:
-            return None  # its lease was lost: another daemon runs the batch
+            return  # its lease was lost: another daemon runs the batch
         assert seed in running.lease.seeds, (seed, batch)
         if seed in running.results:
             # A second result for one seed: a requeued seed of a batch this daemon lost and then
             # claimed again, or a late result of a killed worker. The first result stands.
-            return None
+            return
         running.results[seed] = failed
         if len(running.results) < len(running.lease.seeds):
-            return None
+            return
         del self.running[batch]
         await self._stop_renewal(running)
+        self.completing[batch] = asyncio.create_task(self._complete(running),
+                                                     name=f"complete-{batch}")
+
+    async def _complete(self, running: _Running) -> None:
+        lease = running.lease
         failed_seeds = sorted(s for s, f in running.results.items() if f)
-        results = BatchResults(successes=len(running.lease.seeds) - len(failed_seeds),
+        results = BatchResults(successes=len(lease.seeds) - len(failed_seeds),
                                failed_seeds=failed_seeds, started_at_s=running.started_at_s)
-        if not await self.fleet.complete(running.lease, results):
-            return None
-        return RecordedBatch(batch=batch, seeds=running.lease.seeds, failed_seeds=failed_seeds)
+        try:
+            if await self.fleet.complete(lease, results) and self.on_recorded is not None:
+                self.on_recorded(RecordedBatch(batch=lease.batch, seeds=lease.seeds,
+                                               failed_seeds=failed_seeds))
+        except Exception:
+            # A bug, not S3 (complete waits S3 out): the batch's lease expires and another
+            # daemon runs it again; the failures were archived and alerted already.
+            log.exception("fleet_complete_failed", batch=lease.batch, holder=self.fleet.holder,
+                          run=self.fleet.run)
+        finally:
+            self.completing.pop(lease.batch, None)
+            self._completed()
+
+    def _completed(self) -> None:
+        """Hook: a batch's recording ended (the dispatch source wakes its prefetch loop)."""
+
+    async def completions(self) -> None:
+        """Wait until every batch whose results are all in has been recorded (or given up)."""
+        while self.completing:
+            await asyncio.wait(list(self.completing.values()))
 
 
 class FleetDispatchSource(FleetSeedSource):
@@ -510,7 +637,7 @@ class FleetDispatchSource(FleetSeedSource):
         async with source, asyncio.TaskGroup() as group:
             group.create_task(source.prefetch_loop())
             ... Supervisor(source=source, on_result=...) ...; per result:
-            recorded = await source.seed_done(result.seed, result.status == "failed")
+            await source.seed_done(result.seed, result.status == "failed")
 
     `dispatch` returns [] while a claim is in flight (not exhausted: wait, do not stop workers).
     """
@@ -520,8 +647,9 @@ class FleetDispatchSource(FleetSeedSource):
         fleet: FleetCoordinator,
         on_lost: Callable[[int, range], None] | None = None,
         batches_held_max: int = 2,
+        on_recorded: Callable[[RecordedBatch], None] | None = None,
     ) -> None:
-        super().__init__(fleet, on_lost, batches_held_max)
+        super().__init__(fleet, on_lost, batches_held_max, on_recorded)
         self.requeued: list[int] = []
         self.wake = asyncio.Event()  # set when dispatch ran low or a batch finished
         self.claims_stopped = False  # drain: no new batch (the held ones are given back on exit)
@@ -557,10 +685,12 @@ class FleetDispatchSource(FleetSeedSource):
     def dispatch_exhausted(self) -> bool:
         return self.finished and not self.requeued and self._undispatched() == 0
 
-    async def seed_done(self, seed: int, failed: bool) -> RecordedBatch | None:
-        recorded = await super().seed_done(seed, failed)
+    async def seed_done(self, seed: int, failed: bool) -> None:
+        await super().seed_done(seed, failed)
         self.wake.set()
-        return recorded
+
+    def _completed(self) -> None:
+        self.wake.set()
 
     async def prefetch_loop(self) -> None:
         """Keep a batch ready: claim when the held seeds run low and a slot is free; returns
@@ -582,6 +712,8 @@ class FleetDispatchSource(FleetSeedSource):
 def format_fleet_status(status: FleetStatus) -> str:
     """`voprd status --fleet`, readable."""
     lines = [
+        f"mode: fleet (run {status.run}: the daemons started with --run {status.run} share its "
+        "seeds through S3 leases)",
         f"run {status.run}: watermark batch {status.watermark} (every batch below is done), "
         f"{len(status.done_above_watermark)} done above it, {status.leases} leased",
         f"{'instance':<32} {'batches now':<16} {'done':>6} {'seeds/s':>9} {'failures':>9}",
@@ -590,6 +722,9 @@ def format_fleet_status(status: FleetStatus) -> str:
         now = ",".join(str(b) for b in sorted(i.current_batches)) or "-"
         lines.append(f"{i.holder:<32} {now:<16} {i.batches_done:>6} {i.seeds_per_s:>9.2f} "
                      f"{i.failures:>9}")
+    if status.unreadable:
+        lines.append(f"unreadable records (the daemons quarantine them): "
+                     f"{', '.join(status.unreadable)}")
     return "\n".join(lines)
 
 
@@ -603,9 +738,10 @@ def default_holder_id(instance_id: str | None = None) -> str:
 
 
 async def show_fleet_status(bucket: str, run: str, region: str | None, as_json: bool) -> str:
-    """What `voprd status --fleet` prints (the lead wires the flag to this)."""
+    """What `voprd status --fleet --run NAME` prints (only reads the bucket)."""
     from voprd.fleet.s3 import create_client
 
     async with create_client(region) as client:
-        status = await fleet_status(S3Store(client, bucket), validate_run_name(run))
+        status = await fleet_status(S3Store(client, bucket, read_only=True),
+                                    validate_run_name(run))
     return msgspec.json.encode(status).decode() if as_json else format_fleet_status(status)

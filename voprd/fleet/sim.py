@@ -39,6 +39,7 @@ from voprd.fleet.core import (
     ListReply,
     ObjectInfo,
     PutOp,
+    QuarantineOp,
     S3Op,
     S3Reply,
     Timing,
@@ -47,6 +48,8 @@ from voprd.fleet.core import (
     complete_procedure,
     encode,
     lease_key,
+    quarantine_key,
+    release_procedure,
     renew_record,
 )
 
@@ -134,8 +137,17 @@ class S3Model:
             found = self.objects.get(op.key)
             if found is None:
                 return GetReply(body=None, server_now_s=stamp)
-            return GetReply(body=found[0], etag=found[1], last_modified_s=found[2],
-                            server_now_s=stamp)
+            too_large = len(found[0]) > op.bytes_max
+            return GetReply(body=None if too_large else found[0], etag=found[1],
+                            last_modified_s=found[2], server_now_s=stamp, too_large=too_large)
+        if isinstance(op, QuarantineOp):
+            found = self.objects.get(op.key)
+            if found is not None:
+                self.apply(PutOp(key=quarantine_key(op.key, stamp, str(next(self.etags))),
+                                 body=found[0] if op.body is None else op.body), now_s)
+                if op.delete:
+                    return self.apply(DeleteOp(key=op.key, if_match=op.etag), now_s)
+            return WriteReply(ok=found is not None)
         current = self.objects.get(op.key)
         if op.if_match is not None and (current is None or current[1] != op.if_match):
             return WriteReply(ok=False)
@@ -245,7 +257,8 @@ class FleetSim:
 
     def _request(self, daemon: _Daemon, op: S3Op, deliver: Callable[[S3Reply], None],
                  attempt: int) -> None:
-        kind = {ListOp: "LIST", GetOp: "GET", PutOp: "PUT", DeleteOp: "DELETE"}[type(op)]
+        kind = {ListOp: "LIST", GetOp: "GET", PutOp: "PUT", DeleteOp: "DELETE",
+                QuarantineOp: "PUT"}[type(op)]
         self.requests[kind] += 1
         arrive_s = self.now_s + self.latency_s()
 
@@ -373,7 +386,8 @@ class FleetSim:
                 seed_first=seeds.start, seed_end=seeds.stop, successes=len(seeds), failures=0,
                 failed_seeds=[], started_at_s=0.0, completed_at_s=self._wall(daemon),
             )
-            result = yield from complete_procedure(record, etag, done)
+            result = yield from complete_procedure(record, done)
+            yield from release_procedure(record, etag)
             if result == "recorded":
                 assert batch not in self.done_by, batch
                 self.done_by[batch] = daemon.holder

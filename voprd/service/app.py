@@ -33,7 +33,14 @@ import structlog
 
 from voprd import __version__
 from voprd.config import ConfigError, Settings, imds_endpoint
-from voprd.core.failures import AlertPolicy, FailureInfo, alert_for, digest_for, fingerprint
+from voprd.core.failures import (
+    AlertPolicy,
+    FailureInfo,
+    alert_for,
+    digest_for,
+    fingerprint,
+    report_location,
+)
 from voprd.core.metrics import MetricBatch, MetricsAggregator, minute_of
 from voprd.core.progress import RunProgress, resume_decision
 from voprd.core.records import (
@@ -49,6 +56,7 @@ from voprd.events import (
     BatchCompleteData,
     EventType,
     FingerprintCount,
+    FleetDaemonStatus,
     IterationData,
     SeedResult,
     StartData,
@@ -57,7 +65,12 @@ from voprd.events import (
     rfc3339_now,
 )
 from voprd.fleet.core import BatchSpace, FleetError, Timing, default_batch_size
-from voprd.fleet.runner import FleetCoordinator, FleetDispatchSource, default_holder_id
+from voprd.fleet.runner import (
+    FleetCoordinator,
+    FleetDispatchSource,
+    RecordedBatch,
+    default_holder_id,
+)
 from voprd.fleet.s3 import FleetS3Error, S3Store, create_client
 from voprd.options import RunOptions, reproduce_command
 from voprd.service import signals, spot
@@ -105,6 +118,15 @@ BACKEND_CLOSE_AFTER_ERROR_S = 15.0
 FLEET_SEED_S_ESTIMATE_BUILTIN = 0.03
 FLEET_SEED_S_ESTIMATE_OTHER = 0.5
 DISPATCH_BATCH_BUILTIN, DISPATCH_BATCH_EXEC = 4, 16
+# Joining a fleet run: S3 must answer within this (it is retried meanwhile), else refused.
+FLEET_START_TIMEOUT_S = 60.0
+# A fleet alert is held while its fingerprint is claimed in the bucket; unsettled after this
+# long (S3 away) it is sent anyway (it may repeat another daemon's; it is never lost).
+ALERT_CLAIM_WAIT_S = 30.0
+ALERT_SETTLE_ON_EXIT_S = 5.0
+# The daemon reports itself degraded once its S3 coordination or its AWS outbox has been
+# failing for this long (a single retried call is not worth a log line).
+DEGRADED_AFTER_S = 2.0
 EXIT_OK, EXIT_FAILURES, EXIT_REFUSED = 0, 1, 2
 
 
@@ -185,10 +207,6 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
     return handle
 
 
-# A failure waiting to be announced: its record, its alert facts, its rendered report (if any).
-HeldFailure = tuple[FailureRecord, FailureInfo, bytes | None]
-
-
 class Daemon:
     def __init__(self, settings: Settings, env: dict[str, str]) -> None:
         self.settings = settings
@@ -221,10 +239,12 @@ class Daemon:
         self.policy: AlertPolicy
         self.supervisor: Supervisor
         self._lock: IO[str] | None = None
-        # Fleet mode (a bucket, not --no-fleet): seeds come from S3 leases (voprd.fleet); the
-        # failures of a batch wait here until its done record is ours (archived once fleet-wide).
+        # Fleet mode (a bucket and a run name): seeds come from S3 leases (voprd.fleet); alerts
+        # are held while their fingerprint is claimed fleet-wide (_settle_alert).
         self.fleet: FleetDispatchSource | None = None
-        self._held_failures: dict[int, list[HeldFailure]] = {}
+        self._alert_claims: set[asyncio.Task[None]] = set()
+        self._health_degraded: str | None = None  # why, while the daemon reports degraded
+        self._backend_unhealthy_since: float | None = None
 
     # --- output -----------------------------------------------------------------------------
 
@@ -384,7 +404,6 @@ class Daemon:
             return
         failed = result.status == "failed"
         record: JournalRecord
-        held: HeldFailure | None = None
         if failed:
             reproduce = reproduce_command(seed, self.options)
             kind = result.kind or "invariant"
@@ -401,29 +420,31 @@ class Daemon:
                 history=result.history[-HISTORY_OPS_MAX:], trace_tail=tail,
                 trace_tail_truncated=truncated, instance=self.instance,
             )
-            # The report is rendered now (it reruns the seed), so that storing it later is a
-            # quick put. Locally the record and the report are archived before the journal counts
-            # the seed done (a crash in between re-runs the seed; the archive is idempotent per run
-            # and seed). In a fleet both wait for the batch's done record (see _fleet_seed_done).
-            html = await self.render_report(seed)
-            location = "" if self.fleet is not None else await self.backend.archive.put(failure)
-            report = await self.store_report(seed, location, html) if location else None
+            # Archived and alerted now, as the result arrives, before anything else can fail
+            # (in a fleet: before anything about the batch's lease or done record). The report
+            # is rendered after the alert (it reruns the seed, which may take a while); the
+            # journal counts the seed only once the record and the report are archived, so a
+            # crash in between runs the seed again (the archive and the alert's once key make
+            # that idempotent).
+            location = await self.backend.archive.put(failure)
+            will_render = self.will_render_report()
+            info = FailureInfo(
+                seed=seed, batch_start=batch_start, kind=kind, invariant=result.invariant,
+                message=message, reproduce=reproduce, archive=location,
+                report=report_location(location) if will_render else None,
+                report_pending=will_render)
+            await self.announce_failure(failure, info)
+            if will_render:
+                await self.store_report(seed, location, await self.render_report(seed))
             record = JournalRecord(seed=seed, failed=True, fingerprint=fp,
                                    invariant=result.invariant or kind)
-            held = (failure, FailureInfo(
-                seed=seed, batch_start=batch_start, kind=kind, invariant=result.invariant,
-                message=message, reproduce=reproduce, archive=location, report=report), html)
         else:
             record = JournalRecord(seed=seed, failed=False)
         record = with_metrics(record, result, time.time())
-        if held is not None and self.fleet is None:
-            # Alert before journalling: a crash in between re-runs the seed and may alert twice,
-            # but a journalled failure (its fingerprint known after a restart) is never unalerted.
-            await self.announce_failure(*held)
         self.journal.append(record)
         if not self.progress.record(record):
             if self.fleet is not None:  # counted before; this batch's run still needs it
-                await self._fleet_seed_done(seed, failed, held)
+                await self.fleet.seed_done(seed, failed)
             return
         self._checkpoint_dirty = True
         self.done_this_start += 1
@@ -443,58 +464,90 @@ class Daemon:
         if failed:
             self.failures_this_start.append(seed)
         if self.fleet is not None:
-            await self._fleet_seed_done(seed, failed, held)
+            await self.fleet.seed_done(seed, failed)
 
-    async def _fleet_seed_done(self, seed: int, failed: bool,
-                               held: HeldFailure | None) -> None:
-        """Hand a result to the fleet; a batch's failures are archived and alerted only once its
-        done record is ours, so a batch run twice (a lost lease) is archived once fleet-wide."""
+    def _on_batch_recorded(self, recorded: RecordedBatch) -> None:
+        """Our done record is the batch's: this daemon's tally follows the fleet's watermark."""
         assert self.fleet is not None
-        batch = self.fleet.fleet.space.batch_of(seed)
-        if held is not None:
-            self._held_failures.setdefault(batch, []).append(held)
-        recorded = await self.fleet.seed_done(seed, failed)
-        if recorded is not None:
-            for held_failure in self._held_failures.pop(recorded.batch, []):
-                await self.announce_failure(*held_failure)
-            space = self.fleet.fleet.space
-            floor_seed = space.seed_start + self.fleet_watermark() * space.batch_size
-            if space.seed_count is not None:  # the last batch of a bounded run is cut short
-                floor_seed = min(floor_seed, space.seed_start + space.seed_count)
-            self.progress.advance_floor(floor_seed)
-        elif batch not in self.fleet.running:  # lost or recorded by another holder
-            self._held_failures.pop(batch, None)
+        space = self.fleet.fleet.space
+        floor_seed = space.seed_start + self.fleet_watermark() * space.batch_size
+        if space.seed_count is not None:  # the last batch of a bounded run is cut short
+            floor_seed = min(floor_seed, space.seed_start + space.seed_count)
+        self.progress.advance_floor(floor_seed)
 
     def fleet_watermark(self) -> int:
         assert self.fleet is not None
         return self.fleet.fleet.state.watermark or 0
 
-    async def announce_failure(self, failure: FailureRecord, info: FailureInfo,
-                               html: bytes | None) -> None:
-        """Log a failure and alert on a new fingerprint; archive it (and its rendered report)
-        first if not yet archived. Only quick puts here: the report was rendered earlier."""
+    async def announce_failure(self, failure: FailureRecord, info: FailureInfo) -> None:
+        """Log an archived failure and alert on a new fingerprint. Alone, the policy decides;
+        in a fleet the alert is held in the outbox while the fingerprint is claimed in the
+        bucket (see _settle_alert), so only the fleet's first daemon to see it alerts."""
         seed, kind, message, reproduce = failure.seed, failure.kind, failure.message, info.reproduce
         fp = failure.fingerprint
-        if not info.archive:
-            location = await self.backend.archive.put(failure)
-            info = msgspec.structs.replace(
-                info, archive=location, report=await self.store_report(seed, location, html))
-        location, report = info.archive, info.report
         self.emit("seed_failed", "warning",
                   msg=f"seed {seed} failed: {info.invariant_or_kind}: {message} "
                       f"(reproduce: {reproduce})",
                   seed=seed, kind=kind, invariant=failure.invariant, fingerprint=fp,
-                  archive=location, report=report, reproduce=reproduce)
-        if self.policy.observe(fp, info, time.time()):
+                  archive=info.archive, report=info.report, reproduce=reproduce)
+        if not self.policy.observe(fp, info, time.time()):
+            return
+        # A seed re-run after a crash between this alert and the journal's fsync fails again
+        # with a new timestamp: the key lets the AWS outbox send the first alert only. The run
+        # id is in it: a run started afresh (--reset: a new id, no known fingerprints) alerts
+        # its failures again instead of having them taken for sent.
+        once_key = f"failure:{self.progress.run_id}:{fp}:{seed}"
+        if self.fleet is None:
             alert = alert_for([info], self.instance, rfc3339_now(), self.policy.take_repeats())
-            # A seed re-run after a crash between this alert and the journal's fsync fails again
-            # with a new timestamp: the key lets the AWS outbox send the first alert only. The
-            # run id is in it: a run started afresh (--reset: a new id, no known fingerprints)
-            # alerts its failures again instead of having them taken for sent.
-            await self.backend.alerts.send(
-                alert.subject, alert.message,
-                once_key=f"failure:{self.progress.run_id}:{fp}:{seed}",
-            )
+            await self.backend.alerts.send(alert.subject, alert.message, once_key=once_key)
+            return
+        # Repeats stay for the digest: a held alert may yet be dropped.
+        alert = alert_for([info], self.instance, rfc3339_now())
+        ticket = await self.backend.alerts.hold(alert.subject, alert.message, once_key=once_key)
+        settle = asyncio.create_task(self._settle_alert(fp, info, ticket),
+                                     name=f"alert-claim-{fp}")
+        self._alert_claims.add(settle)
+        settle.add_done_callback(self._alert_claims.discard)
+
+    async def _settle_alert(self, fp: str, info: FailureInfo, ticket: int | None) -> None:
+        """Claim the fingerprint fleet-wide (alerts/{run}/{fp}.json, create-only): release the
+        held alert if the claim is ours, drop it if another daemon's (the failure then counts
+        into our digest). Undecided within ALERT_CLAIM_WAIT_S (S3 away), or cancelled at exit:
+        released, as after a crash (an alert may repeat, none is lost)."""
+        assert self.fleet is not None
+        won: bool | None = None
+        started_s = time.monotonic()
+        try:
+            async with asyncio.timeout(ALERT_CLAIM_WAIT_S):
+                won = await self.fleet.fleet.claim_alert(fp, info.seed)
+            self.log.debug("alert_claim_settled", fingerprint=fp, won=won,
+                           claim_ms=round((time.monotonic() - started_s) * 1000, 1))
+        except (TimeoutError, FleetS3Error) as exc:
+            self.emit("alert_claim_undecided", "warning", fingerprint=fp, seed=info.seed,
+                      error=str(exc) or f"no answer within {ALERT_CLAIM_WAIT_S:g} s",
+                      msg="the fleet's alert claim could not be settled: alerting anyway")
+        finally:
+            if won is False:
+                await self.backend.alerts.drop(ticket)
+                self.policy.demote(fp, info)
+                self.emit("alert_claimed_elsewhere", "info", fingerprint=fp, seed=info.seed,
+                          msg="another daemon of the fleet alerted this fingerprint first; "
+                              "counted into the digest")
+            else:
+                await self.backend.alerts.release(ticket)
+
+    async def settle_alerts(self) -> None:
+        """At exit: give pending alert claims ALERT_SETTLE_ON_EXIT_S, then release their alerts."""
+        if not self._alert_claims:
+            return
+        _, late = await asyncio.wait(set(self._alert_claims), timeout=ALERT_SETTLE_ON_EXIT_S)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    def will_render_report(self) -> bool:
+        """Only the builtin target has a run to draw; none while draining."""
+        return self.options.target == "builtin" and not self._drain.is_set()
 
     async def render_report(self, seed: int) -> bytes | None:
         """Render the seed's HTML report in a separate process. Never raises: a failed report
@@ -631,6 +684,7 @@ class Daemon:
             digest = self.policy.digest(time.time(), self.instance, rfc3339_now())
             if digest is not None:
                 await self.backend.alerts.send(digest.subject, digest.message)
+            self.check_health()
             if self._status_requested.is_set():
                 self._status_requested.clear()
                 await self.dump_status()
@@ -673,7 +727,51 @@ class Daemon:
             backend=self.backend.health(),
             pending_alerts=self.policy.pending + self.backend.pending_alerts(),
             bounds_reached=dict(sorted(self.bounds_reached.items())),
+            mode=self.settings.mode, health="degraded" if self._health_degraded else "ok",
+            health_detail=self._health_degraded or "", fleet=self.fleet_status(),
         )
+
+    def fleet_status(self) -> FleetDaemonStatus | None:
+        if self.fleet is None:
+            return None
+        coordinator = self.fleet.fleet
+        health = coordinator.health()
+        return FleetDaemonStatus(
+            run=coordinator.run, holder=coordinator.holder, watermark=self.fleet_watermark(),
+            batches_held=sorted(self.fleet.running),
+            batches_recording=sorted(self.fleet.completing), s3_healthy=health.ok,
+            s3_detail="" if health.ok else health.last_error or "",
+            records_quarantined=health.quarantined,
+        )
+
+    def check_health(self) -> None:
+        """Degraded while the fleet's S3 calls or the AWS outbox have been failing for
+        DEGRADED_AFTER_S; logged when it starts and when it ends (the daemon keeps running)."""
+        problems: list[str] = []
+        now = time.monotonic()
+        if self.fleet is not None:
+            coordinator = self.fleet.fleet
+            s3 = coordinator.health()
+            if s3.failing_since_mono is not None and (
+                    now - s3.failing_since_mono >= DEGRADED_AFTER_S):
+                problems.append(f"fleet S3 failing: {s3.last_error}")
+            if coordinator.claim_error is not None and (
+                    now - coordinator.claim_error_since_mono >= DEGRADED_AFTER_S):
+                problems.append(f"fleet claims refused: {coordinator.claim_error}")
+        backend = self.backend.health()
+        if backend.healthy:
+            self._backend_unhealthy_since = None
+        elif self._backend_unhealthy_since is None:
+            self._backend_unhealthy_since = now
+        elif now - self._backend_unhealthy_since >= DEGRADED_AFTER_S:
+            problems.append(f"backend {backend.name}: {backend.detail}")
+        degraded = "; ".join(problems) or None
+        if degraded and not self._health_degraded:
+            self.emit("health_degraded", "warning", detail=degraded,
+                      msg="AWS is not answering; running on and retrying until it does")
+        elif self._health_degraded and not degraded:
+            self.emit("health_restored", "info", msg="AWS answers again")
+        self._health_degraded = degraded
 
     async def dump_status(self, *, announce: bool = True) -> None:
         """status.json (what `voprd status` reads) and, with `announce`, the `status` event and
@@ -834,6 +932,7 @@ class Daemon:
                 self._stop_loops.set()
                 await persist
         finally:
+            await self.settle_alerts()  # before the S3 client closes
             await fleet_stack.aclose()  # gives unfinished batches back (drain) and closes S3
         return await self.shut_down(started)
 
@@ -875,9 +974,10 @@ class Daemon:
         """Join (or create) the fleet run named by --run in the bucket: seeds come from leases."""
         settings = self.settings
         assert settings.bucket is not None
+        assert settings.run_name is not None
         if settings.seed_stride != 1:
-            raise Refused("--seed-stride is static partitioning without a shared bucket; with a "
-                          "bucket the fleet shares the seeds (or use --no-fleet)")
+            raise Refused("--seed-stride is static partitioning without a shared run; a fleet "
+                          "run (--run) shares the seeds by itself (drop --run to run alone)")
         client = await stack.enter_async_context(create_client(settings.region))
         seed_s = (FLEET_SEED_S_ESTIMATE_BUILTIN if settings.target == "builtin"
                   else FLEET_SEED_S_ESTIMATE_OTHER)
@@ -891,8 +991,14 @@ class Daemon:
                           poll_s=min(Timing().poll_s, settings.lease_seconds / 3)),
             fingerprint=msgspec.json.encode(run_fingerprint(settings)).decode(),
         )
-        spec = await coordinator.start(adopt_batch_size=settings.batch_size == 0)
-        source = FleetDispatchSource(coordinator, on_lost=self._on_lease_lost)
+        try:
+            async with asyncio.timeout(FLEET_START_TIMEOUT_S):
+                spec = await coordinator.start(adopt_batch_size=settings.batch_size == 0)
+        except TimeoutError:
+            raise Refused(f"S3 did not answer within {FLEET_START_TIMEOUT_S:g} s "
+                          f"({coordinator.health().last_error or 'no answer'})") from None
+        source = FleetDispatchSource(coordinator, on_lost=self._on_lease_lost,
+                                     on_recorded=self._on_batch_recorded)
         await stack.enter_async_context(source)
         self.emit("fleet_joined", "info", run=spec.run, holder=coordinator.holder,
                   batch_size=spec.batch_size, seed_start=spec.seed_start,
@@ -900,8 +1006,8 @@ class Daemon:
         return source
 
     def _on_lease_lost(self, batch: int, seeds: range) -> None:
-        """Another daemon has (or may take) this batch: stop running it, forget its failures."""
-        self._held_failures.pop(batch, None)
+        """Another daemon has (or may take) this batch: stop running it. Its failures so far
+        were archived and alerted as they came (a re-run finds them archived and known)."""
         self.supervisor.abandon(seeds, f"fleet lease of batch {batch} lost")
         self.emit("fleet_batch_abandoned", "warning", batch=batch,
                   seeds=[seeds.start, seeds.stop])

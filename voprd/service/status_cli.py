@@ -1,5 +1,8 @@
 """`voprd status [--state-dir DIR]`: ask the running daemon for a status dump and print it.
-`voprd status --fleet [--bucket B] [--run NAME]`: the fleet's progress from the S3 bucket."""
+`voprd status --fleet [--bucket B] [--run NAME]`: which mode the bucket's daemons run in, and its
+progress from the S3 bucket: with a run name (--run, VOPRD_RUN or run_name in the config file)
+the fleet run's batches and instances; without one, the lone daemon's checkpoints/latest.json
+(and the fleet runs the bucket holds, if any)."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from voprd.config import (
     build_settings,
     read_config_file,
 )
+from voprd.core.records import Checkpoint, CheckpointInvalid, read_checkpoint
 from voprd.events import StatusData
 from voprd.sinks.factory import resolve_state_dir
 from voprd.sinks.local import PID_FILE, STATUS_FILE
@@ -33,6 +37,8 @@ WAIT_S_MAX = 5.0
 POLL_S = 0.05
 STATE_FILE_BYTES_MAX = 4 * 1024 * 1024
 UNIT = "voprd"
+S3_WAIT_S_MAX = 30.0  # `status --fleet`: S3 calls are retried through outages until then
+FLEET_RUNS_SHOWN_MAX = 1000
 
 
 # `sudo voprd status` runs as root against files the daemon's user controls (and, under systemd,
@@ -86,6 +92,58 @@ def state_file_mtime_ns(state_dir: Path, name: str) -> int:
         return os.stat(state_dir / name, follow_symlinks=False).st_mtime_ns
     except FileNotFoundError:
         return 0
+
+
+class LoneStatus(msgspec.Struct, kw_only=True):
+    """`voprd status --fleet` without a run name: one daemon alone keeps the guide's layout."""
+
+    mode: str = "lone"
+    bucket: str
+    checkpoint_key: str
+    checkpoint: Checkpoint | None
+    checkpoint_problem: str | None = None
+    fleet_runs: list[str] = msgspec.field(default_factory=list)  # runs with a spec in the bucket
+
+
+async def lone_status(bucket: str, region: str | None) -> LoneStatus:
+    from voprd.fleet.core import list_all
+    from voprd.fleet.s3 import S3Store, create_client
+    from voprd.sinks.aws.backend import CHECKPOINT_BYTES_MAX, LATEST_KEY
+
+    async with create_client(region) as client:
+        store = S3Store(client, bucket, read_only=True)
+        got = await store.get(LATEST_KEY, CHECKPOINT_BYTES_MAX)
+        listing = await store.run(list_all("checkpoints/fleet/", ""))
+    status = LoneStatus(bucket=bucket, checkpoint_key=LATEST_KEY, checkpoint=None)
+    if got.too_large:
+        status.checkpoint_problem = f"larger than {CHECKPOINT_BYTES_MAX} bytes"
+    elif got.body is not None:
+        try:
+            status.checkpoint = read_checkpoint(got.body)
+        except CheckpointInvalid as exc:
+            status.checkpoint_problem = str(exc)
+    status.fleet_runs = sorted({o.key.split("/")[2] for o in listing.objects
+                                if o.key.endswith("/spec.json")})[:FLEET_RUNS_SHOWN_MAX]
+    return status
+
+
+def render_lone(status: LoneStatus) -> str:
+    where = f"s3://{status.bucket}/{status.checkpoint_key}"
+    lines = ["mode: lone (no run name: --run, VOPRD_RUN or run_name in the config file; a daemon "
+             f"with this bucket runs alone and keeps {where})"]
+    checkpoint = status.checkpoint
+    if checkpoint is not None:
+        lines.append(f"checkpoint: last seed {checkpoint.last_seed}, "
+                     f"{checkpoint.total_iterations} seeds done, {checkpoint.total_failures} "
+                     f"failed, updated {checkpoint.last_update}")
+    elif status.checkpoint_problem:
+        lines.append(f"checkpoint: unreadable ({status.checkpoint_problem})")
+    else:
+        lines.append("checkpoint: none yet")
+    if status.fleet_runs:
+        lines.append(f"fleet runs in this bucket: {', '.join(status.fleet_runs)} "
+                     "(voprd status --fleet --run NAME)")
+    return "\n".join(lines)
 
 
 def daemon_pid(state_dir: Path) -> int | None:
@@ -206,6 +264,15 @@ def render(status: StatusData) -> str:
     age_s = status.last_checkpoint_age_s
     age = "" if age_s is None else f" ({age_s:.1f} s ago)"
     lines.append(f"  last checkpoint: {one_line(str(status.last_checkpoint))}{age}")
+    lines.insert(1, f"  mode: {one_line(status.mode)}, health {one_line(status.health)}"
+                    + (f" ({one_line(status.health_detail)})" if status.health_detail else ""))
+    if status.fleet is not None:
+        fleet = status.fleet
+        lines.append(f"  fleet run {one_line(fleet.run)} as {one_line(fleet.holder)}: watermark "
+                     f"batch {fleet.watermark}, holding {fleet.batches_held or '-'}, recording "
+                     f"{fleet.batches_recording or '-'}, S3 "
+                     f"{'ok' if fleet.s3_healthy else 'FAILING ' + one_line(fleet.s3_detail)}, "
+                     f"{fleet.records_quarantined} records quarantined")
     health = "healthy" if status.backend.healthy else "UNHEALTHY"
     backend = f"{one_line(status.backend.name)} {health} {one_line(status.backend.detail)}"
     lines.append(f"  backend: {backend}".rstrip())
@@ -223,7 +290,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--fleet", action="store_true",
                         help="the fleet run's progress and instances, read from the bucket")
     parser.add_argument("--bucket", help="with --fleet: S3 bucket (default VOPRD_BUCKET/config)")
-    parser.add_argument("--run", dest="run_name", help="with --fleet: run name (VOPRD_RUN)")
+    parser.add_argument("--run", dest="run_name",
+                        help="with --fleet: the fleet run (VOPRD_RUN / the config's run_name); "
+                             "without one, the bucket's lone daemon is shown")
     parser.add_argument("--region", help="with --fleet: AWS region (AWS_REGION)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH,
                         help=f"TOML settings file (default {DEFAULT_CONFIG_PATH})")
@@ -288,11 +357,22 @@ def fleet_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         parser.error(str(exc))
     if not settings.bucket:
         parser.error("--fleet needs a bucket: --bucket, VOPRD_BUCKET or the config file")
+    bucket, run, region = settings.bucket, settings.run_name, settings.region
+
+    async def show() -> str:
+        async with asyncio.timeout(S3_WAIT_S_MAX):
+            if run is not None:
+                return await show_fleet_status(bucket, run, region, args.json)
+            lone = await lone_status(bucket, region)
+            return msgspec.json.encode(lone).decode() if args.json else render_lone(lone)
+
     try:
         # What the bucket holds was written by instances (or whoever can write there): printed
         # without control characters or escape sequences.
-        print(terminal_safe(asyncio.run(show_fleet_status(
-            settings.bucket, settings.run_name, settings.region, args.json))))
+        print(terminal_safe(asyncio.run(show())))
+    except TimeoutError:
+        print(f"voprd status --fleet: s3://{bucket} did not answer within {S3_WAIT_S_MAX:g} s")
+        return 1
     except (FleetError, FleetS3Error, ValueError) as exc:
         print(f"voprd status --fleet: {one_line(str(exc))}")
         return 1

@@ -62,6 +62,17 @@ class AlertSink(Protocol):
         a crash (same failure, new timestamp) does not alert twice."""
         ...
 
+    async def hold(self, subject: str, message: str, *, once_key: str | None = None
+                   ) -> int | None:
+        """Store an alert durably but do not send it until `release(ticket)`; `drop(ticket)`
+        forgets it. A sink without a durable queue sends at once (and returns None). An alert
+        held when the process dies is sent at the next start (it may repeat; it is not lost)."""
+        ...
+
+    async def release(self, ticket: int | None) -> None: ...
+
+    async def drop(self, ticket: int | None) -> None: ...
+
 
 class MetricsSink(Protocol):
     async def publish(self, batches: Sequence[MetricBatch]) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from voprd.core.failures import report_location
 from voprd.core.metrics import MetricBatch
 from voprd.core.records import (
     Checkpoint,
@@ -344,9 +345,9 @@ class LocalFailureArchive:
     def report_path(self, archived_at: str) -> Path:
         """The report's path beside the record `archived_at` (a path or URL ending in the
         record's file name)."""
-        name = PurePosixPath(archived_at).name
-        assert name.startswith("seed-") and name.endswith(".json"), archived_at
-        return self.directory / (name.removesuffix(".json") + ".html")
+        name = PurePosixPath(report_location(archived_at)).name
+        assert name.startswith("seed-"), archived_at
+        return self.directory / name
 
     async def put_report(self, archived_at: str, html: bytes) -> str:
         path = self.report_path(archived_at)
@@ -374,6 +375,18 @@ class LocalAlertSink:
         text = f"Subject: {subject}\n{message.rstrip()}\n\n"
         await asyncio.to_thread(_append_durably, self.path, text.encode())
         self.sent += 1
+
+    async def hold(self, subject: str, message: str, *, once_key: str | None = None
+                   ) -> int | None:
+        # No queue to hold it in (and no fleet without a bucket): written at once.
+        await self.send(subject, message, once_key=once_key)
+        return None
+
+    async def release(self, ticket: int | None) -> None:
+        assert ticket is None
+
+    async def drop(self, ticket: int | None) -> None:
+        assert ticket is None
 
 
 class LocalMetricsSink:

@@ -13,6 +13,12 @@ instead carry a `coalesce_key`: a newer write replaces a pending older one (chec
 newest `latest.json` matters). Each row has a revision so an in-flight send of an old revision
 never removes the newer content that replaced it meanwhile.
 
+Held items: `hold` enqueues an item durably but keeps the drainer off it until `release` (or
+`drop`, which forgets it). A fleet alert is held while the daemon claims its fingerprint in the
+bucket, then released (ours) or dropped (another daemon's): the alert is safely on disk before the
+claim, so a crash in between may repeat it but never lose it. Opening the outbox releases
+whatever a previous process held.
+
 Bounds: `max_items` and `max_bytes` bound the queue. When full, the lowest priority rows go first
 (per-seed logs, then other logs, then metric batches), counted per kind and reported in `stats()`.
 Essential rows (checkpoints, failure records, alerts) are never dropped; they may exceed the soft
@@ -98,7 +104,8 @@ CREATE TABLE IF NOT EXISTS items (
     revision INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     coalesce_key TEXT UNIQUE,
-    dedup_key TEXT UNIQUE
+    dedup_key TEXT UNIQUE,
+    held INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS items_lane ON items (lane, item_id);
 CREATE INDEX IF NOT EXISTS items_priority ON items (priority, item_id);
@@ -163,6 +170,13 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._synchronous_full = True
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)").fetchall()}
+        if "held" not in columns:  # an outbox written before held items existed
+            self._db.execute("ALTER TABLE items ADD COLUMN held INTEGER NOT NULL DEFAULT 0")
+        # Items a previous process held and never settled (it crashed, or was killed while
+        # claiming): send them. An alert may repeat; none is lost.
+        self.released_at_open = self._db.execute(
+            "UPDATE items SET held = 0 WHERE held != 0").rowcount
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM items"
         ).fetchone()
@@ -194,11 +208,56 @@ class Outbox:
         coalesce_key: str | None = None,
     ) -> bool:
         """Enqueue durably. False if deduplicated away or dropped for space (counted)."""
+        return self._put(lane, kind, key, payload, priority=priority, dedup_key=dedup_key,
+                         coalesce_key=coalesce_key) is not None
+
+    def hold(
+        self, lane: str, kind: str, key: str, payload: bytes, *, priority: Priority,
+        dedup_key: str | None = None,
+    ) -> int | None:
+        """Enqueue durably but held back from the drainer until `release(item_id)`; `drop`
+        forgets it. Returns the item id, or None if deduplicated away (already sent or queued)."""
+        return self._put(lane, kind, key, payload, priority=priority, dedup_key=dedup_key,
+                         held=True)
+
+    def release(self, item_id: int) -> None:
+        """Let the drainer send a held item."""
+        with self._lock:
+            row = self._db.execute(
+                "UPDATE items SET held = 0 WHERE item_id = ? RETURNING lane", (item_id,)
+            ).fetchone()
+        if row is not None:
+            self._notify(str(row[0]))
+
+    def drop(self, item_id: int) -> None:
+        """Forget a held item (its dedup key is not recorded as sent)."""
+        with self._lock:
+            row = self._db.execute(
+                "DELETE FROM items WHERE item_id = ? AND held != 0 RETURNING size_bytes",
+                (item_id,),
+            ).fetchone()
+            if row is not None:
+                self._items -= 1
+                self._bytes -= int(row[0])
+
+    def _put(
+        self,
+        lane: str,
+        kind: str,
+        key: str,
+        payload: bytes,
+        *,
+        priority: Priority,
+        dedup_key: str | None = None,
+        coalesce_key: str | None = None,
+        held: bool = False,
+    ) -> int | None:
         assert not (dedup_key and coalesce_key), "an item is deduplicated or coalesced, not both"
+        assert not (held and coalesce_key), "a held item is not coalesced"
         size_bytes = len(payload)
         with self._lock:
             if dedup_key is not None and self._known(dedup_key):
-                return False
+                return None
             self._set_synchronous(full=priority >= Priority.METRICS)
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -217,23 +276,27 @@ class Outbox:
                         self._db.execute("COMMIT")
                         self._bytes += size_bytes - int(row[1])
                         self._notify(lane)
-                        return True
+                        return int(row[0])
                 if not self._make_room(size_bytes, priority):
                     self._db.execute("COMMIT")
-                    return False
-                self._db.execute(
+                    return None
+                cursor = self._db.execute(
                     "INSERT INTO items (lane, kind, key, payload, size_bytes, priority,"
-                    " coalesce_key, dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (lane, kind, key, payload, size_bytes, int(priority), coalesce_key, dedup_key),
+                    " coalesce_key, dedup_key, held) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (lane, kind, key, payload, size_bytes, int(priority), coalesce_key, dedup_key,
+                     int(held)),
                 )
+                item_id = cursor.lastrowid
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._items += 1
             self._bytes += size_bytes
-        self._notify(lane)
-        return True
+        assert item_id is not None
+        if not held:
+            self._notify(lane)
+        return int(item_id)
 
     def _set_synchronous(self, *, full: bool) -> None:
         """Essential rows (and metric batches) are fsynced at commit; log rows only reach the
@@ -301,7 +364,8 @@ class Outbox:
         assert limit > 0
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS}, size_bytes FROM items WHERE lane = ? ORDER BY item_id LIMIT ?",
+                f"SELECT {_COLUMNS}, size_bytes FROM items WHERE lane = ? AND held = 0"
+                " ORDER BY item_id LIMIT ?",
                 (lane, limit),
             ).fetchall()
         items: list[OutboxItem] = []

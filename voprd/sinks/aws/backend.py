@@ -11,8 +11,13 @@ every shutdown (`save(final=True)` then `flush`/`close`); only the newest pendin
 (coalesced). `checkpoints/daily/YYYY-MM-DD.json` is refreshed at most hourly and at shutdown.
 Idempotency: object keys are fixed when the item is enqueued, and a retried upload first asks S3
 (HEAD, ETag = MD5 of the body) whether the object is already there, so a replay stores nothing
-twice. Alerts and metric batches carry dedup keys recorded in the outbox's sent-ledger; SNS FIFO
-topics additionally get a MessageDeduplicationId.
+twice. Failure records and reports are written create-only (If-None-Match: *): a 412 means the
+object is there already, which is success. Alone (no run name), a failure is
+`failures/seed-{seed}-{unix_ts}.json` as in the guide; in a fleet it is
+`failures/{run}/seed-{seed}.json`, the same key for every daemon that runs the seed (a batch run
+twice after a lost lease), so the first record stands and the fleet archives each failure once.
+Alerts and metric batches carry dedup keys recorded in the outbox's sent-ledger; SNS FIFO topics
+additionally get a MessageDeduplicationId.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import datetime as _dt
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,11 +49,13 @@ from voprd.core.records import (
     write_checkpoint,
 )
 from voprd.events import BackendHealth
+from voprd.fleet.core import quarantine_key
 from voprd.service import spot
 from voprd.sinks.aws.clients import (
     BOTOCORE_ATTEMPTS_MAX,
     CONNECT_TIMEOUT_S,
     READ_TIMEOUT_S,
+    THROTTLING_CODES,
     AwsClients,
     error_code,
     region_of,
@@ -71,14 +79,10 @@ from voprd.sinks.outbox import (
 S3_LANE, SNS_LANE, METRICS_LANE = "s3", "sns", "metrics"
 LATEST_KEY = "checkpoints/latest.json"
 DAILY_PREFIX = "checkpoints/daily/"
+CHECKPOINT_BYTES_MAX = 16 * 1024 * 1024  # an S3 checkpoint is read no further (then it is invalid)
 SEND_STALLED_S = 5.0
 LOG_BATCH_ITEMS_MAX = 1000
 LOG_BATCH_BYTES_MAX = 900 * 1024  # PutLogEvents takes 1 MiB including 26 bytes per event
-_THROTTLING = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
-    "TooManyRequestsException", "SlowDown", "RequestTimeout", "RequestTimeoutException",
-    "ProvisionedThroughputExceededException", "LimitExceededException",
-})
 # 4xx answers an operator can fix while the rows wait (a deleted log group, expired credentials).
 _FIXABLE = frozenset({
     "ResourceNotFoundException", "NoSuchBucket", "NotFound", "AccessDenied",
@@ -119,7 +123,7 @@ def is_permanent(exc: BaseException) -> bool:
         return False
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     code = error_code(exc)
-    return status in (400, 413) and code not in _THROTTLING and code not in _FIXABLE
+    return status in (400, 413) and code not in THROTTLING_CODES and code not in _FIXABLE
 
 
 def _md5_hex(data: bytes) -> str:
@@ -166,21 +170,31 @@ class AwsCheckpointStore:
 S3_CONTENT_TYPES = {"failure": "application/json", "report": "text/html; charset=utf-8"}
 
 
+LOCAL_PATHS_REMEMBERED_MAX = 4096  # S3 location -> local record, to put a report beside both
+
+
 class AwsFailureArchive:
     """Local archive file first (idempotent per run and seed), then the same bytes to S3."""
 
     def __init__(self, backend: AwsBackend, local: LocalFailureArchive) -> None:
         self._backend = backend
         self.local = local
+        self._local_of: dict[str, str] = {}
 
     async def put(self, record: FailureRecord) -> str:
         local_path = Path(await self.local.put(record))
         body = await asyncio.to_thread(local_path.read_bytes)
-        return self._backend.enqueue_failure(local_path.name, body)
+        location = self._backend.enqueue_failure(local_path.name, body, seed=record.seed)
+        if len(self._local_of) >= LOCAL_PATHS_REMEMBERED_MAX:
+            self._local_of.clear()
+        self._local_of[location] = str(local_path)
+        return location
 
     async def put_report(self, archived_at: str, html: bytes) -> str:
-        local_path = Path(await self.local.put_report(archived_at, html))
-        return self._backend.enqueue_failure(local_path.name, html, kind="report")
+        local_record = self._local_of.get(archived_at, archived_at)
+        local_path = Path(await self.local.put_report(local_record, html))
+        seed = int(local_path.name.split("-")[1].removesuffix(".html"))
+        return self._backend.enqueue_failure(local_path.name, html, kind="report", seed=seed)
 
 
 class AwsAlertSink:
@@ -189,6 +203,18 @@ class AwsAlertSink:
 
     async def send(self, subject: str, message: str, *, once_key: str | None = None) -> None:
         self._backend.enqueue_alert(subject, message, once_key=once_key)
+
+    async def hold(self, subject: str, message: str, *, once_key: str | None = None
+                   ) -> int | None:
+        return self._backend.enqueue_alert(subject, message, once_key=once_key, held=True)
+
+    async def release(self, ticket: int | None) -> None:
+        if ticket is not None:
+            self._backend.outbox.release(ticket)
+
+    async def drop(self, ticket: int | None) -> None:
+        if ticket is not None:
+            self._backend.outbox.drop(ticket)
 
 
 class AwsMetricsSink:
@@ -376,19 +402,30 @@ class AwsBackend:
             S3_LANE, "reset", self.latest_key, aside.encode(), priority=Priority.ESSENTIAL
         )
 
-    def enqueue_failure(self, name: str, body: bytes, *, kind: str = "failure") -> str:
+    def failure_key(self, name: str, seed: int) -> str:
+        """`failures/{name}` alone (the local file's name: seed-{seed}-{unix_ts}.json/.html); in a
+        fleet `failures/{run}/seed-{seed}.json/.html`, the same for every daemon of the run."""
+        if self.settings.fleet_mode:
+            suffix = name.rsplit(".", 1)[-1]
+            return f"failures/{self.settings.run_name}/seed-{seed}.{suffix}"
+        return f"failures/{name}"
+
+    def enqueue_failure(self, name: str, body: bytes, *, seed: int,
+                        kind: str = "failure") -> str:
         """A failure record (kind `failure`, JSON) or its HTML report (kind `report`), keyed by
-        file name under `failures/`: the same name gives the same key (idempotent)."""
+        `failure_key`: the same name gives the same key (idempotent)."""
         assert kind in S3_CONTENT_TYPES, kind
-        key = f"failures/{name}"
+        key = self.failure_key(name, seed)
         self.outbox.put(
             S3_LANE, kind, key, body, priority=Priority.ESSENTIAL, dedup_key=f"s3:{key}"
         )
         return f"s3://{self.bucket}/{key}"
 
-    def enqueue_alert(self, subject: str, message: str, *, once_key: str | None = None) -> None:
+    def enqueue_alert(self, subject: str, message: str, *, once_key: str | None = None,
+                      held: bool = False) -> int | None:
         """Queue an SNS alert. Deduplicated by `once_key` when given (the outbox's sent-ledger
-        survives restarts), else by the payload's digest."""
+        survives restarts), else by the payload's digest. `held`: kept back from sending until
+        the outbox releases it; returns its item id (None: deduplicated, or no topic)."""
         payload = msgspec.json.encode(AlertPayload(fit_subject(subject), fit_message(message)))
         digest = hashlib.sha256(payload).hexdigest()
         if not self.settings.sns_topic_arn:
@@ -396,11 +433,14 @@ class AwsBackend:
                 "alert_not_sent", "warning",
                 {"reason": "no --sns-topic-arn configured", "subject": subject},
             )
-            return
-        self.outbox.put(
-            SNS_LANE, "alert", digest, payload, priority=Priority.ESSENTIAL,
-            dedup_key=f"sns:once:{once_key}" if once_key else f"sns:{digest}",
-        )
+            return None
+        dedup_key = f"sns:once:{once_key}" if once_key else f"sns:{digest}"
+        if held:
+            return self.outbox.hold(SNS_LANE, "alert", digest, payload,
+                                    priority=Priority.ESSENTIAL, dedup_key=dedup_key)
+        self.outbox.put(SNS_LANE, "alert", digest, payload, priority=Priority.ESSENTIAL,
+                        dedup_key=dedup_key)
+        return None
 
     def enqueue_metrics(self, batch: MetricBatch) -> None:
         """One PutMetricData for the batch, once per batch key (the run and the batch's number:
@@ -446,14 +486,23 @@ class AwsBackend:
                 return
             await s3.delete_object(Bucket=self.bucket, Key=item.key)
             return
+        create_only = item.kind in S3_CONTENT_TYPES  # failure records and reports
         # A retry may follow a put whose answer was lost: skip it if S3 already has these bytes.
-        if item.attempts > 0 and await self._s3_has(item.key, item.payload):
+        if item.attempts > 0 and not create_only and await self._s3_has(item.key, item.payload):
             return
-        await s3.put_object(
-            Bucket=self.bucket, Key=item.key, Body=item.payload,
-            ContentType=S3_CONTENT_TYPES.get(item.kind, "application/json"),
-            ContentMD5=_content_md5(item.payload),
-        )
+        extra: dict[str, str] = {"IfNoneMatch": "*"} if create_only else {}
+        try:
+            await s3.put_object(
+                Bucket=self.bucket, Key=item.key, Body=item.payload,
+                ContentType=S3_CONTENT_TYPES.get(item.kind, "application/json"),
+                ContentMD5=_content_md5(item.payload), **extra,
+            )
+        except ClientError as exc:
+            # 412: the record is there already (an earlier attempt of ours whose answer was
+            # lost, or in a fleet another daemon's record of the same seed): it stands.
+            if not (create_only and error_code(exc) in ("PreconditionFailed", "412",
+                                                        "ConditionalRequestConflict", "409")):
+                raise
 
     async def _send_sns(self, items: list[OutboxItem]) -> None:
         assert len(items) == 1 and self.settings.sns_topic_arn
@@ -487,7 +536,7 @@ class AwsBackend:
         try:
             answer = await s3.get_object(Bucket=self.bucket, Key=self.latest_key)
             async with answer["Body"] as stream:
-                body = await stream.read()
+                body = await stream.read(CHECKPOINT_BYTES_MAX + 1)
         except ClientError as exc:
             if error_code(exc) in ("404", "NoSuchKey"):
                 return None, []
@@ -495,14 +544,20 @@ class AwsBackend:
         except Exception as exc:
             return None, [f"{source}: not reachable ({exc!r}); using the local checkpoint"]
         try:
+            if len(body) > CHECKPOINT_BYTES_MAX:
+                raise CheckpointInvalid(f"larger than {CHECKPOINT_BYTES_MAX} bytes")
             checkpoint = read_checkpoint(body)
         except CheckpointInvalid as exc:
-            aside = f"checkpoints/corrupt-{int(time.time())}.json"
-            with contextlib.suppress(Exception):
-                await s3.copy_object(
-                    Bucket=self.bucket, Key=aside,
-                    CopySource={"Bucket": self.bucket, "Key": self.latest_key},
-                )
+            aside = quarantine_key(self.latest_key, int(time.time()), uuid.uuid4().hex[:6])
+            with contextlib.suppress(Exception):  # the bytes judged (too large: copied in S3)
+                if len(body) <= CHECKPOINT_BYTES_MAX:
+                    await s3.put_object(Bucket=self.bucket, Key=aside, Body=body,
+                                        IfNoneMatch="*")
+                else:
+                    await s3.copy_object(
+                        Bucket=self.bucket, Key=aside, IfNoneMatch="*",
+                        CopySource={"Bucket": self.bucket, "Key": self.latest_key},
+                        CopySourceIfMatch=answer["ETag"])
             return None, [f"{source} is invalid ({exc}); kept aside as s3://{self.bucket}/{aside}"]
         return LoadedCheckpoint(checkpoint=checkpoint, source=source), []
 

@@ -13,7 +13,19 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    MetadataRetrievalError,
+    NoCredentialsError,
+    ResponseStreamingError,
+)
 
 from voprd.config import ConfigError, Settings
 
@@ -81,3 +93,44 @@ def error_code(exc: ClientError) -> str:
     error: dict[str, Any] = exc.response.get("Error", {})
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return str(error.get("Code", status))
+
+
+# Error codes of answers that say "not now" (throttling, timeouts) rather than "never".
+THROTTLING_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
+    "TooManyRequestsException", "SlowDown", "RequestTimeout", "RequestTimeoutException",
+    "ProvisionedThroughputExceededException", "LimitExceededException",
+})
+# Credentials that expired (an instance role's are renewed by the metadata service).
+EXPIRED_CREDENTIAL_CODES = frozenset({
+    "ExpiredToken", "ExpiredTokenException", "RequestExpired", "RequestTimeTooSkewed",
+})
+_TRANSIENT_BOTOCORE = (
+    ConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError,
+    NoCredentialsError, CredentialRetrievalError, MetadataRetrievalError,
+)
+# Failures before the request left this machine: it cannot have been applied.
+_NOT_SENT = (EndpointConnectionError, ConnectTimeoutError)
+
+
+def transient_error(exc: BaseException) -> bool:
+    """Worth retrying with backoff: connection errors, timeouts, throttling, 5xx (not 501 Not
+    Implemented: that is a refusal), expired credentials. Anything else (access denied, a bad
+    request, our own bug) is not."""
+    import aiohttp
+
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        code = error_code(exc)
+        if code == "NotImplemented" or status == 501:
+            return False
+        return (status >= 500 or status in (408, 429) or code in THROTTLING_CODES
+                or code in EXPIRED_CREDENTIAL_CODES)
+    if isinstance(exc, BotoCoreError):
+        return isinstance(exc, _TRANSIENT_BOTOCORE)
+    return isinstance(exc, OSError | TimeoutError | aiohttp.ClientError)
+
+
+def maybe_applied(exc: BaseException) -> bool:
+    """Could the failed request have reached AWS and been applied (its answer lost)?"""
+    return not isinstance(exc, _NOT_SENT)

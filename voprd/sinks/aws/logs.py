@@ -1,8 +1,12 @@
 """CloudWatch Logs: structlog -> stdlib logging -> watchtower.CloudWatchLogHandler, via the outbox.
 
-The chain: `CloudWatchEventLog.emit` logs through a structlog logger whose processors decide what
-CloudWatch should see (start, batch_complete, failures, status, warnings and errors; per-seed
-`iteration` events only with --log-iterations) and render JSON; its stdlib logger's one handler is
+Every logger of the daemon reaches CloudWatch, not only `EventLog.emit`: `CloudWatchEventLog`
+puts a processor at the head of structlog's configured chain (`install`) that hands every event
+any module logs (the fleet's lease warnings, the spot watcher, the daemon's own events) to the
+CloudWatch side as well, and takes it out again at `close`. The CloudWatch side is a structlog
+logger whose processors decide what CloudWatch should see (start, batch_complete, failures,
+status, warnings and errors; per-seed `iteration` events only with --log-iterations) and render
+JSON; its stdlib logger's one handler is
 `OutboxCloudWatchHandler`, a watchtower.CloudWatchLogHandler whose `emit` formats the record the
 watchtower way and stores it in the durable outbox instead of an in-memory queue. The outbox's
 `logs` lane later hands batches back to watchtower's own `_submit_batch` (stream creation, sequence
@@ -13,6 +17,7 @@ stays in the outbox and is retried instead of being dropped with a warning as wa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import warnings
@@ -122,8 +127,16 @@ class OutboxCloudWatchHandler(watchtower.CloudWatchLogHandler):
             self.rejected_batches += 1
 
 
+_LOCAL_ONLY = "_voprd_local_only"  # bound by `local()`: the tee leaves the event alone
+_SEVERITY_OF_METHOD: dict[str, Severity] = {
+    "debug": "debug", "warning": "warning", "warn": "warning", "error": "error",
+    "exception": "error", "critical": "error", "fatal": "error",
+}
+
+
 class CloudWatchEventLog:
-    """The AWS EventLog: every event to the local structlog log, the chosen ones to CloudWatch."""
+    """The AWS EventLog: every structlog event (from any logger) to the local log as configured,
+    and the chosen ones to CloudWatch too."""
 
     def __init__(self, handler: logging.Handler, *, log_iterations: bool, instance: str) -> None:
         self.log_iterations = log_iterations
@@ -145,6 +158,25 @@ class CloudWatchEventLog:
             ],
             context_class=dict,
         ).bind(instance=instance)
+        self._tee_processor = self._tee  # one bound method object: removed by identity
+        self.install()
+
+    def install(self) -> None:
+        """Tee every event of structlog's configured chain to CloudWatch (see the module doc)."""
+        processors = list(structlog.get_config()["processors"])
+        if not any(p is self._tee_processor for p in processors):
+            structlog.configure(processors=[self._tee_processor, *processors])
+
+    def _tee(
+        self, logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if event.pop(_LOCAL_ONLY, False):
+            return event
+        fields = dict(event)
+        name = str(fields.pop("event", ""))
+        with contextlib.suppress(Exception):  # CloudWatch must never break the local log
+            self.cloudwatch(name, _SEVERITY_OF_METHOD.get(method, "info"), fields)
+        return event
 
     def _choose(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
@@ -164,19 +196,22 @@ class CloudWatchEventLog:
         self._cloudwatch = self._cloudwatch.bind(instance=instance)
 
     def emit(self, event: str, severity: Severity, fields: dict[str, Any]) -> None:
+        """The local log; the tee takes it to CloudWatch (if CloudWatch should see it)."""
         getattr(self._local, severity)(event, **fields)
-        self.cloudwatch(event, severity, fields)
 
     def local(self, event: str, severity: Severity, **fields: Any) -> None:
         """Only the local log (e.g. about CloudWatch itself being unreachable)."""
-        getattr(self._local, severity)(event, **fields)
+        getattr(self._local, severity)(event, **{_LOCAL_ONLY: True, **fields})
 
     def cloudwatch(self, event: str, severity: Severity, fields: dict[str, Any]) -> None:
-        """Only the CloudWatch side (for events already printed locally by the caller)."""
+        """Only the CloudWatch side (the tee calls it for every event logged locally)."""
         self.forwarded += 1
         getattr(self._cloudwatch, severity)(event, **fields)
 
     def close(self) -> None:
+        processors = [p for p in structlog.get_config()["processors"]
+                      if p is not self._tee_processor]
+        structlog.configure(processors=processors)
         self._stdlib_logger.handlers = []
 
 
