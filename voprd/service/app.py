@@ -546,8 +546,9 @@ class Daemon:
         await asyncio.gather(*late, return_exceptions=True)
 
     def will_render_report(self) -> bool:
-        """Only the builtin target has a run to draw; none while draining."""
-        return self.options.target == "builtin" and not self._drain.is_set()
+        """Only engine targets (the builtin and system plugins) have a run to draw; none while
+        draining."""
+        return engine_system(self.options.target) is not None and not self._drain.is_set()
 
     async def render_report(self, seed: int) -> bytes | None:
         """Render the seed's HTML report in a separate process. Never raises: a failed report
