@@ -146,7 +146,7 @@ class LiveProgress:
         for row in sorted(snapshot.distinct, key=lambda row: row.first_seed):
             self.console.print(
                 f"  [bold]{row.invariant or 'failure'}[/]: {plural(row.count, 'seed')}, first "
-                f"seed {row.first_seed}; replay it with:", highlight=False)
+                f"found seed {row.first_seed}; replay it with:", highlight=False)
             # soft_wrap: the command stays one line (copyable) however narrow the terminal.
             self.console.print(f"    {reproduce(row.first_seed)}", markup=False,
                                highlight=False, soft_wrap=True)
