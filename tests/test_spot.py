@@ -71,12 +71,13 @@ async def test_token_refreshed_after_401(imds: FakeImds) -> None:
 
 
 async def test_stop_ends_the_watcher(imds: FakeImds) -> None:
-    watcher = SpotWatcher(lambda notice: None, endpoint=imds.url, poll_interval_s=5.0)
+    # A watcher that noticed `stop` only at its next poll would take 120 s; the bound is generous.
+    watcher = SpotWatcher(lambda notice: None, endpoint=imds.url, poll_interval_s=120.0)
     stop = asyncio.Event()
     task = asyncio.create_task(watcher.run(stop))
     await asyncio.sleep(0.2)
     stop.set()
-    assert await asyncio.wait_for(task, timeout=2) is None
+    assert await asyncio.wait_for(task, timeout=30) is None
     assert watcher.state == "stopped"
 
 
