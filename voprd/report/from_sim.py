@@ -260,7 +260,8 @@ def _cause_times(message: str | None, events: list[NodeEvent], messages: list[Me
     if not named:
         return []
     first: dict[tuple[str, int], int] = {}  # (commit|reply, op) -> index of its first one
-    for index, item in enumerate([*events, *messages]):
+    items: list[NodeEvent | Message] = [*events, *messages]
+    for index, item in enumerate(items):
         match = _DETAIL_OP.search(item.detail)
         if match and int(match[1]) in named and item.kind in ("commit", "reply"):
             first.setdefault((item.kind, int(match[1])), index)
