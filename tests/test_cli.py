@@ -114,7 +114,10 @@ def test_replay_takes_the_seed_once(tmp_path: Path) -> None:
 
 
 def test_every_flag_of_every_form_has_help_text() -> None:
-    parsers = [cli.build_parser(), *(cli.build_mode_parser(mode) for mode in cli.MODE_GROUPS)]
+    from voprd.check.cli import build_parser as lincheck_parser
+
+    parsers = [cli.build_parser(), *(cli.build_mode_parser(mode) for mode in cli.MODE_GROUPS),
+               lincheck_parser()]
     for parser in parsers:
         for action in parser._actions:
             if action.dest == "seed" and parser.prog == "voprd replay":
