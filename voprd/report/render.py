@@ -318,7 +318,8 @@ def render_html(picture: RunPicture) -> str:
             "</div>",
             '<span><i style="background:#fff;border:2px solid #d62839"></i>'
             "in the explanation (numbered: longest linearizable order, ✗: cannot be placed)"
-            "</span></div>",
+            '</span><span><i style="background:#fff;border:2px dashed #3d0a91"></i>'
+            "witness: the read that can then never be linearized</span></div>",
         )
     message_legend = _legend(
         [(kind, color) for kind, color in message_colors.items()]

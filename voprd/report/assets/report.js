@@ -74,7 +74,8 @@
     failingKeys[ex.key] = true;
     ex.prefix.forEach(function (id, pos) { highlight[id] = String(pos + 1); });
     if (ex.blocker !== null && ex.blocker !== undefined) { highlight[ex.blocker] = "✗"; blockers[ex.blocker] = true; }
-    // The witness: the read that can never be linearized (labelled "witness"; "!" when cramped).
+    // The witness: the read that can never be linearized (labelled "witness" where there is room;
+    // its dashed outline marks it in any case).
     if (ex.witness !== null && ex.witness !== undefined) {
       witnesses[ex.witness] = true;
       if (!blockers[ex.witness]) highlight[ex.witness] = "witness";
@@ -237,12 +238,11 @@
       var textX = x0 + 3;
       if (highlight[op.id]) {
         var mark = highlight[op.id], lw = labelWidth(mark);
-        if (x0 - 3 - lw < right + 1 && mark.length > 1) { mark = "!"; lw = labelWidth(mark); }
         if (x0 - 3 - lw >= right + 1) {
           svgText(og, x0 - 3 - lw, yy + ROW_H - 7, mark, "order");
-        } else if (w >= lw + 2) {
-          svgText(og, x0 + 2, yy + ROW_H - 7, mark, "order inside");
-          textX = x0 + 2 + lw + 2;
+        } else if (x1 - Math.max(x0, LABEL_W) >= lw + 2) {  // inside the visible part of the bar
+          svgText(og, Math.max(x0, LABEL_W) + 2, yy + ROW_H - 7, mark, "order inside");
+          textX = Math.max(x0, LABEL_W) + 2 + lw + 2;
         }
         svgTitle(og, opTitle(op));
       }
