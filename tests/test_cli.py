@@ -26,7 +26,8 @@ TIMEOUT_S = 300
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A clean environment: scratch directories under tmp_path, no state dir or bucket."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOPRD_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("VOPRD_") and k != "STATE_DIRECTORY"}
     env.update(TMPDIR=str(tmp_path), HOME=str(tmp_path / "home"), XDG_STATE_HOME="",
                AWS_REGION="", **extra)
     return env
@@ -143,7 +144,7 @@ def test_bugs_lists_the_planted_bugs(tmp_path: Path) -> None:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
-        if name.startswith("VOPRD_"):
+        if name.startswith("VOPRD_") or name == "STATE_DIRECTORY":
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))
 
@@ -174,6 +175,14 @@ def test_voprd_state_dir_names_a_state_to_resume(monkeypatch: pytest.MonkeyPatch
     settings, command = cli.parse(["run", "-n", "5"])
     assert not command["fresh"]
     assert settings.state_dir == "/somewhere"
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_a_systemd_state_directory_is_resumed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A unit with StateDirectory= (deploy/systemd/voprd.service) running a flat bounded run.
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/voprd")
+    _, command = cli.parse(["--seed", "0", "-n", "20", "--workers", "2"])
+    assert (command["mode"], command["fresh"]) == ("run", False)
 
 
 @pytest.mark.usefixtures("clean_env")

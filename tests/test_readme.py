@@ -88,7 +88,8 @@ def first_bug() -> tuple[list[str], list[int], str]:
 
 def test_the_first_bug_fails_as_the_readme_says(tmp_path: Path) -> None:
     words, seeds, invariant = first_bug()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOPRD_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("VOPRD_") and k != "STATE_DIRECTORY"}
     env.update(TMPDIR=str(tmp_path), HOME=str(tmp_path))
     proc = subprocess.run([sys.executable, "-m", "voprd", *words, "--json"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)

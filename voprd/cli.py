@@ -54,6 +54,8 @@ COMMANDS: dict[str, str] = {
 }
 DEFAULT_RUN_ITERATIONS = 100  # `voprd run` without -n
 SCRATCH_PREFIX = "voprd-run-"
+# Environment variables that name a state directory for `voprd run` to resume (see parse()).
+STATE_DIR_VARIABLES = ("VOPRD_STATE_DIR", "STATE_DIRECTORY")
 
 Group = Callable[[argparse.ArgumentParser, str], None]
 
@@ -262,7 +264,8 @@ MODE_GROUPS: dict[str, tuple[Group, ...]] = {
 MODE_DESCRIPTIONS: dict[str, str] = {
     "run": "Run seeds S..S+N-1 in a supervised worker pool and exit: 0 all passed, 1 a seed "
            "failed. Each run starts fresh in a scratch state directory (its path is printed) "
-           "unless --state-dir, --checkpoint-file or VOPRD_STATE_DIR names one to resume (or "
+           "unless --state-dir, --checkpoint-file, VOPRD_STATE_DIR or systemd's STATE_DIRECTORY "
+           "names one to resume (or "
            "--reset); always local (a bucket "
            "in the environment or config file is ignored: use `voprd daemon -n N` for that).",
     "replay": "Replay one seed exactly and print its outcome: exit 0 passed, 1 failed. The "
@@ -434,9 +437,10 @@ def parse(argv: Sequence[str]) -> tuple[Settings, dict[str, Any]]:
         mode = _flat_mode(parser, args, given)
     command = {key: given.pop(key) for key in _COMMAND_FLAGS if key in given}
     # VOPRD_STATE_DIR names a state as explicitly as --state-dir does (and is how the exec target
-    # gives voprd-as-a-binary its fresh directory); the config file's and the default do not.
+    # gives voprd-as-a-binary its fresh directory), and so does systemd's STATE_DIRECTORY (a unit's
+    # StateDirectory=); the config file's state_dir and the default (~/.local/state) do not.
     explicit_state = ("state_dir" in given or "checkpoint_file" in given
-                      or bool(os.environ.get("VOPRD_STATE_DIR")))
+                      or any(os.environ.get(name) for name in STATE_DIR_VARIABLES))
     if args[:1] == ["run"]:
         given["bucket"] = None  # always local: see MODE_DESCRIPTIONS["run"]
     settings = _settings(parser, given, command)
