@@ -207,8 +207,13 @@ def test_sigusr1_status_dump_and_sigterm_drain(tmp_path: Path) -> None:
     try:
         wait_for(lambda: (state / "checkpoint.json").exists()
                  and checkpoint(state).total_iterations >= 20)
-        shown = subprocess.run(voprd("status", "--state-dir", str(state)), cwd=ROOT,
-                               env=env_with(), capture_output=True, timeout=30)
+        # `voprd status` waits 5 s for the dump; a machine at load 10 may answer later: ask
+        # again (each attempt signals anew). The dump's content is what is tested here.
+        for _attempt in range(6):
+            shown = subprocess.run(voprd("status", "--state-dir", str(state)), cwd=ROOT,
+                                   env=env_with(), capture_output=True, timeout=60)
+            if b"did not answer" not in shown.stdout:
+                break
         assert shown.returncode == 0, shown.stdout + shown.stderr
         text = shown.stdout.decode()
         assert f"voprd pid {proc.pid}: running" in text and "seeds done:" in text
