@@ -327,7 +327,7 @@ def main_help() -> str:
         "commands:",
         *(f"  {name:<{width}}  {summary}" for name, summary in COMMANDS.items()),
         "",
-        "First bug:  voprd run --seed 0 -n 50 --bug backup_serves_reads",
+        "First bug:  voprd run --seed 0 -n 20 --bug commit_without_quorum",
         "More:       voprd COMMAND --help, and docs/ in the source tree. The flat form",
         "            (voprd --seed S -n N --json, voprd --once --seed N) still works:",
         "            voprd -h flat",
