@@ -42,10 +42,12 @@ def daemon_env(
 
 
 def voprd(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    # stdout (a log line per event, one per failed seed) is not read: a pipe nobody drains would
+    # fill and block the daemon's loop. The tests read CloudWatch and S3; stderr is kept.
     return subprocess.Popen(
         [sys.executable, "-m", "voprd", "--workers", "2", "--target", TARGET, "--no-fleet",
          *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs,
     )
 
 

@@ -202,8 +202,15 @@ def wait_for(predicate, timeout_s: float = WAIT_S_MAX) -> None:  # type: ignore[
 
 def test_sigusr1_status_dump_and_sigterm_drain(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    proc = start(state, "--target", FLAKY, "--workers", "2", "--json", "--drain-timeout", "5",
-                 env=env_with(VOPRD_TEST_WORK_MS="15"))
+    # Output to files, not pipes: nobody reads a pipe until the end, and a full pipe would block
+    # the daemon's writes (and with them its loop: no status dump) on a slow, loaded machine.
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    with out_path.open("wb") as out_file, err_path.open("wb") as err_file:
+        proc = subprocess.Popen(
+            voprd("--state-dir", str(state), "--target", FLAKY, "--workers", "2", "--json",
+                  "--drain-timeout", "5"),
+            cwd=ROOT, env=env_with(VOPRD_TEST_WORK_MS="15"), stdout=out_file, stderr=err_file,
+        )
     try:
         wait_for(lambda: (state / "checkpoint.json").exists()
                  and checkpoint(state).total_iterations >= 20)
@@ -226,12 +233,13 @@ def test_sigusr1_status_dump_and_sigterm_drain(tmp_path: Path) -> None:
         assert status.failures_by_fingerprint and status.failures_by_fingerprint[0].count >= 1
         stopped_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=STOP_S_MAX)
+        proc.wait(timeout=STOP_S_MAX)
         # The drain timeout is 5 s; the bound is generous for a loaded machine (what is measured
         # exactly is the drain's own grace period: the next test).
         assert time.monotonic() - stopped_at < STOP_S_MAX
     finally:
         proc.kill()
+    out, err = out_path.read_bytes(), err_path.read_bytes()
     assert proc.returncode == 0, err.decode()[-2000:]
     kinds = [kind for kind, _ in events(out)]
     assert "status" in kinds and kinds[-1] == "batch_complete"
