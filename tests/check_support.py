@@ -12,15 +12,12 @@ from voprd.check.models import ILLEGAL, Model, Operation
 
 
 def shared_data_dir() -> Path:
-    """The Porcupine test data: $VOPRD_SHARED_DATA, else ../shared beside the repo (as CI
-    clones it), else /work/shared (this machine's worktrees)."""
+    """The Porcupine test data: $VOPRD_SHARED_DATA, else ../shared beside the repository (where
+    CI lays it, and where each worktree finds it); never an absolute path of one machine."""
     override = os.environ.get("VOPRD_SHARED_DATA")
     if override:
         return Path(override)
-    relative = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "porcupine"
-    if relative.exists():
-        return relative
-    return Path("/work/shared/data/porcupine")
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "porcupine"
 
 
 def brute_force(model: Model, ops: Sequence[Operation]) -> bool:

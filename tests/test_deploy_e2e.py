@@ -81,8 +81,9 @@ def test_stack_to_running_daemon(stack: Deployed, tmp_path: Path) -> None:
         line.split("=", 1)[1] for line in (root / "etc/systemd/system/voprd.service").read_text()
         .splitlines() if line.startswith("ExecStart=")
     )
-    assert exec_start == "/opt/voprd/venv/bin/voprd $VOPRD_ARGS"
-    argv = [sys.executable, "-m", "voprd", *env.pop("VOPRD_ARGS").split(), "-n", str(SEEDS)]
+    assert exec_start == "/opt/voprd/venv/bin/voprd daemon $VOPRD_ARGS"
+    argv = [sys.executable, "-m", "voprd", "daemon", *env.pop("VOPRD_ARGS").split(),
+            "-n", str(SEEDS)]
     env |= {
         "AWS_ENDPOINT_URL": stack.endpoint,
         "AWS_ACCESS_KEY_ID": "testing",

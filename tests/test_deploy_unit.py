@@ -101,7 +101,7 @@ def test_notify_watchdog_restart_and_drain() -> None:
     assert seconds(unit["Service.TimeoutStopSec"][0]) >= defaults.drain_timeout_s + 20
     # SIGTERM to the daemon only: it drains its own workers.
     assert unit["Service.KillMode"] == ["mixed"]
-    assert unit["Service.ExecStart"] == ["/opt/voprd/venv/bin/voprd $VOPRD_ARGS"]
+    assert unit["Service.ExecStart"] == ["/opt/voprd/venv/bin/voprd daemon $VOPRD_ARGS"]
     assert unit["Service.EnvironmentFile"] == ["-/etc/default/voprd"]
     assert unit["Service.StateDirectory"] == ["voprd"]  # $STATE_DIRECTORY: the daemon's state
     assert unit["Service.DynamicUser"] == ["yes"]

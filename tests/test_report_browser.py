@@ -15,7 +15,15 @@ from tests.report_browser import PageResult, chromium_path, load_pages
 from tests.report_synth import synthetic_picture
 from tests.test_report_render import HOSTILE, hostile_picture
 from voprd.report import write_report
-from voprd.report.model import RunConfig, RunPicture, Verdict
+from voprd.report.model import (
+    ClientOp,
+    Linearizability,
+    LinExplanation,
+    Node,
+    RunConfig,
+    RunPicture,
+    Verdict,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -23,6 +31,25 @@ ARTIFACTS = ROOT / "test-artifacts"
 pytestmark = pytest.mark.skipif(
     chromium_path() is None, reason="chromium not installed (.ci/run installs it)"
 )
+
+LABEL_OVERLAPS = """(() => {
+    const svg = document.getElementById('client-svg');
+    const box = e => e.getBBox();
+    const meets = (a, b) => a.x < b.x + b.width - 0.5 && b.x < a.x + a.width - 0.5
+        && a.y < b.y + b.height - 0.5 && b.y < a.y + a.height - 0.5;
+    const labels = Array.from(svg.querySelectorAll('.op .order'));
+    const others = Array.from(svg.querySelectorAll('text, .op rect'));
+    let overlaps = 0;
+    for (const label of labels) {
+        const own = label.parentNode.querySelector('rect');
+        for (const other of others) {
+            if (other === label || (other === own && label.classList.contains('inside'))) continue;
+            if (other.tagName === 'text' && other.parentNode === label.parentNode
+                && label.classList.contains('inside')) continue;  // its bar's text moved right
+            if (meets(box(label), box(other))) overlaps++;
+        }
+    }
+    return overlaps; })()"""
 
 PROBES = {
     "title": "document.title",
@@ -34,6 +61,12 @@ PROBES = {
     "highlighted": "Array.from(document.querySelectorAll('#client-svg .op.highlighted'))"
     ".map(e => +e.getAttribute('data-op-id'))",
     "blockers": "document.querySelectorAll('#client-svg .op.blocker').length",
+    "witnesses": "Array.from(document.querySelectorAll('#client-svg .op.witness'))"
+    ".map(e => +e.getAttribute('data-op-id'))",
+    "order_labels": "Array.from(document.querySelectorAll('#client-svg .op .order'))"
+    ".map(e => e.textContent)",
+    # Pairs of (order label, any other text or another operation's bar) whose boxes intersect.
+    "label_overlaps": LABEL_OVERLAPS,
     "ops_drawn": "document.querySelectorAll('#client-svg .op').length",
     "client_faults": "Array.from(document.querySelectorAll('#client-svg .fault'))"
     ".map(e => +e.getAttribute('data-fault-id'))",
@@ -75,6 +108,24 @@ def empty_picture() -> RunPicture:
     )
 
 
+def dense_picture() -> RunPicture:
+    """Twelve explained operations of one client back to back, 8 ms each 1 ms apart, in a 10 s
+    run: at the initial zoom a number left of each bar would lie on the bar before it."""
+    ops = [ClientOp(id=line, process=0, key="k", op="get" if line == 12 else "put",
+                    call_us=5_000_000 + 9_000 * line, return_us=5_008_000 + 9_000 * line,
+                    value=None if line == 12 else f"{line},", output="3," if line == 12 else None)
+           for line in range(1, 13)]
+    return RunPicture(
+        config=RunConfig(seed=7, replica_count=1, client_count=1),
+        verdict=Verdict(status="failed", kind="invariant", invariant="linearizability",
+                        failure_us=5_120_000, simulated_time_us=10_000_000),
+        reproduce="voprd --once --seed 7 -v",
+        nodes=[Node(name="r0"), Node(name="c0", kind="client")], ops=ops,
+        linearizability=Linearizability(verdict="not_linearizable", explanations=[
+            LinExplanation(key="k", prefix=list(range(1, 11)), blocker=11, witness=12)]),
+    )
+
+
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[RunPicture, PageResult]]:
     """Every synthetic report of this module, opened in one headless Chromium."""
@@ -87,6 +138,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[RunPictu
         ),
         "synthetic-empty": empty_picture(),
         "synthetic-hostile": hostile_picture(),
+        "synthetic-dense": dense_picture(),
     }
     folder = tmp_path_factory.mktemp("reports")
     specs: list[tuple[Path, dict[str, str], Path | None]] = []
@@ -105,7 +157,7 @@ def assert_clean_load(result: PageResult, page_name: str) -> None:
 
 
 def assert_interactive(probes: dict[str, Any]) -> None:
-    assert "client operation #" in probes["hover"]
+    assert "client operation, line " in probes["hover"]
     assert probes["wheel"] != probes["whole_run"]  # the wheel zoomed in
     assert probes["ops_whole_run"] > 0
 
@@ -126,6 +178,7 @@ def test_report_loads_cleanly_in_chromium(
     assert probes["messages_drawn"] > 0
     assert_interactive(probes)
     highlighted = picture.linearizability.highlighted_ops()
+    assert probes["label_overlaps"] == 0
     if scenario == "linearizability":
         assert probes["badge"] == "FAILED: invariant · linearizability"
         assert sorted(probes["highlighted"]) == sorted(highlighted)
@@ -169,3 +222,18 @@ def test_hostile_text_is_shown_not_executed(
     assert result.probes["title"].startswith("voprd seed 3")
     # The key is drawn as text, exactly as it is.
     assert result.probes["key_labels"] == ["key " + json.dumps(HOSTILE, ensure_ascii=False)]
+
+
+def test_order_labels_never_overlap_and_the_witness_is_marked(
+    loaded: dict[str, tuple[RunPicture, PageResult]]
+) -> None:
+    _picture, result = loaded["synthetic-dense"]
+    assert result.console_errors == []
+    probes = result.probes
+    assert probes["label_overlaps"] == 0
+    # Not vacuous: labels are drawn (some left out for lack of room, none on top of another).
+    assert len(probes["order_labels"]) >= 3, probes["order_labels"]
+    assert probes["witnesses"] == [12]
+    assert sorted(probes["highlighted"]) == list(range(1, 13))
+    for name in ("synthetic-linearizability", "synthetic-large"):
+        assert loaded[name][1].probes["label_overlaps"] == 0, name

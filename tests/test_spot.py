@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -30,12 +31,19 @@ async def test_fake_imds_requires_a_token(imds: FakeImds) -> None:
             assert answer.status == 404
 
 
+async def until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Wait for a condition (polling); the deadline is generous, for a loaded machine."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
 async def _watch_until_notice(imds: FakeImds, set_notice: str) -> tuple[SpotWatcher, SpotNotice]:
     seen: list[SpotNotice] = []
     watcher = SpotWatcher(seen.append, endpoint=imds.url, poll_interval_s=0.05)
     stop = asyncio.Event()
     task = asyncio.create_task(watcher.run(stop))
-    await asyncio.sleep(0.3)
+    await until(lambda: watcher.polls >= 2 or task.done())
     assert not task.done() and watcher.state == "watching" and watcher.polls >= 2
     getattr(imds, set_notice)()
     notice = await asyncio.wait_for(task, timeout=10)
@@ -62,7 +70,7 @@ async def test_token_refreshed_after_401(imds: FakeImds) -> None:
     seen: list[SpotNotice] = []
     watcher = SpotWatcher(seen.append, endpoint=imds.url, poll_interval_s=0.05)
     task = asyncio.create_task(watcher.run(asyncio.Event()))
-    await asyncio.sleep(0.2)
+    await until(lambda: watcher.polls >= 1)  # it has its first token
     imds.tokens.clear()  # e.g. the token expired
     await asyncio.sleep(0.2)
     imds.set_notice()
@@ -71,12 +79,13 @@ async def test_token_refreshed_after_401(imds: FakeImds) -> None:
 
 
 async def test_stop_ends_the_watcher(imds: FakeImds) -> None:
-    watcher = SpotWatcher(lambda notice: None, endpoint=imds.url, poll_interval_s=5.0)
+    # A watcher that noticed `stop` only at its next poll would take 120 s; the bound is generous.
+    watcher = SpotWatcher(lambda notice: None, endpoint=imds.url, poll_interval_s=120.0)
     stop = asyncio.Event()
     task = asyncio.create_task(watcher.run(stop))
     await asyncio.sleep(0.2)
     stop.set()
-    assert await asyncio.wait_for(task, timeout=2) is None
+    assert await asyncio.wait_for(task, timeout=30) is None
     assert watcher.state == "stopped"
 
 

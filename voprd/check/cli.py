@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"search time budget per file; past it the verdict is unknown "
              f"(default {DEFAULT_BUDGET_MS:g})",
     )
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                        help="a history: voprd's JSON lines, Porcupine's kv or etcd log format")
     return parser
 
 

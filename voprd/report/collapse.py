@@ -44,16 +44,16 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def focus_window(picture: RunPicture) -> TimeWindow | None:
-    """The stretch of time the failure is about: the explanation's operations and the moment the
-    failure was detected, with a margin. None for a passing run with nothing to point at."""
+    """The stretch of time the failure is about: the explanation's operations (its witness too),
+    everything the failure names (`Verdict.cause_us`) and the moment it was detected, with a
+    margin. None for a passing run with nothing to point at."""
     # The end of the explanation is what matters: the blocker and the last operations before it
     # (the order found may start at the beginning of the run).
     near: set[int] = set()
     for explanation in picture.linearizability.explanations:
         near.update(explanation.prefix[-FOCUS_PREFIX_OPS:])
-        if explanation.blocker is not None:
-            near.add(explanation.blocker)
-    times: list[int] = []
+        near.update(op for op in (explanation.blocker, explanation.witness) if op is not None)
+    times: list[int] = list(picture.verdict.cause_us)
     for op in picture.ops:
         if op.id in near:
             times.append(op.call_us)

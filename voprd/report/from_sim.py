@@ -58,6 +58,10 @@ _DROP_CODES = frozenset({K["drop_partition"], K["drop_loss"], K["drop_capacity"]
 _DUPLICATE_CODE = K["duplicate"]
 _STORAGE_KINDS = frozenset({"disk_write_error", "disk_misdirect", "disk_torn", "disk_read_corrupt"})
 _NODE_NAME = re.compile(r"^([rc])(\d+)$")
+# An operation number named by a violation message (`lacks acknowledged op 3`; not `2 ops`), and
+# the one in a commit's or a reply's detail (`op=3`).
+_NAMED_OP = re.compile(r"\bop (\d+)\b")
+_DETAIL_OP = re.compile(r"\bop=(\d+)\b")
 
 
 class _Sent(msgspec.Struct, array_like=True):
@@ -237,12 +241,42 @@ def _explanation(history: list[HistoryOp], key: str, model: Model) -> LinExplana
     search.close()
     if outcome is None or outcome.linearizable:
         return None
+    witness = outcome.reason if outcome.reason is not None else outcome.blocker
     return LinExplanation(
         key=key,
         prefix=[part[i].line for i in outcome.prefix],
         blocker=None if outcome.blocker is None else part[outcome.blocker].line,
+        witness=None if witness is None else part[witness].line,
         state_after_prefix=model.describe_state(outcome.blocker_state),
     )
+
+
+def _cause_times(message: str | None, events: list[NodeEvent], messages: list[Message],
+                 ops: list[ClientOp], replicas: int) -> list[int]:
+    """When what a violation names happened: for each operation number it names (`acknowledged
+    op 3`), its first commit, the first reply for it (sent and delivered) and the client call that
+    reply answered."""
+    named = {int(number) for number in _NAMED_OP.findall(message or "")}
+    if not named:
+        return []
+    first: dict[tuple[str, int], int] = {}  # (commit|reply, op) -> index of its first one
+    items: list[NodeEvent | Message] = [*events, *messages]
+    for index, item in enumerate(items):
+        match = _DETAIL_OP.search(item.detail)
+        if match and int(match[1]) in named and item.kind in ("commit", "reply"):
+            first.setdefault((item.kind, int(match[1])), index)
+    times: list[int] = []
+    for (kind, _op), index in first.items():
+        if kind == "commit":
+            times.append(events[index].time_us)
+            continue
+        reply = messages[index - len(events)]
+        times.append(reply.send_us)
+        if reply.deliver_us is not None:
+            times.append(reply.deliver_us)
+            times += [op.call_us for op in ops if op.return_us == reply.deliver_us
+                      and op.process == reply.dst - replicas]
+    return sorted(times)
 
 
 def _linearizability(
@@ -303,6 +337,8 @@ def picture_for_seed(seed: int, options: RunOptions, system: System) -> RunPictu
          if m.label.startswith(("violation", "liveness failure", "exception"))),
         None,
     )
+    messages = _messages(sim, trace, replicas)
+    cause_us = _cause_times(message, events, messages, ops, replicas) if failure_us else []
     return RunPicture(
         config=RunConfig(
             seed=seed, target=options.target, faults=list(options.faults),
@@ -311,14 +347,15 @@ def picture_for_seed(seed: int, options: RunOptions, system: System) -> RunPictu
         ),
         verdict=Verdict(
             status=status, kind=kind, invariant=invariant, message=message,
-            failure_us=failure_us, events=result.events, simulated_time_us=end_us,
+            failure_us=failure_us, cause_us=cause_us, events=result.events,
+            simulated_time_us=end_us,
             trace_hash=result.trace_hash, bounds_reached=list(result.bounds_reached),
         ),
         reproduce=reproduce_command(seed, options),
         nodes=nodes,
         ops=ops,
         linearizability=lin,
-        messages=_messages(sim, trace, replicas),
+        messages=messages,
         node_events=events,
         faults=faults,
         markers=markers,

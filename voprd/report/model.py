@@ -45,6 +45,9 @@ class Verdict(msgspec.Struct, kw_only=True):
     message: str | None = None
     # When the failure was detected (simulated time), if known: the report centres on it.
     failure_us: int | None = None
+    # When the things the failure names happened (for a lost acknowledged write: its commit, the
+    # reply to the client, the client's call): the report opens on a window that includes them.
+    cause_us: list[int] = msgspec.field(default_factory=list)
     events: int = 0
     simulated_time_us: int = 0
     trace_hash: str = ""
@@ -78,6 +81,9 @@ class LinExplanation(msgspec.Struct, kw_only=True):
     key: str
     prefix: list[int]
     blocker: int | None = None
+    # The operation that proves it: the read that can never be linearized once the blocker is
+    # placed (or the blocker itself, when nothing later is to blame).
+    witness: int | None = None
     # The model state after the prefix, as text (e.g. the key's value).
     state_after_prefix: str | None = None
 
@@ -96,6 +102,8 @@ class Linearizability(msgspec.Struct, kw_only=True):
                 seen.setdefault(op_id, None)
             if explanation.blocker is not None:
                 seen.setdefault(explanation.blocker, None)
+            if explanation.witness is not None:
+                seen.setdefault(explanation.witness, None)
         return list(seen)
 
 

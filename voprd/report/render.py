@@ -204,15 +204,23 @@ def _linearizability(picture: RunPicture) -> str:
                 )
             parts.append(
                 f'<li class="lin-op" value="{position + 1}" data-goto-op="{op_id}">'
-                f"#{op_id} {_e(text)}</li>"
+                f"line {op_id}: {_e(text)}</li>"
             )
             if earlier and position == earlier - 1:
                 parts.append("</ol></details></li>")
+        witness = ops.get(explanation.witness) if explanation.witness is not None else None
         if blocker is not None:
+            proves = " and is the witness" if witness is blocker else ""
             parts.append(
-                f'<li class="lin-op blocker" data-goto-op="{blocker.id}">✗ #{blocker.id} '
+                f'<li class="lin-op blocker" data-goto-op="{blocker.id}">✗ line {blocker.id}: '
                 f"{_e(describe_op(blocker))} (process {blocker.process}, "
-                f"{_e(_op_span(blocker))}) cannot be placed</li>"
+                f"{_e(_op_span(blocker))}) cannot be placed{proves}</li>"
+            )
+        if witness is not None and witness is not blocker:
+            parts.append(
+                f'<li class="lin-op witness" data-goto-op="{witness.id}">witness: line '
+                f"{witness.id}: {_e(describe_op(witness))} (process {witness.process}, "
+                f"{_e(_op_span(witness))}) can then never be linearized</li>"
             )
         parts.append("</ol>")
     parts.append("</section>")
@@ -310,7 +318,8 @@ def render_html(picture: RunPicture) -> str:
             "</div>",
             '<span><i style="background:#fff;border:2px solid #d62839"></i>'
             "in the explanation (numbered: longest linearizable order, ✗: cannot be placed)"
-            "</span></div>",
+            '</span><span><i style="background:#fff;border:2px dashed #3d0a91"></i>'
+            "witness: the read that can then never be linearized</span></div>",
         )
     message_legend = _legend(
         [(kind, color) for kind, color in message_colors.items()]

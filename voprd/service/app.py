@@ -74,6 +74,7 @@ from voprd.fleet.runner import (
 from voprd.fleet.s3 import FleetS3Error, S3Store, create_client
 from voprd.options import RunOptions, reproduce_command
 from voprd.service import signals, spot
+from voprd.service.live import LiveProgress, Snapshot, terminal_console, terminal_renderer
 from voprd.service.notify import Notifier
 from voprd.service.protocol import WorkerConfig
 from voprd.service.report_worker import ReportJob
@@ -175,8 +176,7 @@ def git_commit() -> str | None:
 
 
 def configure_logging(stream: TextIO) -> None:
-    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if stream.isatty()
-                     else structlog.processors.JSONRenderer())
+    renderer: Any = terminal_renderer if stream.isatty() else structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -245,6 +245,8 @@ class Daemon:
         self._alert_claims: set[asyncio.Task[None]] = set()
         self._health_degraded: str | None = None  # why, while the daemon reports degraded
         self._backend_unhealthy_since: float | None = None
+        # The live progress line on a terminal (voprd.service.live), set by daemon_main.
+        self.live: LiveProgress | None = None
 
     # --- output -----------------------------------------------------------------------------
 
@@ -711,11 +713,7 @@ class Daemon:
                 f"{plural(self.progress.total_failures, 'failure')}")
 
     def status(self) -> StatusData:
-        by_fingerprint = [
-            FingerprintCount(fingerprint=s.fingerprint, invariant=s.invariant, count=s.count,
-                             first_seed=s.first_seed)
-            for s in self.policy.states()
-        ]
+        by_fingerprint = self.failure_counts()
         return StatusData(
             pid=os.getpid(), state=self.state, uptime_s=round(time.monotonic() - self.started_s, 3),
             first_seed=self.progress.first_seed, end_seed=self.progress.end_seed,
@@ -773,6 +771,19 @@ class Daemon:
         elif self._health_degraded and not degraded:
             self.emit("health_restored", "info", msg="AWS answers again")
         self._health_degraded = degraded
+
+    def snapshot(self) -> Snapshot:
+        """The counters of the live progress line (a fleet's total is the fleet's, not ours)."""
+        return Snapshot(
+            done=self.progress.total_iterations,
+            total=None if self.fleet is not None else self.settings.iterations,
+            done_this_start=self.done_this_start, elapsed_s=time.monotonic() - self.started_s,
+            failures=self.progress.total_failures, distinct=self.failure_counts(),
+        )
+
+    def failure_counts(self) -> list[FingerprintCount]:
+        return [FingerprintCount(fingerprint=s.fingerprint, invariant=s.invariant, count=s.count,
+                                 first_seed=s.first_seed) for s in self.policy.states()]
 
     async def dump_status(self, *, announce: bool = True) -> None:
         """status.json (what `voprd status` reads) and, with `announce`, the `status` event and
@@ -877,8 +888,6 @@ class Daemon:
                        f"({plural(self.progress.total_iterations, 'seed')}, "
                        f"{self.progress.total_failures} failed); --reset starts it over")
             self.emit("run_already_finished", "info", msg=message)
-            if not self.settings.json:
-                print(message, file=sys.stderr)
             await self.backend.close()
             return EXIT_OK
         workers = self.settings.workers or os.cpu_count() or 1
@@ -925,6 +934,8 @@ class Daemon:
                 group.create_task(self.drain_watch(pool))
                 if spot.watch_enabled(self.settings.backend, self.env):
                     group.create_task(self.spot_watch())
+                if self.live is not None:
+                    group.create_task(self.live.run(self.snapshot, self._stop_loops))
                 prefetch = (group.create_task(self.fleet.prefetch_loop())
                             if self.fleet is not None else None)
                 await pool
@@ -1066,10 +1077,22 @@ def daemon_main(settings: Settings, command: dict[str, Any]) -> int:
 
     signals.hold()  # until the loop's handlers are installed (the CLI did it already)
     os.umask(0o077)  # everything the daemon creates is its own (SQLite's files included)
-    configure_logging(sys.stderr if settings.json else sys.stdout)
+    console = None if settings.json else terminal_console(sys.stdout)
+    live = LiveProgress(console) if console is not None else None
+    configure_logging(sys.stderr if settings.json else
+                      live.log_stream() if live is not None else sys.stdout)
+    scratch: Path | None = command.get("scratch_state_dir")
+    if scratch is not None and not settings.json:  # with --json: the start event names it
+        print(f"voprd: a fresh run in {scratch} (--state-dir DIR keeps a run to resume)",
+              file=sys.stderr)
     daemon = Daemon(settings, dict(os.environ))
+    daemon.live = live
     try:
-        return uvloop.run(daemon.run())
+        code = uvloop.run(daemon.run())
+        if live is not None and daemon.state in ("finished", "stopped"):
+            live.summary(daemon.snapshot(), lambda seed: reproduce_command(seed, daemon.options),
+                         daemon.state_dir / "failures" if settings.backend == "local" else None)
+        return code
     except Exception as exc:
         line = refusal(exc)
         if line is None:

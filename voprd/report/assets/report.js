@@ -69,12 +69,25 @@
   }
 
   // ---- client timeline layout (computed once, independent of the view) ---------------------
-  var highlight = {}, blockers = {}, failingKeys = {};
+  var highlight = {}, blockers = {}, witnesses = {}, failingKeys = {};
   P.linearizability.explanations.forEach(function (ex) {
     failingKeys[ex.key] = true;
     ex.prefix.forEach(function (id, pos) { highlight[id] = String(pos + 1); });
     if (ex.blocker !== null && ex.blocker !== undefined) { highlight[ex.blocker] = "✗"; blockers[ex.blocker] = true; }
+    // The witness: the read that can never be linearized (labelled "witness" where there is room;
+    // its dashed outline marks it in any case).
+    if (ex.witness !== null && ex.witness !== undefined) {
+      witnesses[ex.witness] = true;
+      if (!blockers[ex.witness]) highlight[ex.witness] = "witness";
+    }
   });
+  var LABEL_CHAR_PX = 7;  // an upper bound on a label character's width (11px bold digits)
+  function labelWidth(s) { return s.length * LABEL_CHAR_PX + 2; }
+  function opTitle(op) {
+    var what = witnesses[op.id] ? "witness (can never be linearized): " :
+      blockers[op.id] ? "cannot be placed: " : "linearized " + highlight[op.id] + ": ";
+    return "line " + op.id + ", " + what + describeOp(op);
+  }
   var drawEnd = new Array(P.ops.length), opRow = new Array(P.ops.length);
   (function () {
     var byProcess = {};
@@ -206,24 +219,40 @@
     P.ops.forEach(function (op, i) { if (inView(op.call_us, drawEnd[i]) || highlight[op.id]) visible.push(i); });
     var stride = visible.length > MAX_DRAW_OPS ? Math.ceil(visible.length / MAX_DRAW_OPS) : 1;
     var drawn = 0;
+    // Labels never overlap: each row of each key keeps the right edge of what is drawn in it, in
+    // call order; a number goes left of its bar if that space is free, else inside the bar's
+    // start if it is wide enough (its text moves right), else it is left out (zoom in to see it;
+    // the tooltip, the details panel and the Linearizability list always have it).
+    var rowRight = {};
+    visible.sort(function (a, b) { return P.ops[a].call_us - P.ops[b].call_us || a - b; });
     visible.forEach(function (i, n) {
       var op = P.ops[i];
       if (stride > 1 && n % stride && !highlight[op.id]) return;
       drawn++;
       var x0 = cx(X(op.call_us)), x1 = cx(X(drawEnd[i])), w = Math.max(2, x1 - x0);
-      var yy = keyY[op.key] + opRow[i] * ROW_H;
-      var c = "op hit " + op.outcome + (highlight[op.id] ? " highlighted" : "") + (blockers[op.id] ? " blocker" : "");
+      var yy = keyY[op.key] + opRow[i] * ROW_H, row = op.key + "\u0000" + opRow[i];
+      var right = Object.prototype.hasOwnProperty.call(rowRight, row) ? rowRight[row] : LABEL_W;
+      var c = "op hit " + op.outcome + (highlight[op.id] ? " highlighted" : "") + (blockers[op.id] ? " blocker" : "") + (witnesses[op.id] ? " witness" : "");
       var og = svgEl("g", { "class": c, "data-t": "op", "data-i": i, "data-op-id": op.id }, g);
       svgEl("rect", { x: x0, y: yy, width: w, height: ROW_H - 4, rx: 2 }, og);
-      if (w > 46) {
-        var label = describeOp(op), room = Math.floor((w - 6) / 6);
-        if (label.length > room) label = label.slice(0, Math.max(1, room - 1)) + "…";
-        svgText(og, x0 + 3, yy + ROW_H - 8, label);
-      }
+      var textX = x0 + 3;
       if (highlight[op.id]) {
-        svgText(og, Math.max(LABEL_W + 1, x0 - 12), yy + ROW_H - 7, highlight[op.id], "order");
-        svgTitle(og, (blockers[op.id] ? "cannot be placed: " : "linearized #" + highlight[op.id] + ": ") + describeOp(op));
+        var mark = highlight[op.id], lw = labelWidth(mark);
+        if (x0 - 3 - lw >= right + 1) {
+          svgText(og, x0 - 3 - lw, yy + ROW_H - 7, mark, "order");
+        } else if (x1 - Math.max(x0, LABEL_W) >= lw + 2) {  // inside the visible part of the bar
+          svgText(og, Math.max(x0, LABEL_W) + 2, yy + ROW_H - 7, mark, "order inside");
+          textX = Math.max(x0, LABEL_W) + 2 + lw + 2;
+        }
+        svgTitle(og, opTitle(op));
       }
+      var room = Math.floor((x1 - textX - 3) / 6);
+      if (w > 46 && room >= 3) {
+        var label = describeOp(op);
+        if (label.length > room) label = label.slice(0, Math.max(1, room - 1)) + "…";
+        svgText(og, textX, yy + ROW_H - 8, label);
+      }
+      rowRight[row] = Math.max(right, x1);
     });
     markerLines(g, height);
     failureLine(g, height);
@@ -494,13 +523,13 @@
   function describe(kind, i, target) {
     if (kind === "op") {
       var op = P.ops[i];
-      detailRows("client operation #" + op.id, [
+      detailRows("client operation, line " + op.id, [
         ["operation", describeOp(op)], ["key", JSON.stringify(op.key)], ["process", String(op.process)],
         ["call", fmt(op.call_us)],
         ["return", op.return_us === null || op.return_us === undefined ? "unknown (may take effect any time after the call, or never)" : fmt(op.return_us)],
         ["duration", op.return_us === null || op.return_us === undefined ? undefined : fmt(op.return_us - op.call_us)],
         ["outcome", op.outcome],
-        ["explanation", highlight[op.id] ? (blockers[op.id] ? "cannot be placed after the longest linearizable order" : "position " + highlight[op.id] + " in the longest linearizable order") : undefined]
+        ["explanation", witnesses[op.id] ? "the witness: once the blocked operation must come before it, this " + op.op + " can never be linearized" + (blockers[op.id] ? " (it is itself the operation that cannot be placed)" : "") : highlight[op.id] ? (blockers[op.id] ? "cannot be placed after the longest linearizable order" : "position " + highlight[op.id] + " in the longest linearizable order") : undefined]
       ]);
     } else if (kind === "msg") {
       var m = P.messages[i];
