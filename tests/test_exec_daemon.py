@@ -160,8 +160,11 @@ def test_commands_that_cannot_work_are_refused_at_start(tmp_path: Path, args: li
     (tmp_path / "not-executable").write_text("#!/bin/sh\n")
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
     says = says.replace("{tmp}", str(tmp_path))
-    mode = ["--once", "--seed", "3"] if once else ["-n", "5"]
-    done = run(tmp_path / "state", "--target", "exec", *mode, *args)
+    if once:  # a replay keeps no state: --state-dir is refused there
+        done = subprocess.run(voprd("--once", "--seed", "3", "--target", "exec", *args),
+                              cwd=ROOT, env=env_with(), capture_output=True, timeout=60)
+    else:
+        done = run(tmp_path / "state", "--target", "exec", "-n", "5", *args)
     err = done.stderr.decode()
     assert done.returncode == 2, err
     assert says in err and "Traceback" not in err, err
@@ -170,7 +173,7 @@ def test_commands_that_cannot_work_are_refused_at_start(tmp_path: Path, args: li
 
 
 def test_once_replays_a_json_lines_binary_showing_its_output_verbatim(tmp_path: Path) -> None:
-    base = ["--state-dir", str(tmp_path), "--target", "exec", "--exec"]
+    base = ["--target", "exec", "--exec"]
     failing = subprocess.run(voprd("--once", "--seed", "4", *base, FAKE_VOPR, "-v"), cwd=ROOT,
                              env=env_with(), capture_output=True, timeout=60)
     out = failing.stdout.decode()
