@@ -17,7 +17,7 @@ from typing import Any
 
 from voprd import __version__
 from voprd.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, build_settings
-from voprd.options import parse_faults
+from voprd.options import FAULT_CLASSES, parse_faults
 
 # Imported lazily so `voprd --once` does not pay for the daemon or AWS imports.
 SUBCOMMANDS: dict[str, str] = {
@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="run the single seed --seed and exit")
     run.add_argument(
         "--faults", type=_faults,
-        help="fault classes: all (default), none, or a comma list of network,crash,storage,clock",
+        help="fault classes: all (default), none, or a comma list of "
+             + ",".join(FAULT_CLASSES) + " (docs/simulator.md)",
     )
     run.add_argument(
         "--max-events", dest="max_events", type=_int_at_least(1),

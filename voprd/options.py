@@ -10,7 +10,10 @@ import shlex
 
 import msgspec
 
-FAULT_CLASSES: tuple[str, ...] = ("network", "crash", "storage", "clock")
+# The fault classes (`--faults`), in the order the seed draws them (docs/simulator.md).
+FAULT_CLASSES: tuple[str, ...] = (
+    "network", "crash", "storage", "clock", "gray", "replay", "corrupt", "clients",
+)
 DEFAULT_MAX_EVENTS = 60_000
 
 

@@ -140,6 +140,9 @@ class VsrCluster:
         self.committed: list[int] = []
         self.state_hashes: list[int] = []
         self.acked: dict[int, int] = {}
+        # Op number -> the lowest view in which a primary committed it (a primary replies to the
+        # client in the view it commits in): a new primary of a later view must hold it.
+        self.commit_views: dict[int, int] = {}
         # Entry checksum -> its bytes at rest (each entry is written on every replica, and
         # checksums identify entries: see voprd.systems.vsr.messages).
         self.encoded: dict[int, bytes] = {}
@@ -231,6 +234,11 @@ class VsrCluster:
         env = self.env
         detail = f"op={op} c{entry[2] - self.n}#{entry[3]} {entry[4]!r}" if env.record_trace else ""
         env.note(replica, "commit", op, entry[5] & 0xFFFFFFFF, detail)
+        rep = self._replica(replica)
+        if rep.status == NORMAL and rep.is_primary():
+            views = self.commit_views
+            if views.get(op, rep.view + 1) > rep.view:
+                views[op] = rep.view
         committed = self.committed
         if op <= len(committed):
             if committed[op - 1] != entry[5]:
@@ -275,8 +283,11 @@ class VsrCluster:
                     f"replica r{replica} replaced committed op {op} at view {rep.view}",
                 )
         if as_primary:
+            # Every op acknowledged in an earlier view (a primary of an older view may still form
+            # from late DoViewChanges, after a later view committed more: it can commit nothing).
+            views = self.commit_views
             for op, checksum in self.acked.items():
-                if op > len(log) or log[op - 1][5] != checksum:
+                if views.get(op, 0) < rep.view and (op > len(log) or log[op - 1][5] != checksum):
                     raise Violation(
                         "durability",
                         f"new primary r{replica} of view {rep.view} lacks acknowledged op {op} "
