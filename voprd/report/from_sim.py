@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from voprd.check.checker import check_history
-from voprd.check.formats import from_history_ops
+from voprd.check.formats import HistoryOpError, from_history_ops
 from voprd.check.history import HistoryOp
 from voprd.check.models import Model
 from voprd.check.search import SearchOutcome, fast_search
@@ -257,9 +257,13 @@ def _linearizability(
         return Linearizability(verdict="linearizable", model=model.name)
     if result.invariant == INVARIANT_UNKNOWN:
         return Linearizability(verdict="unknown", model=model.name, message=result.message)
-    verdict = check_history(
-        history, model=model, budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
-    )
+    try:
+        verdict = check_history(
+            history, model=model, budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
+        )
+    except HistoryOpError:  # an operation the model cannot give: refuted as it is
+        return Linearizability(verdict="not_linearizable", model=model.name,
+                               message=result.message)
     assert result.invariant != INVARIANT or verdict.verdict == "not_linearizable", (
         "the checker's verdict is a function of the history"
     )

@@ -188,15 +188,15 @@ class FaultPlan:
         # clock: the drift changes mid-run (within the seed's spread); the wall clock jumps.
         self.clock_drift_ppm = self.clock_jump_ppm = self.clock_jump_us_max = 0
         if self.clock:
-            self.clock_drift_ppm = rng.between(0, 20_000)
-            self.clock_jump_ppm = rng.between(0, 20_000)
+            self.clock_drift_ppm = rng.between(0, 10_000)
+            self.clock_jump_ppm = rng.between(0, 10_000)
             self.clock_jump_us_max = rng.between(10_000, 5_000_000)
         # gray: one server's disk, one link or one node's links become 10-1000x slower, a while.
         self.slow_ppm = self.slow_factor_max = self.slow_us_max = 0
         if self.gray:
-            self.slow_ppm = rng.between(2_000, 40_000)
+            self.slow_ppm = rng.between(500, 8_000)  # up to 0.8 per second
             self.slow_factor_max = rng.between(10, 1_000)
-            self.slow_us_max = rng.between(50_000, 3_000_000)
+            self.slow_us_max = rng.between(50_000, 2_000_000)
         # replay: a copy of a message delivered again much later (after view changes).
         self.replay_q20 = self.replay_us_max = 0
         if self.replay:
@@ -209,7 +209,7 @@ class FaultPlan:
         # clients: a client crashes (its open operation's outcome unknown) and restarts.
         self.client_crash_ppm = self.client_restart_us_max = 0
         if self.clients_faults:
-            self.client_crash_ppm = rng.between(0, 30_000)
+            self.client_crash_ppm = rng.between(0, 8_000)
             self.client_restart_us_max = rng.between(1_000, 500_000)
 
     def describe(self) -> str:

@@ -28,4 +28,18 @@ BUGS: dict[str, str] = {
     "recovery_any_response":
         "a recovering replica adopts the log of the first recovery response from any primary, "
         "without waiting for a quorum (so a stale primary's log is taken)",
+    # Bugs only the later fault families and cluster shapes catch (each names its family).
+    "quorum_ceil_half":
+        "[even cluster sizes] quorums are computed as ceil(n/2), a majority only for odd n: with "
+        "even n two disjoint halves each commit and elect (split brain)",
+    "skip_message_checksum":
+        "[corrupt] replicas do not verify the checksum of incoming messages (they strip it "
+        "unchecked), so a message corrupted in flight is acted on",
+    "eviction_by_local_recency":
+        "[clients] a full client table evicts the session this replica heard from least "
+        "recently (replica-local state, not the log): replicas evict different sessions and "
+        "execute differently",
+    "client_session_reuse":
+        "[clients] a restarted client registers its previous session again and numbers its "
+        "requests from 1: the replicas take them for old requests of that session",
 }

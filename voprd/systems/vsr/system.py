@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from voprd.sim.checksum import seal
 from voprd.sim.system import (
     Damaged,
     Disk,
@@ -133,9 +134,9 @@ class VsrCluster:
         self.env = env
         self.n = n = env.replicas
         self.replica_class = replica_class
-        self.send = env.send
+        self.env_send = env.send
         self.disks = [env.disk(r) for r in range(n)]
-        self.workload = Workload(env.stream("workload"))
+        self.workload = Workload(env.stream("workload"), env.clients)
         # Invariant state: per op number, the committed entry checksum and state hash.
         self.committed: list[int] = []
         self.state_hashes: list[int] = []
@@ -155,7 +156,7 @@ class VsrCluster:
     def _new_replica(self, r: int, incarnation: int) -> Replica:
         env = self.env
         return self.replica_class(r, self.n, self, env.stream(f"replica.{r}.{incarnation}"),
-                                  env.bugs, env.timeout_base_ticks)
+                                  env.bugs, env.timeout_base_ticks, self.workload.clients_max)
 
     # ---- the engine's Cluster hooks ------------------------------------------------------
     def start_server(self, index: int) -> VsrServer:
@@ -173,6 +174,13 @@ class VsrCluster:
     def client(self, index: int, budget: int) -> Client:
         return Client(self.n + index, self.n, self, self.env.stream(f"client.{index}"),
                       self.workload, budget)
+
+    def restart_client(self, index: int, incarnation: int, budget: int) -> Client:
+        # A new session, request numbers from 1 again (the planted bug keeps the old session).
+        session = 0 if "client_session_reuse" in self.env.bugs else incarnation
+        return Client(self.n + index, self.n, self,
+                      self.env.stream(f"client.{index}.{incarnation}"), self.workload, budget,
+                      session)
 
     def on_return(self, client: int, index: int, output: Output, tag: int) -> None:
         op = tag
@@ -208,6 +216,10 @@ class VsrCluster:
             if op > len(first.log) or first.log[op - 1][5] != checksum:
                 raise Violation("durability", f"acknowledged op {op} missing after convergence")
         return None
+
+    # ---- ReplicaIO and ClientIO: the network ------------------------------------------------
+    def send(self, src: int, dst: int, msg: Message) -> None:
+        self.env_send(src, dst, seal(msg))  # every message carries its checksum
 
     # ---- ReplicaIO: storage --------------------------------------------------------------
     def disk_write(self, replica: int, entry: Entry, commit: int) -> None:
@@ -316,6 +328,8 @@ class VsrSystem(System):
     bugs = BUGS
     model = "kv"
     message_names = MESSAGE_NAMES
+    cluster_sizes = (1, 2, 3, 4, 5, 6)  # quorums are majorities: they intersect for even n too
+    message_checksums = True
     # Numbered before the engine and the systems were split (kept: the trace hashes cover it).
     trace_kinds: Mapping[str, int] = MappingProxyType({"log_installed": 29})
 
