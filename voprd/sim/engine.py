@@ -199,13 +199,18 @@ class Simulation:
             return
         server.on_write_done(slot, ok)
 
-    def release(self, r: int) -> None:
-        """Server r resumed: handle what was held for it, in arrival order."""
+    def cancel_held_writes(self, r: int, slot_count: int) -> None:
+        """Server r truncated its disk to `slot_count` sectors: the completions held for it of
+        writes to later sectors are cancelled, as those writes are (`Disk.truncate`)."""
         held = self.held[r]
-        self.held[r] = []
-        for what, item in held:
-            if self.nodes[r] is None or self.paused[r]:
-                return
+        if held:
+            self.held[r] = [h for h in held if h[0] == "m" or h[1][1] <= slot_count]
+
+    def release(self, r: int) -> None:
+        """Server r resumed: handle what was held for it, in arrival order (what it handles
+        may truncate its disk, cancelling held completions: `cancel_held_writes`)."""
+        while self.held[r] and self.nodes[r] is not None and not self.paused[r]:
+            what, item = self.held[r].pop(0)
             if what == "m":
                 self.deliver(r, item)
             else:

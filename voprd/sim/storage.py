@@ -109,6 +109,7 @@ class Disk:
             del self.sectors[slot]
         for write_id in [w for w, write in self.pending.items() if write[1] > slot_count]:
             del self.pending[write_id]
+        self.storage.sim.cancel_held_writes(self.node, slot_count)  # completions held by a pause
 
     def read_superblock(self) -> bytes | None:
         return self.superblock
