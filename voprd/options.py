@@ -12,7 +12,8 @@ import msgspec
 
 # The fault classes (`--faults`), in the order the seed draws them (docs/simulator.md).
 FAULT_CLASSES: tuple[str, ...] = (
-    "network", "crash", "storage", "clock", "gray", "replay", "corrupt", "clients",
+    "network", "crash", "storage", "clock", "partition", "pause", "time", "gray", "replay",
+    "corrupt", "clients",
 )
 DEFAULT_MAX_EVENTS = 60_000
 

@@ -207,8 +207,24 @@ class Simulation:
             self.held[r] = [h for h in held if h[0] == "m" or h[1][1] <= slot_count]
 
     def release(self, r: int) -> None:
-        """Server r resumed: handle what was held for it, in arrival order (what it handles
-        may truncate its disk, cancelling held completions: `cancel_held_writes`)."""
+        """Server r resumed: handle what was held for it, in arrival order per source (each
+        peer's messages in order, as over a connection; the disk's completions in order), the
+        sources interleaved at random (as a process finds several sockets ready at once). What
+        it handles may truncate its disk, cancelling held completions: `cancel_held_writes`."""
+        held = self.held[r]
+        sources: dict[int, list[tuple[str, Any]]] = {}
+        for item in held:
+            sources.setdefault(item[1][1] if item[0] == "m" else -1, []).append(item)
+        if len(sources) > 1:
+            rng = self.nemesis.rng2
+            queues = [queue[::-1] for queue in sources.values()]
+            order: list[tuple[str, Any]] = []
+            while queues:
+                pick = rng.below(len(queues))
+                order.append(queues[pick].pop())
+                if not queues[pick]:
+                    queues.pop(pick)
+            self.held[r] = order
         while self.held[r] and self.nodes[r] is not None and not self.paused[r]:
             what, item = self.held[r].pop(0)
             if what == "m":

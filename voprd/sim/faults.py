@@ -43,15 +43,15 @@ FAULT_KIND_CLASS: dict[str, str] = {
     "heal": "network",
     "crash": "crash",
     "restart": "crash",
-    "pause": "crash",
-    "resume": "crash",
+    "pause": "pause",
+    "resume": "pause",
     "disk_write_error": "storage",
     "disk_misdirect": "storage",
     "disk_torn": "storage",
     "disk_read_corrupt": "storage",
     "clock_skew": "clock",
-    "clock_jump": "clock",
-    "clock_drift": "clock",
+    "clock_jump": "time",
+    "clock_drift": "time",
     "slow_disk": "gray",
     "slow_link": "gray",
     "slow_node": "gray",
@@ -69,12 +69,13 @@ class FaultPlan:
         "clock", "clock_drift_ppm", "clock_jump_ppm", "clock_jump_us_max", "core", "corrupt",
         "corrupt_q20", "crash", "crash_ppm", "delay_base_us", "delay_jitter_us", "drift_ppm",
         "drift_spread_ppm", "dup_q20", "gray", "loss_q20", "misdirect_ppm", "network",
-        "offset_us", "partition_clients_ppm", "partition_ppm", "partition_us_max",
-        "partitions_max", "path_capacity", "pause_ppm", "pause_us_max", "read_corrupt_ppm",
-        "replay", "replay_q20", "replay_us_max", "replicas", "request_budget", "restart_us_max",
-        "slow_factor_max", "slow_ppm", "slow_us_max", "spike_q20", "spike_us_max", "storage",
-        "storage_faulty", "switched_off", "timeout_base_ticks", "torn_ppm", "write_error_ppm",
-        "write_latency_us_max", "write_latency_us_min",
+        "offset_us", "partition", "partition_clients_ppm", "partition_ppm", "partition_us_max",
+        "partitions_max", "path_capacity", "pause", "pause_ppm", "pause_us_max",
+        "read_corrupt_ppm", "replay", "replay_q20", "replay_us_max", "replicas",
+        "request_budget", "restart_us_max", "slow_factor_max", "slow_ppm", "slow_us_max",
+        "spike_q20", "spike_us_max", "storage", "storage_faulty", "switched_off", "time",
+        "timeout_base_ticks", "torn_ppm", "write_error_ppm", "write_latency_us_max",
+        "write_latency_us_min",
     )
 
     def __init__(
@@ -128,6 +129,8 @@ class FaultPlan:
         self.restart_us_max = self.pause_us_max = 0
         if self.crash:
             self.crash_ppm = rng.between(0, 12_000)
+            # Drawn here since pauses were once part of the crash class (the class `pause` says
+            # whether they happen: FaultPlan._draw_later).
             self.pause_ppm = rng.between(0, 20_000)
             self.restart_us_max = rng.between(20_000, 1_500_000)
             self.pause_us_max = rng.between(20_000, 800_000)
@@ -173,21 +176,37 @@ class FaultPlan:
             enabled[name] = on
             if name in classes and not on:
                 switched.append(name)
+        self.partition = enabled["partition"]
+        self.pause = enabled["pause"]
+        self.time = enabled["time"]
         self.gray = enabled["gray"]
         self.replay = enabled["replay"]
         self.corrupt = enabled["corrupt"]
         self.clients_faults = enabled["clients"]
 
-        # network: several partitions at once; bridges (non-transitive) and client cut-offs.
+        # pause: a server freezes, process, timers and disk completions (voprd.sim.nemesis).
+        if not self.pause:
+            self.pause_ppm = self.pause_us_max = 0
+        elif not self.crash:  # else drawn with the crash class (see above)
+            self.pause_ppm = rng.between(0, 20_000)
+            self.pause_us_max = rng.between(20_000, 800_000)
+
+        # partition: several partitions at once; bridges (not transitive), a client cut off from
+        # some servers, a server cut off from the other servers (its clients still reach it).
         self.partitions_max = 1
         self.bridge_ppm = self.partition_clients_ppm = 0
-        if self.network:
+        if self.partition:
+            if not self.network:  # else the network class drew how often and how long
+                self.partition_ppm = rng.between(0, 25_000)
+                self.partition_us_max = rng.between(50_000, 2_000_000)
             self.partitions_max = rng.between(1, 3)
             self.bridge_ppm = rng.between(0, 400_000)
             self.partition_clients_ppm = rng.between(0, 400_000)
-        # clock: the drift changes mid-run (within the seed's spread); the wall clock jumps.
+        # time: the drift changes mid-run (within the seed's spread); the wall clock jumps.
         self.clock_drift_ppm = self.clock_jump_ppm = self.clock_jump_us_max = 0
-        if self.clock:
+        if self.time:
+            if not self.drift_spread_ppm:  # the clock class is off: no drift at first
+                self.drift_spread_ppm = rng.between(1_000, 100_000)
             self.clock_drift_ppm = rng.between(0, 10_000)
             self.clock_jump_ppm = rng.between(0, 10_000)
             self.clock_jump_us_max = rng.between(10_000, 5_000_000)

@@ -40,7 +40,7 @@ _K_REPLAY = K["replay"]
 _K_CORRUPT = K["corrupt"]
 
 # Partition styles (the trace's `partition` event, field a).
-SYMMETRIC, ASYMMETRIC, ISOLATE, BRIDGE, CLIENT_CUT = range(5)
+SYMMETRIC, ASYMMETRIC, ISOLATE, BRIDGE, CLIENT_CUT, PEERS_CUT = range(6)
 # "Never" for the countdown to the next replayed or corrupted message.
 _NEVER = 1 << 62
 
@@ -174,11 +174,19 @@ class Network:
             cut += [(y, x) for x, y in cut]
             detail = f"bridge r{bridge}: {side_a} <-/-> {side_b}"
         elif plan.partition_clients_ppm and rng2.chance(plan.partition_clients_ppm):
-            style = CLIENT_CUT
-            client = rng2.between(n, nodes - 1)
-            servers = sorted(rng2.shuffled(range(n))[:rng2.between(1, n)])
-            cut = [(client, r) for r in servers] + [(r, client) for r in servers]
-            detail = f"c{client - n} <-/-> {servers}"
+            if n > 1 and rng2.below(2):
+                # One server cut off from the other servers, its clients still reach it.
+                style = PEERS_CUT
+                victim = rng2.below(n)
+                cut = [(victim, r) for r in range(n) if r != victim]
+                cut += [(r, victim) for r in range(n) if r != victim]
+                detail = f"r{victim} <-/-> servers"
+            else:
+                style = CLIENT_CUT
+                client = rng2.between(n, nodes - 1)
+                servers = sorted(rng2.shuffled(range(n))[:rng2.between(1, n)])
+                cut = [(client, r) for r in servers] + [(r, client) for r in servers]
+                detail = f"c{client - n} <-/-> {servers}"
         else:
             style = rng.below(3) if n > 1 else ISOLATE
             if style == ISOLATE:

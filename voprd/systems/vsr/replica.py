@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from voprd.sim.checksum import unseal
+from voprd.sim.clock import TICK_US
 from voprd.sim.prng import Rng
 from voprd.systems.vsr.messages import (
     COMMIT,
@@ -59,6 +60,8 @@ VIEW_CHANGE = 1
 RECOVERING = 2
 STATUS_NAMES = ("normal", "view_change", "recovering")
 
+# The planted fsync_watchdog_* bugs only: a write pending this long is taken as done.
+FSYNC_WATCHDOG_US = 200_000
 HEARTBEAT_TICKS = 4
 RESEND_TICKS = 8
 LOG_OPS_MAX = 4096
@@ -75,6 +78,9 @@ EVICTED_RESULT = _Evicted()
 
 class ReplicaIO(Protocol):
     def send(self, src: int, dst: int, msg: Message) -> None: ...
+    # The replica's clocks (the reference VSR reads none; only planted bugs do).
+    def monotonic_us(self, replica: int) -> int: ...
+    def wall_clock_us(self, replica: int) -> int: ...
     def disk_write(self, replica: int, entry: Entry, commit: int) -> None: ...
     def disk_truncate(self, replica: int, op_count: int) -> None: ...
     def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
@@ -123,6 +129,8 @@ class Replica:
         "transfer",
         "transfer_base",
         "view",
+        "watchdog",
+        "write_times",
     )
 
     def __init__(
@@ -168,6 +176,13 @@ class Replica:
         self.heard: dict[int, int] = {}
         # slot -> number of writes in flight to it.
         self.pending: dict[int, int] = {}
+        # The planted fsync_watchdog_* bugs: the clock they use (0: none, 1: timer ticks,
+        # 2: the monotonic clock, 3: the wall clock) and slot -> when its latest write was issued.
+        self.watchdog = next(
+            (i for i, clock in enumerate(("ticks", "monotonic", "wall_clock"), start=1)
+             if f"fsync_watchdog_{clock}" in bugs), 0
+        )
+        self.write_times: dict[int, int] = {}
         self.acked = [0] * n
         self.svc_mask = 0
         self.dvcs: dict[int, Message] = {}
@@ -214,7 +229,20 @@ class Replica:
     def durable_op(self) -> int:
         if "ack_before_fsync" in self.bugs or not self.pending:
             return len(self.log)
+        if self.watchdog:
+            # The planted fsync_watchdog_* bugs: a write pending for long is taken as done (so a
+            # slow disk does not stall the replica), its age measured with the bug's clock.
+            now, since = self._watchdog_now(), self.write_times
+            live = [s for s in self.pending if now - since.get(s, now) <= FSYNC_WATCHDOG_US]
+            return min(min(live) - 1, len(self.log)) if live else len(self.log)
         return min(min(self.pending) - 1, len(self.log))
+
+    def _watchdog_now(self) -> int:
+        if self.watchdog == 1:
+            return self.ticks * TICK_US
+        if self.watchdog == 2:
+            return self.io.monotonic_us(self.rid)
+        return self.io.wall_clock_us(self.rid)
 
     def _broadcast(self, msg: Message) -> None:
         send = self.io.send
@@ -231,6 +259,8 @@ class Replica:
     def _write(self, entry: Entry) -> None:
         slot = entry[0]
         self.pending[slot] = self.pending.get(slot, 0) + 1
+        if self.watchdog:
+            self.write_times[slot] = self._watchdog_now()
         self.io.disk_write(self.rid, entry, self.commit)
 
     def _rebuild_logged(self) -> None:
@@ -328,7 +358,9 @@ class Replica:
             return None
         if cached is None:
             return EVICTED_RESULT  # evicted before this executed: the client is told
-        if request <= cached[0] and "no_client_table" not in self.bugs:
+        if request <= cached[0] and "no_client_table" not in self.bugs and (
+            request == cached[0] or "old_request_reexecuted" not in self.bugs
+        ):
             return cached[1] if request == cached[0] else None
         result = self.kv.apply(op, operation)
         table[client] = (request, result, op)
@@ -383,7 +415,10 @@ class Replica:
             if self.is_primary():
                 if self.ticks % HEARTBEAT_TICKS == 0:
                     self._broadcast((COMMIT, self.rid, self.view, self.commit, len(self.log)))
-            else:
+                if self.watchdog:
+                    self._try_commit()
+            elif self.watchdog:
+                self._send_prepare_ok(False)
                 self.idle_ticks += 1
                 if self.idle_ticks > self.timeout_ticks:
                     self._start_view_change(self.view + 1)
@@ -465,7 +500,7 @@ class Replica:
             self._tell_evicted(client)
             return
         elif cached is not None and "no_client_table" not in self.bugs:
-            if request < cached[0]:
+            if request < cached[0] and "old_request_reexecuted" not in self.bugs:
                 return
             if request == cached[0]:
                 self.io.send(
@@ -473,7 +508,8 @@ class Replica:
                     (REPLY, self.rid, self.view, client, request, cached[1], 0),
                 )
                 return
-        if logged is not None and logged[0] >= request and "no_client_table" not in self.bugs:
+        if (logged is not None and logged[0] >= request and "no_client_table" not in self.bugs
+                and ("old_request_reexecuted" not in self.bugs or request == logged[0])):
             return  # in progress
         if len(self.log) >= LOG_OPS_MAX:
             self.io.on_bound("log_ops")

@@ -5,10 +5,11 @@
 `ClientIO`. It stores log entries on the engine's disks as bytes (`encode_entry`) and reads them
 back at a restart, verifying positions and the hash chain, and it checks the invariants:
 `agreement` (same op number -> same committed entry, also when a log is replaced),
-`commit_monotonic` (per replica incarnation, after every event), `durability` (a reply only for a
-committed op; a new primary's log holds every acknowledged op; no installed log shorter than the
-commit number) and `convergence` (same state hash after the same op, and across the core at the
-end).
+`commit_monotonic` (per replica incarnation, after every event), `durability` (no PrepareOk for
+an op whose write is still in flight; a reply only for a committed op; a new primary's log holds
+every op acknowledged in an earlier view; no installed log shorter than the commit number) and
+`convergence` (same state hash after the same op, and across the core at the end). Messages are
+sealed with a checksum here (`voprd.sim.checksum`) and verified by the receiving replica or client.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from voprd.systems.vsr.bugs import BUGS
 from voprd.systems.vsr.client import Client, Workload
 from voprd.systems.vsr.messages import (
     MESSAGE_NAMES,
+    PREPARE_OK,
     Entry,
     Operation,
     decode_entry,
@@ -107,6 +109,7 @@ class VsrServer:
 
     def on_write_done(self, slot: int, ok: bool) -> None:
         replica = self.replica
+        self.cluster.write_done(replica.rid, slot)
         replica.on_write_done(slot, ok)
         if replica.commit < self.commit_seen:
             self._regressed()
@@ -144,6 +147,9 @@ class VsrCluster:
         # Op number -> the lowest view in which a primary committed it (a primary replies to the
         # client in the view it commits in): a new primary of a later view must hold it.
         self.commit_views: dict[int, int] = {}
+        # Per replica: slot -> writes issued and not yet completed (as the harness sees them,
+        # whatever the replica believes).
+        self.unsynced: list[dict[int, int]] = [{} for _ in range(n)]
         # Entry checksum -> its bytes at rest (each entry is written on every replica, and
         # checksums identify entries: see voprd.systems.vsr.messages).
         self.encoded: dict[int, bytes] = {}
@@ -163,6 +169,7 @@ class VsrCluster:
         return VsrServer(self, self._new_replica(index, 0))
 
     def restart_server(self, index: int, incarnation: int) -> tuple[VsrServer, Recovery]:
+        self.unsynced[index].clear()  # the crash lost (or landed) every write in flight
         disk = self.disks[index]
         log, damaged = load_log(disk)
         superblock = read_superblock(disk)
@@ -219,7 +226,19 @@ class VsrCluster:
 
     # ---- ReplicaIO and ClientIO: the network ------------------------------------------------
     def send(self, src: int, dst: int, msg: Message) -> None:
+        if msg[0] == PREPARE_OK and msg[3] in self.unsynced[src]:
+            raise Violation(
+                "durability",
+                f"replica r{src} acknowledged op {msg[3]} (PrepareOk) while its write of that "
+                "op was still in flight",
+            )
         self.env_send(src, dst, seal(msg))  # every message carries its checksum
+
+    def monotonic_us(self, replica: int) -> int:
+        return self.env.monotonic_us(replica)
+
+    def wall_clock_us(self, replica: int) -> int:
+        return self.env.wall_clock_us(replica)
 
     # ---- ReplicaIO: storage --------------------------------------------------------------
     def disk_write(self, replica: int, entry: Entry, commit: int) -> None:
@@ -228,9 +247,22 @@ class VsrCluster:
             data = self.encoded[entry[5]] = encode_entry(entry)
         # Committed entries are never rewritten: the only sectors a misdirected write may hit.
         self.disks[replica].write(entry[0], data, commit)
+        unsynced = self.unsynced[replica]
+        unsynced[entry[0]] = unsynced.get(entry[0], 0) + 1
+
+    def write_done(self, replica: int, slot: int) -> None:
+        unsynced = self.unsynced[replica]
+        count = unsynced.get(slot, 0)
+        if count > 1:
+            unsynced[slot] = count - 1
+        else:
+            unsynced.pop(slot, None)
 
     def disk_truncate(self, replica: int, op_count: int) -> None:
-        self.disks[replica].truncate(op_count)
+        self.disks[replica].truncate(op_count)  # cancels the writes in flight past it
+        unsynced = self.unsynced[replica]
+        for slot in [s for s in unsynced if s > op_count]:
+            del unsynced[slot]
 
     def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
         disk = self.disks[replica]
