@@ -19,9 +19,9 @@ The replica is a pure state machine driven by the simulator: `on_message`, `on_t
   were never acknowledged.
 
 Quorums are majorities (n // 2 + 1, for any n from 1 to 6: two quorums always intersect, also for
-even n). Every message is checksummed (`voprd.sim.checksum`): one that fails is dropped. Clients
-have sessions: a client registers (request number 0, a `register` operation in the log) before
-its requests; the client table is bounded (`clients_max`): executing a registration when it is full
+even n). Messages reach it checksum-verified (its `VsrServer` drops a corrupted one). Clients have
+sessions: a client registers (request number 0, a `register` operation in the log) before its
+requests; the client table is bounded (`clients_max`): executing a registration when it is full
 evicts the session that executed least recently, and a request of a session not in the table is
 answered EVICTED (never executed again), so an evicted client learns it and starts a new session.
 """
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from voprd.sim.checksum import unseal
 from voprd.sim.clock import TICK_US
 from voprd.sim.prng import Rng
 from voprd.systems.vsr.messages import (
@@ -95,7 +94,6 @@ class Replica:
     __slots__ = (
         "acked",
         "bugs",
-        "checksums",
         "client_table",
         "clients_max",
         "commit",
@@ -152,7 +150,6 @@ class Replica:
         self.io = io
         self.rng = rng
         self.bugs = bugs
-        self.checksums = "skip_message_checksum" not in bugs
         self.clients_max = clients_max
         self.timeout_base_ticks = timeout_base_ticks
         self.view = 0
@@ -434,13 +431,6 @@ class Replica:
             self._broadcast((RECOVERY, self.rid, self.nonce))
 
     def on_message(self, msg: Message) -> None:
-        if self.checksums:
-            verified = unseal(msg)
-            if verified is None:
-                return  # corrupted in flight: dropped, as if lost
-            msg = verified
-        else:
-            msg = msg[:-1]  # the checksum, unchecked
         kind = msg[0]
         if kind == PREPARE:
             self._on_prepare(msg)

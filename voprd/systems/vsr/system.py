@@ -9,7 +9,8 @@ back at a restart, verifying positions and the hash chain, and it checks the inv
 an op whose write is still in flight; a reply only for a committed op; a new primary's log holds
 every op acknowledged in an earlier view; no installed log shorter than the commit number) and
 `convergence` (same state hash after the same op, and across the core at the end). Messages are
-sealed with a checksum here (`voprd.sim.checksum`) and verified by the receiving replica or client.
+sealed with a checksum here (`voprd.sim.checksum`), verified by `VsrServer` for its replica and
+by the client.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from voprd.sim.checksum import seal
+from voprd.sim.checksum import seal, unseal
 from voprd.sim.system import (
     Damaged,
     Disk,
@@ -85,15 +86,24 @@ class VsrServer:
     """One replica incarnation as the engine drives it; checks `commit_monotonic` after every
     event it handles."""
 
-    __slots__ = ("cluster", "commit_seen", "recovered", "replica")
+    __slots__ = ("checksums", "cluster", "commit_seen", "recovered", "replica")
 
     def __init__(self, cluster: VsrCluster, replica: Replica) -> None:
         self.cluster = cluster
         self.replica = replica
+        self.checksums = "skip_message_checksum" not in cluster.env.bugs
         self.commit_seen = 0
         self.recovered: tuple[list[Entry], Superblock, bool] | None = None
 
     def on_message(self, msg: Message) -> None:
+        # The replica's message bus: verify the checksum, drop a corrupted message (as lost).
+        if self.checksums:
+            verified = unseal(msg)
+            if verified is None:
+                return
+            msg = verified
+        else:
+            msg = msg[:-1]  # the planted bug: the checksum stripped unchecked
         replica = self.replica
         replica.on_message(msg)
         if replica.commit < self.commit_seen:
