@@ -57,6 +57,7 @@ _EXPLAIN_SLICE_STEPS = 65_536
 _DROP_CODES = frozenset({K["drop_partition"], K["drop_loss"], K["drop_capacity"]})
 _DUPLICATE_CODE = K["duplicate"]
 _STORAGE_KINDS = frozenset({"disk_write_error", "disk_misdirect", "disk_torn", "disk_read_corrupt"})
+_SLOW_KINDS = frozenset({"slow_disk", "slow_link", "slow_node"})
 _NODE_NAME = re.compile(r"^([rc])(\d+)$")
 
 
@@ -110,10 +111,20 @@ def _node_index(name: str, replicas: int) -> int | None:
 
 
 def _partition_nodes(detail: str, replicas: int) -> list[int]:
-    """The side a partition cuts off: `isolate r1` -> [1]; `[0] <-/-> [1, 2]` -> [0]."""
-    isolated = re.match(r"isolate r(\d+)", detail)
+    """The side a partition cuts off: `isolate r1` -> [1]; `[0] <-/-> [1, 2]` -> [0];
+    `bridge r1: [0] <-/-> [2]` -> [0, 2]; `c1 <-/-> [0]` -> [client 1, 0]; `r2 <-/-> servers`
+    -> [2]."""
+    isolated = re.match(r"isolate r(\d+)|r(\d+) <-/-> servers", detail)
     if isolated:
-        return [int(isolated.group(1))]
+        return [int(isolated.group(1) or isolated.group(2))]
+    bridge = re.match(r"bridge r\d+: \[([\d, ]*)\] <-/-> \[([\d, ]*)\]", detail)
+    if bridge:
+        sides = bridge.group(1) + "," + bridge.group(2)
+        return [int(x) for x in sides.split(",") if x.strip()]
+    client = re.match(r"c(\d+) <-/-> \[([\d, ]*)\]", detail)
+    if client:
+        servers = [int(x) for x in client.group(2).split(",") if x.strip()]
+        return [replicas + int(client.group(1)), *servers]
     side = re.match(r"\[([\d, ]*)\]", detail)
     if side:
         return [int(x) for x in side.group(1).split(",") if x.strip()]
@@ -173,7 +184,8 @@ def _events_and_faults(
     faults: list[FaultEvent] = []
     markers: list[TimeMarker] = []
     open_interval: dict[tuple[str, int], FaultEvent] = {}
-    open_partition: FaultEvent | None = None
+    # Partitions and gray slowdowns by their id (several may be active at once).
+    open_by_id: dict[tuple[str, str], FaultEvent] = {}
     memo: dict[Any, Any] = {}
     system_kinds = kinds.system_codes
 
@@ -189,14 +201,38 @@ def _events_and_faults(
         if kind == "phase":
             markers.append(TimeMarker(time_us=t, label=event.detail.split(" replicas=")[0]))
         elif kind == "partition":
-            open_partition = add_fault(
-                "partition", t, _partition_nodes(event.detail, replicas), event.detail
+            ident, _, shape = event.detail.partition(" ")
+            open_by_id[("partition", ident)] = add_fault(
+                "partition", t, _partition_nodes(shape, replicas), event.detail
             )
-        elif kind == "heal" and open_partition is not None:
-            open_partition.end_us = t
-            open_partition = None
+        elif kind == "heal":
+            started = open_by_id.pop(("partition", event.detail.split(" ")[0]), None)
+            if started is not None:
+                started.end_us = t
         elif node is None:
             continue
+        elif kind in _SLOW_KINDS:
+            peer = _node_index(event.peer, replicas) if event.peer else None
+            nodes = [node] if peer is None else [node, peer]
+            open_by_id[("gray", event.detail.split(" ")[0])] = add_fault(
+                "gray", t, nodes, f"{kind} {event.detail}"
+            )
+        elif kind == "slow_end":
+            started = open_by_id.pop(("gray", event.detail.split(" ")[0]), None)
+            if started is not None:
+                started.end_us = t
+        elif kind in ("replay", "corrupt"):
+            add_fault("network", t, [node], f"{kind} -> {event.peer}: {event.detail}")
+        elif kind in ("clock_jump", "clock_drift"):
+            add_fault("clock", t, [node], f"{kind} {event.detail}")
+        elif kind == "client_crash":
+            open_interval[("crash", node)] = add_fault("crash", t, [node], "client crash")
+            events.append(NodeEvent(t, node, "crash", event.detail))
+        elif kind == "client_restart":
+            started = open_interval.pop(("crash", node), None)
+            if started is not None:
+                started.end_us = t
+            events.append(NodeEvent(t, node, "restart", event.detail))
         elif kind in ("crash", "pause"):
             open_interval[(kind, node)] = add_fault(kind, t, [node], event.detail)
             events.append(NodeEvent(t, node, kind, event.detail))
@@ -214,7 +250,7 @@ def _events_and_faults(
             shown = system.report_event(kind, node, event.detail, memo)
             if shown is not None:
                 events.append(NodeEvent(t, node, shown[0], shown[1]))
-    for fault in [*open_interval.values(), *([open_partition] if open_partition else [])]:
+    for fault in [*open_interval.values(), *open_by_id.values()]:
         fault.open_ended = True
     return events, faults, markers
 
@@ -312,6 +348,7 @@ def picture_for_seed(seed: int, options: RunOptions, system: System) -> RunPictu
             seed=seed, target=options.target, faults=list(options.faults),
             bugs=list(options.bugs), max_events=options.max_events, replica_count=replicas,
             client_count=len(sim.client_nodes), drawn=sim.drawn,
+            fault_counts=dict(official.fault_counts),
         ),
         verdict=Verdict(
             status=status, kind=kind, invariant=invariant, message=message,

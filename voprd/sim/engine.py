@@ -24,7 +24,7 @@ from voprd.check.history import HistoryOp, OpName
 from voprd.options import RunOptions
 from voprd.sim.clock import CLIENT_TICK_US, TICK_US, Clocks
 from voprd.sim.events import EV_CALL, EV_CLIENT_TICK, EV_DELIVER, EV_DISK, EV_TICK
-from voprd.sim.faults import CLUSTER_SIZE_MAX, FaultPlan
+from voprd.sim.faults import FaultPlan, check_cluster_shape
 from voprd.sim.gray import Slowdowns
 from voprd.sim.history import History
 from voprd.sim.nemesis import Nemesis
@@ -79,7 +79,7 @@ class Simulation:
         self.kinds = KindTable(system.trace_kinds)
         self.streams = Streams(seed)
         sizes = tuple(system.cluster_sizes)
-        assert sizes and all(1 <= size <= CLUSTER_SIZE_MAX for size in sizes), sizes
+        check_cluster_shape(sizes, system.core_size)
         self.plan = plan = FaultPlan(
             self.streams.stream("faults.plan"), options.faults, TICK_US, sizes=sizes,
             core_size=system.core_size, rng2=self.streams.stream("faults.plan.2"),

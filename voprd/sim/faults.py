@@ -32,6 +32,18 @@ def majority(replicas: int) -> int:
     """The default liveness core and quorum: more than half of the servers."""
     return replicas // 2 + 1
 
+
+def check_cluster_shape(sizes: Sequence[int], core_size: Callable[[int], int]) -> None:
+    """Raise ValueError unless the engine can run these cluster sizes with this core size."""
+    if not sizes or len(set(sizes)) != len(sizes):
+        raise ValueError(f"cluster_sizes must be distinct sizes, at least one: {list(sizes)}")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size not in SIZE_WEIGHTS:
+            raise ValueError(f"cluster size {size!r} is not one of 1..{CLUSTER_SIZE_MAX}")
+        core = core_size(size)
+        if isinstance(core, bool) or not isinstance(core, int) or not 1 <= core <= size:
+            raise ValueError(f"core_size({size}) = {core!r}: must be between 1 and {size}")
+
 # Which fault class each injected-fault trace kind belongs to.
 FAULT_KIND_CLASS: dict[str, str] = {
     "drop_loss": "network",

@@ -414,8 +414,9 @@ class Replica:
                     self._broadcast((COMMIT, self.rid, self.view, self.commit, len(self.log)))
                 if self.watchdog:
                     self._try_commit()
-            elif self.watchdog:
-                self._send_prepare_ok(False)
+            else:
+                if self.watchdog:
+                    self._send_prepare_ok(False)
                 self.idle_ticks += 1
                 if self.idle_ticks > self.timeout_ticks:
                     self._start_view_change(self.view + 1)
