@@ -8,9 +8,10 @@ back at a restart, verifying positions and the hash chain, and it checks the inv
 `commit_monotonic` (per replica incarnation, after every event), `durability` (no PrepareOk for
 an op whose write is still in flight; a reply only for a committed op; a new primary's log holds
 every op acknowledged in an earlier view; no installed log shorter than the commit number) and
-`convergence` (same state hash after the same op, and across the core at the end). Messages are
-sealed with a checksum here (`voprd.sim.checksum`), verified by `VsrServer` for its replica and
-by the client.
+`convergence` (same state hash after the same op, and across the core at the end) and
+`view_monotonic` (a replica never goes back below a view it persisted: it may have promised
+it). Messages are sealed with a checksum here (`voprd.sim.checksum`), verified by `VsrServer`
+for its replica and by the client.
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ class VsrCluster:
         # Per replica: slot -> writes issued and not yet completed (as the harness sees them,
         # whatever the replica believes).
         self.unsynced: list[dict[int, int]] = [{} for _ in range(n)]
+        # Per replica: the highest view it persisted (view_monotonic).
+        self.views = [0] * n
         # Entry checksum -> its bytes at rest (each entry is written on every replica, and
         # checksums identify entries: see voprd.systems.vsr.messages).
         self.encoded: dict[int, bytes] = {}
@@ -183,6 +186,7 @@ class VsrCluster:
         disk = self.disks[index]
         log, damaged = load_log(disk)
         superblock = read_superblock(disk)
+        self.views[index] = superblock[0]  # the view it may have promised: never below it
         server = VsrServer(self, self._new_replica(index, incarnation))
         server.recovered = (log, superblock, damaged)
         detail = f"log ops={len(log)} damaged={damaged} view={superblock[0]}"
@@ -275,6 +279,13 @@ class VsrCluster:
             del unsynced[slot]
 
     def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
+        if view < self.views[replica]:
+            raise Violation(
+                "view_monotonic",
+                f"replica r{replica} went back to view {view} after persisting view "
+                f"{self.views[replica]} (a view it may have promised to others)",
+            )
+        self.views[replica] = view
         disk = self.disks[replica]
         disk.write_superblock(msgspec.msgpack.encode((view, last_normal_view, lnv_base)))
         if lnv_base >= 0:
