@@ -5,9 +5,10 @@ Usage: python bench/detection_sim.py [--bug NAME ...] [--start 0] [--count 500] 
 Runs each bug (default: every planted bug of the target) over seeds start..start+count-1 and
 lists the seeds that fail. From a starting seed s, a hunt needs (next failing seed - s + 1) seeds,
 so over the range: `first` is what `voprd selftest` needs from seed 0, `median` and `worst` are
-the median and the largest over every starting seed in the range (the worst is the longest run of
-passing seeds plus one; `>count` when nothing after some start fails). Also prints the invariants
-that caught it and the failing seeds' share. With `--faults` (e.g. every class but the bug's)
+the median and the largest over every starting seed in the range that has a failing seed after it
+(the worst is the longest run of passing seeds plus one), `tail` the starting seeds at the end of
+the range with none after them (their need is unknown: more than the seeds left). Also prints the
+invariants that caught it. With `--faults` (e.g. every class but the bug's)
 it shows whether a bug needs a fault class: then it should be caught nowhere.
 """
 
@@ -64,7 +65,8 @@ def main() -> int:
     faults = parse_faults(args.faults)
     print(f"target {args.target}  seeds {args.start}..{args.start + args.count - 1}  "
           f"faults={','.join(faults) or 'none'}")
-    print(f"{'bug':28} {'caught':>7} {'first':>6} {'median':>7} {'worst':>6}  invariants")
+    print(f"{'bug':28} {'caught':>7} {'first':>6} {'median':>7} {'worst':>6} {'tail':>5}  "
+          "invariants")
     with multiprocessing.Pool(args.workers) as pool:
         for bug in bugs:
             started = time.perf_counter()
@@ -80,8 +82,9 @@ def main() -> int:
             known = [d for d in needed if d is not None]
             first = "-" if needed[0] is None else str(needed[0])
             median = f"{statistics.median(known):.0f}" if known else "-"
-            worst = f">{args.count}" if None in needed else str(max(known))
-            print(f"{bug:28} {len(failing):>7} {first:>6} {median:>7} {worst:>6}  "
+            worst = str(max(known)) if known else f">{args.count}"
+            tail = needed.count(None)
+            print(f"{bug:28} {len(failing):>7} {first:>6} {median:>7} {worst:>6} {tail:>5}  "
                   f"{dict(caught_by.most_common())} ({time.perf_counter() - started:.0f}s)",
                   flush=True)
     return 0
