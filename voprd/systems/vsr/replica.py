@@ -490,7 +490,7 @@ class Replica:
             # (or never registered).
             self._tell_evicted(client)
             return
-        elif cached is not None and "no_client_table" not in self.bugs:
+        elif "no_client_table" not in self.bugs:
             if request < cached[0] and "old_request_reexecuted" not in self.bugs:
                 return
             if request == cached[0]:
