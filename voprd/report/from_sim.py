@@ -56,6 +56,8 @@ EXPLAIN_STEPS_MAX = 5_000_000
 _EXPLAIN_SLICE_STEPS = 65_536
 _DROP_CODES = frozenset({K["drop_partition"], K["drop_loss"], K["drop_capacity"]})
 _DUPLICATE_CODE = K["duplicate"]
+_REPLAY_CODE = K["replay"]  # one more copy, much later
+_CORRUPT_CODE = K["corrupt"]  # what arrives is the corrupted message
 _STORAGE_KINDS = frozenset({"disk_write_error", "disk_misdirect", "disk_torn", "disk_read_corrupt"})
 _SLOW_KINDS = frozenset({"slow_disk", "slow_link", "slow_node"})
 _NODE_NAME = re.compile(r"^([rc])(\d+)$")
@@ -94,9 +96,10 @@ class _RecordingSimulation(Simulation):
             network_send(src, dst, msg)
             kinds = [record[2] for record in self.records[records_before:]]
             dropped = next((names[k] for k in kinds if k in _DROP_CODES), None)
-            copies = 0 if dropped else 1 + kinds.count(_DUPLICATE_CODE)
+            copies = 0 if dropped else 1 + kinds.count(_DUPLICATE_CODE) + kinds.count(_REPLAY_CODE)
+            arrives = self.network.last_corrupted if _CORRUPT_CODE in kinds else msg
             self.sent.append(
-                _Sent(self.now, src, dst, message_names[msg[0]], describe(msg), dropped, copies)
+                _Sent(self.now, src, dst, message_names[msg[0]], describe(arrives), dropped, copies)
             )
 
         return send

@@ -47,7 +47,8 @@ _NEVER = 1 << 62
 
 class Network:
     __slots__ = (
-        "blocked", "corrupt_q20", "countdown", "describe", "inflight", "nodes", "partition_id",
+        "blocked", "corrupt_q20", "countdown", "describe", "inflight", "last_corrupted", "nodes",
+        "partition_id",
         "partitions", "plan", "queue", "replay_id", "replay_q20", "replays", "rng", "rng2", "seq",
         "sim", "slow",
     )
@@ -74,6 +75,8 @@ class Network:
         self.replay_q20 = plan.replay_q20
         self.replays: dict[int, tuple[int, Message]] = {}
         self.replay_id = 0
+        # The message last corrupted (what arrives instead of what was sent; for the report).
+        self.last_corrupted: Message = ()
         self.countdown = self._gap()
 
     @property
@@ -137,6 +140,7 @@ class Network:
         self.countdown = self._gap()
         if rng.below(self.replay_q20 + self.corrupt_q20) < self.corrupt_q20:
             corrupted, where = corrupt(msg, rng)
+            self.last_corrupted = corrupted
             sim.fault(src, _K_CORRUPT, dst, msg[0], dst,
                       f"{self.describe(msg)}: {where}" if sim.record_trace else "")
             return corrupted
