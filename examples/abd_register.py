@@ -21,6 +21,12 @@ servers converge. A server whose disk is damaged at a restart (torn or corrupt s
 confines those to at most f servers) answers no QUERY for that key until it has repaired it from a
 majority of the others.
 
+Every message carries a checksum (`voprd.sim.seal` / `unseal`, so `message_checksums = True`: the
+engine may corrupt messages in flight and a corrupted one is dropped as if lost). It runs on 1 to 6
+servers (majorities intersect for even counts too). A crashed client restarts as a new session:
+its operation ids start at `incarnation << 20`, so a late reply to its previous incarnation never
+matches.
+
 Invariants: `durability` (a server acknowledges a STORE only once its disk holds that tag or a
 newer one), `agreement` (one value per (key, tag), wherever it is sent), `integrity` (a read returns
 a written value or nothing), `convergence` (the liveness core ends with equal, durable registers
@@ -36,7 +42,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from voprd.sim import Damaged, Env, Recovery, System, Violation
+from voprd.sim import Damaged, Env, Recovery, System, Violation, seal, unseal
 from voprd.sim.prng import Rng
 
 Tag = tuple[int, int]  # (timestamp, writer node); (0, 0) is the initial tag of every register
@@ -114,16 +120,20 @@ class Server:
         self.repairs[key] = {}
         for server in range(self.env.replicas):
             if server != self.index:
-                self.env.send(self.index, server, (QUERY, self.index, -1, key))
+                self.cluster.send(self.index, server, (QUERY, self.index, -1, key))
 
     # ---- events --------------------------------------------------------------------------
-    def on_message(self, msg: Message) -> None:
+    def on_message(self, sealed: Message) -> None:
+        msg = unseal(sealed)
+        if msg is None:
+            return  # corrupted in flight: as if lost
         kind, src = msg[0], msg[1]
         if kind == QUERY:
             key = msg[3]
             if key not in self.damaged:
                 tag, value = self.registers[key]
-                self.env.send(self.index, src, (QUERY_REPLY, self.index, msg[2], key, tag, value))
+                self.cluster.send(self.index, src,
+                                  (QUERY_REPLY, self.index, msg[2], key, tag, value))
         elif kind == STORE:
             _, _, op_id, key, tag, value = msg
             self._adopt(key, (tag, value))
@@ -153,7 +163,7 @@ class Server:
             peer = (self.index + 1 + self.ticks // GOSSIP_TICKS % (servers - 1)) % servers
             known = tuple((k, *self.registers[k]) for k in self.keys if k not in self.damaged)
             if known:
-                self.env.send(self.index, peer, (GOSSIP, self.index, known))
+                self.cluster.send(self.index, peer, (GOSSIP, self.index, known))
         if self.ticks % REPAIR_TICKS == 0:
             for key in sorted(self.repairs):
                 self._ask_repair(key)
@@ -182,7 +192,7 @@ class Server:
 
     def _ack(self, client: int, op_id: int, key: str, tag: Tag) -> None:
         self.cluster.check_ack(self.index, key, tag)
-        self.env.send(self.index, client, (STORE_ACK, self.index, op_id, key, tag))
+        self.cluster.send(self.index, client, (STORE_ACK, self.index, op_id, key, tag))
 
     def _flush(self, key: str) -> None:
         register = self.registers[key]
@@ -203,13 +213,15 @@ def _decode(data: bytes) -> Register | None:
 class Client:
     """Issues reads and writes, one at a time, running both ABD phases itself."""
 
-    def __init__(self, cluster: AbdCluster, node: int, rng: Rng, budget: int) -> None:
+    def __init__(
+        self, cluster: AbdCluster, node: int, rng: Rng, budget: int, incarnation: int = 0
+    ) -> None:
         self.cluster = cluster
         self.env = cluster.env
         self.node = node
         self.rng = rng
         self.budget = budget
-        self.op_id = 0
+        self.op_id = incarnation << 20  # a new session's ids never meet an older one's
         self.phase = ""  # "", "query" or "store"
         self.op: tuple[Literal["read", "write"], str, str | None] = ("read", "", None)
         self.history_index = -1
@@ -258,10 +270,11 @@ class Client:
     def _broadcast(self) -> None:
         msg = (QUERY, self.node, self.op_id, self.op[1]) if self.phase == "query" else self.store
         for server in range(self.env.replicas):
-            self.env.send(self.node, server, msg)
+            self.cluster.send(self.node, server, msg)
 
-    def on_message(self, msg: Message) -> None:
-        if msg[2] != self.op_id:
+    def on_message(self, sealed: Message) -> None:
+        msg = unseal(sealed)
+        if msg is None or msg[2] != self.op_id:
             return  # a late reply to an earlier operation
         quorum = majority(self.env.replicas)
         if msg[0] == QUERY_REPLY and self.phase == "query":
@@ -321,6 +334,14 @@ class AbdCluster:
         node = self.env.replicas + index
         return Client(self, node, self.env.stream(f"client.{index}"), budget)
 
+    def restart_client(self, index: int, incarnation: int, budget: int) -> Client:
+        node = self.env.replicas + index
+        return Client(self, node, self.env.stream(f"client.{index}.{incarnation}"), budget,
+                      incarnation)
+
+    def send(self, src: int, dst: int, msg: Message) -> None:
+        self.env.send(src, dst, seal(msg))
+
     # ---- invariants ----------------------------------------------------------------------
     def check_agreement(self, server: int, key: str, register: Register) -> None:
         tag, value = register
@@ -376,6 +397,8 @@ class AbdRegister(System):
     bugs = BUGS
     model = "register"
     message_names = MESSAGE_NAMES
+    cluster_sizes = (1, 2, 3, 4, 5, 6)
+    message_checksums = True
     trace_kinds: Mapping[str, int] = MappingProxyType({"durable": 64, "repair": 65})
 
     def start(self, env: Env) -> AbdCluster:
@@ -385,5 +408,5 @@ class AbdRegister(System):
         name = MESSAGE_NAMES[msg[0]]
         if msg[0] == GOSSIP:
             return f"{name} " + " ".join(f"{k}={tag}" for k, tag, _ in msg[2])
-        detail = " ".join(repr(part) for part in msg[3:])
+        detail = " ".join(repr(part) for part in msg[3:-1])  # the last: its checksum
         return f"{name} #{msg[2]} {detail}"

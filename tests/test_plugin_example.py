@@ -94,7 +94,8 @@ def test_passes_clean_over_two_thousand_seeds(chunk: int) -> None:
         faults.update(outcome.fault_counts)
     # Every fault class really fired on it (a clean pass under no faults would prove nothing).
     for kind in ("drop_loss", "partition", "crash", "pause", "disk_write_error", "disk_torn",
-                 "disk_read_corrupt", "clock_skew"):
+                 "disk_read_corrupt", "clock_skew", "clock_jump", "clock_drift", "slow_disk",
+                 "slow_link", "slow_node", "replay", "corrupt", "client_crash"):
         assert faults[kind] > 0, kind
 
 

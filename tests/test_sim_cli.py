@@ -13,7 +13,7 @@ import pytest
 
 from voprd.check.history import HistoryOp
 from voprd.options import RunOptions, reproduce_command
-from voprd.sim.run import run_seed
+from voprd.sim.run import run_seed, simulate
 from voprd.systems.vsr import VSR
 from voprd.systems.vsr.bugs import BUGS
 
@@ -63,8 +63,11 @@ def test_verbose_trace_and_trace_file_agree(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("environment: replicas=")
+    # The injected faults by kind, as the run counted them.
+    counts = simulate(3, RunOptions(), VSR).fault_counts
+    assert counts and lines[1] == "faults: " + " ".join(f"{k}={v}" for k, v in counts.items())
     trace_lines = trace_file.read_text().splitlines()
-    assert lines[1:-1] == trace_lines
+    assert lines[2:-1] == trace_lines
     text = "\n".join(trace_lines)
     for kind in ("deliver", "commit", "call", "return", "phase"):
         assert f" {kind}" in text, kind

@@ -102,3 +102,22 @@ def test_max_events_bound_is_reported() -> None:
     result, _ = run_seed(3, RunOptions(max_events=200), VSR)
     assert result.events == 200
     assert "max_events" in result.bounds_reached
+
+
+def test_the_seeds_checked_across_processes_exercise_the_later_fault_families() -> None:
+    """The cross-process comparison above covers the later faults: its seeds inject them all."""
+    kinds: set[str] = set()
+    for seed in SEEDS:
+        kinds |= set(simulate(seed, RunOptions(), VSR).fault_counts)
+    for kind in ("replay", "corrupt", "slow_disk", "slow_link", "slow_node", "clock_jump",
+                 "clock_drift", "client_crash", "client_restart", "pause"):
+        assert kind in kinds, kind
+    partitions: list[str] = []
+    held = 0
+    for seed in SEEDS:
+        trace = run_seed(seed, RunOptions(), VSR, record_trace=True)[1]
+        assert trace is not None
+        partitions += [e.detail for e in trace if e.kind == "partition"]
+        held += sum(e.kind == "hold" for e in trace)  # messages a frozen replica got late
+    assert any("bridge" in d for d in partitions) and any("servers" in d for d in partitions)
+    assert held > 0

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.golden.make_vsr_golden import entry
-from voprd.options import RunOptions
+from voprd.options import FAULT_CLASSES, RunOptions
 
 GOLDEN = Path(__file__).parent / "golden" / "vsr_golden.jsonl"
 ROWS: list[dict[str, Any]] = [json.loads(line) for line in GOLDEN.read_text().splitlines()]
@@ -30,7 +30,8 @@ def _options(row: dict[str, Any]) -> RunOptions:
 
 def test_the_golden_file_covers_faults_bugs_and_bounds() -> None:
     assert len(ROWS) >= 400
-    assert sum(not row["bugs"] and len(row["faults"]) == 4 for row in ROWS) >= 300
+    every_class = len(FAULT_CLASSES)
+    assert sum(not row["bugs"] and len(row["faults"]) == every_class for row in ROWS) >= 300
     assert {row["status"] for row in ROWS} == {"ok", "failed"}
     assert any(row["bounds_reached"] for row in ROWS)
     assert sum("verbose_trace_hash" in row for row in ROWS) >= 20

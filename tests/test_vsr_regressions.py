@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.sim_support import crash_and_recover, quiet_simulation, write_now
 from voprd.options import RunOptions
 from voprd.sim.prng import Rng
 from voprd.sim.run import run_seed
+from voprd.sim.system import Violation
 from voprd.systems.vsr import VSR
 from voprd.systems.vsr.messages import (
     COMMIT,
@@ -21,7 +24,7 @@ from voprd.systems.vsr.messages import (
     make_entry,
 )
 from voprd.systems.vsr.replica import NORMAL, VIEW_CHANGE, Replica
-from voprd.systems.vsr.system import load_log
+from voprd.systems.vsr.system import VsrCluster, load_log
 
 
 class FakeIO:
@@ -156,3 +159,37 @@ def test_original_seeds_pass() -> None:
     for seed in (324, 1173, 1485, 1523):
         result, _ = run_seed(seed, RunOptions(), VSR)
         assert result.status == "ok", (seed, result.message)
+
+
+def test_a_primary_of_an_older_view_need_not_hold_ops_acknowledged_later() -> None:
+    """Found with freezing pauses (seed 4 when pauses first froze): a paused replica resumed and
+    handled DoViewChanges for view 24 held during the pause, while view 25 had already committed
+    op 170; it became primary of view 24 without op 170. That view can commit nothing (its other
+    members are in view 25), so the harness's durability check now asks a new primary only for
+    the ops acknowledged in earlier views (a primary replies in the view it commits in)."""
+    sim = quiet_simulation()
+    cluster = sim.cluster
+    assert isinstance(cluster, VsrCluster)
+    log = _log(2)
+    cluster.committed = [entry[5] for entry in log]
+    cluster.state_hashes = [0, 0]
+    cluster.acked = {2: log[1][5]}
+    replica = cluster._replica(0)
+    replica.view, replica.log, replica.commit = 24, log[:1], 0
+    cluster.commit_views = {1: 20, 2: 25}
+    cluster.on_log_installed(0, True)  # a dead view-24 primary without op 2: fine
+    cluster.commit_views = {1: 20, 2: 23}
+    with pytest.raises(Violation, match="lacks acknowledged op 2"):
+        cluster.on_log_installed(0, True)
+
+
+def test_a_backup_that_hears_nothing_times_out() -> None:
+    """Found by `voprd selftest` (seed 749, a liveness failure with no bug on): an edit put the
+    backups' view-change timeout under a planted bug's branch, so backups of a crashed primary
+    never started a view change."""
+    io = FakeIO()
+    replica = _replica(io, rid=2)
+    assert replica.status == NORMAL and not replica.is_primary()
+    for _ in range(replica.timeout_ticks + 1):
+        replica.on_tick()
+    assert replica.status == VIEW_CHANGE and replica.view == 1

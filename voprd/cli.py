@@ -40,7 +40,7 @@ from voprd.config import (
     read_config_file,
 )
 from voprd.exits import guarded
-from voprd.options import parse_faults
+from voprd.options import FAULT_CLASSES, parse_faults
 from voprd.service.signals import hold as hold_signals
 
 # Commands with their own module and `main(argv)`, imported lazily so that `voprd replay` does not
@@ -156,7 +156,8 @@ def _system_flags(parser: argparse.ArgumentParser, mode: str) -> None:
     )
     group.add_argument(
         "--faults", type=_faults,
-        help="fault classes: all (default), none, or a comma list of network,crash,storage,clock",
+        help="fault classes: all (default), none, or a comma list of "
+             + ",".join(FAULT_CLASSES) + " (docs/simulator.md)",
     )
     group.add_argument(
         "--max-events", dest="max_events", type=_int_at_least(1), metavar="N",

@@ -10,7 +10,11 @@ import shlex
 
 import msgspec
 
-FAULT_CLASSES: tuple[str, ...] = ("network", "crash", "storage", "clock")
+# The fault classes (`--faults`), in the order the seed draws them (docs/simulator.md).
+FAULT_CLASSES: tuple[str, ...] = (
+    "network", "crash", "storage", "clock", "partition", "pause", "time", "gray", "replay",
+    "corrupt", "clients",
+)
 DEFAULT_MAX_EVENTS = 60_000
 # Seeds are unsigned 64-bit everywhere (flags, config, the worker protocol, checkpoints, the fleet):
 # the PRNG takes 64 bits, so a larger "seed" would silently replay a smaller one.

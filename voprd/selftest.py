@@ -21,7 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 import msgspec
 
 from voprd.events import SeedResult
-from voprd.options import RunOptions, reproduce_command
+from voprd.options import FAULT_CLASSES, RunOptions, parse_faults, reproduce_command
 from voprd.sim.run import run_seed
 from voprd.sim.system import System
 from voprd.targets.loader import TargetNotFound, load_system
@@ -50,6 +50,7 @@ class BugReport(msgspec.Struct, kw_only=True):
 class SelftestReport(msgspec.Struct, kw_only=True):
     target: str
     seed_budget: int
+    faults: list[str] = msgspec.field(default_factory=lambda: list(FAULT_CLASSES))
     bugs: list[BugReport]
     all_caught: bool
     median_seeds: float | None
@@ -61,12 +62,15 @@ def _system(target: str) -> System:
     return load_system(target)
 
 
-def _run(seed: int, target: str, bugs: tuple[str, ...]) -> SeedResult:
-    return run_seed(seed, RunOptions(target=target, bugs=bugs), _system(target))[0]
+def _run(
+    seed: int, target: str, bugs: tuple[str, ...], faults: tuple[str, ...] = FAULT_CLASSES
+) -> SeedResult:
+    return run_seed(seed, RunOptions(target=target, bugs=bugs, faults=faults), _system(target))[0]
 
 
 def hunt(
-    pool: ProcessPoolExecutor, target: str, bug: str, seed_budget: int, window: int
+    pool: ProcessPoolExecutor, target: str, bug: str, seed_budget: int, window: int,
+    faults: tuple[str, ...] = FAULT_CLASSES,
 ) -> BugReport:
     """The first seed (in order) below `seed_budget` that fails with `bug` on."""
     assert seed_budget > 0 and window > 0
@@ -77,7 +81,7 @@ def hunt(
     found: SeedResult | None = None
     while found is None and (in_flight or next_seed < seed_budget):
         while len(in_flight) < window and next_seed < seed_budget:
-            in_flight.append(pool.submit(_run, next_seed, target, (bug,)))
+            in_flight.append(pool.submit(_run, next_seed, target, (bug,), faults))
             next_seed += 1
         result = in_flight.popleft().result()
         seeds_run += 1
@@ -88,28 +92,34 @@ def hunt(
     if found is None:
         return BugReport(bug=bug, caught=False, seeds_run=seeds_run,
                          elapsed_s=time.perf_counter() - started)
-    clean = pool.submit(_run, found.seed, target, ()).result()
+    clean = pool.submit(_run, found.seed, target, (), faults).result()
     return BugReport(
         bug=bug, caught=True, seeds_run=seeds_run, seed=found.seed, kind=found.kind,
         invariant=found.invariant or found.kind, message=found.message,
         clean_passes=clean.status == "ok",
-        reproduce=reproduce_command(found.seed, RunOptions(target=target, bugs=(bug,))),
+        reproduce=reproduce_command(
+            found.seed, RunOptions(target=target, bugs=(bug,), faults=faults)
+        ),
         elapsed_s=time.perf_counter() - started,
     )
 
 
 def run_selftest(
-    bugs: list[str], seed_budget: int, workers: int, target: str = "builtin"
+    bugs: list[str], seed_budget: int, workers: int, target: str = "builtin",
+    faults: tuple[str, ...] = FAULT_CLASSES,
 ) -> SelftestReport:
     assert bugs and seed_budget > 0 and workers > 0
     reports: list[BugReport] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for bug in bugs:
-            reports.append(hunt(pool, target, bug, seed_budget, workers * WINDOW_PER_WORKER))
+            reports.append(
+                hunt(pool, target, bug, seed_budget, workers * WINDOW_PER_WORKER, faults)
+            )
     caught = [r for r in reports if r.caught]
     return SelftestReport(
         target=target,
         seed_budget=seed_budget,
+        faults=list(faults),
         bugs=reports,
         # A seed that also fails without the bug proves nothing about the bug.
         all_caught=all(r.caught and r.clean_passes for r in reports),
@@ -126,6 +136,13 @@ def _line(report: BugReport) -> str:
     if not report.clean_passes:
         line += "  BUT the seed also fails without the bug"
     return line
+
+
+def _faults(text: str) -> tuple[str, ...]:
+    try:
+        return parse_faults(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive(text: str) -> int:
@@ -149,6 +166,9 @@ def main(argv: list[str]) -> int:
                              "entry point name or module:attribute naming a System")
     parser.add_argument("--workers", type=_positive, default=DEFAULT_WORKERS,
                         help=f"worker processes (default {DEFAULT_WORKERS})")
+    parser.add_argument("--faults", type=_faults, default=FAULT_CLASSES,
+                        help="fault classes: all (default), none, or a comma list of "
+                             + ",".join(FAULT_CLASSES) + " (e.g. to show a bug needs a class)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
@@ -162,7 +182,7 @@ def main(argv: list[str]) -> int:
         system.validate_bugs(bugs)
     except ValueError as error:
         parser.error(f"--bug: {error}")
-    report = run_selftest(bugs, args.seeds, args.workers, args.target)
+    report = run_selftest(bugs, args.seeds, args.workers, args.target, args.faults)
     if args.json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:

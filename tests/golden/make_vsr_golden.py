@@ -1,7 +1,8 @@
 """Generate `vsr_golden.jsonl`: the builtin VSR's exact results on a fixed set of (seed, options).
 
-Written from the code before the engine/system split (issue 12) and kept: the split, and any later
-refactoring of the engine, must reproduce every entry bit for bit (status, events, simulated time,
+Written from the code before the engine/system split (issue 12), regenerated when the later fault
+families, even cluster sizes, client sessions and message checksums landed (issue 16): any later
+refactoring of the engine must reproduce every entry bit for bit (status, events, simulated time,
 trace hash, history, and for some entries the readable `-v` trace). `tests/test_sim_golden.py`
 checks it. Regenerate only for a deliberate, explained change of the VSR's behaviour:
 

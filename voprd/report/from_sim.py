@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from voprd.check.checker import check_history
-from voprd.check.formats import from_history_ops
+from voprd.check.formats import HistoryOpError, from_history_ops
 from voprd.check.history import HistoryOp
 from voprd.check.models import Model
 from voprd.check.search import SearchOutcome, fast_search
@@ -56,7 +56,10 @@ EXPLAIN_STEPS_MAX = 5_000_000
 _EXPLAIN_SLICE_STEPS = 65_536
 _DROP_CODES = frozenset({K["drop_partition"], K["drop_loss"], K["drop_capacity"]})
 _DUPLICATE_CODE = K["duplicate"]
+_REPLAY_CODE = K["replay"]  # one more copy, much later
+_CORRUPT_CODE = K["corrupt"]  # what arrives is the corrupted message
 _STORAGE_KINDS = frozenset({"disk_write_error", "disk_misdirect", "disk_torn", "disk_read_corrupt"})
+_SLOW_KINDS = frozenset({"slow_disk", "slow_link", "slow_node"})
 _NODE_NAME = re.compile(r"^([rc])(\d+)$")
 # An operation number named by a violation message (`lacks acknowledged op 3`; not `2 ops`), and
 # the one in a commit's or a reply's detail (`op=3`).
@@ -97,9 +100,10 @@ class _RecordingSimulation(Simulation):
             network_send(src, dst, msg)
             kinds = [record[2] for record in self.records[records_before:]]
             dropped = next((names[k] for k in kinds if k in _DROP_CODES), None)
-            copies = 0 if dropped else 1 + kinds.count(_DUPLICATE_CODE)
+            copies = 0 if dropped else 1 + kinds.count(_DUPLICATE_CODE) + kinds.count(_REPLAY_CODE)
+            arrives = self.network.last_corrupted if _CORRUPT_CODE in kinds else msg
             self.sent.append(
-                _Sent(self.now, src, dst, message_names[msg[0]], describe(msg), dropped, copies)
+                _Sent(self.now, src, dst, message_names[msg[0]], describe(arrives), dropped, copies)
             )
 
         return send
@@ -114,10 +118,20 @@ def _node_index(name: str, replicas: int) -> int | None:
 
 
 def _partition_nodes(detail: str, replicas: int) -> list[int]:
-    """The side a partition cuts off: `isolate r1` -> [1]; `[0] <-/-> [1, 2]` -> [0]."""
-    isolated = re.match(r"isolate r(\d+)", detail)
+    """The side a partition cuts off: `isolate r1` -> [1]; `[0] <-/-> [1, 2]` -> [0];
+    `bridge r1: [0] <-/-> [2]` -> [0, 2]; `c1 <-/-> [0]` -> [client 1, 0]; `r2 <-/-> servers`
+    -> [2]."""
+    isolated = re.match(r"isolate r(\d+)|r(\d+) <-/-> servers", detail)
     if isolated:
-        return [int(isolated.group(1))]
+        return [int(isolated.group(1) or isolated.group(2))]
+    bridge = re.match(r"bridge r\d+: \[([\d, ]*)\] <-/-> \[([\d, ]*)\]", detail)
+    if bridge:
+        sides = bridge.group(1) + "," + bridge.group(2)
+        return [int(x) for x in sides.split(",") if x.strip()]
+    client = re.match(r"c(\d+) <-/-> \[([\d, ]*)\]", detail)
+    if client:
+        servers = [int(x) for x in client.group(2).split(",") if x.strip()]
+        return [replicas + int(client.group(1)), *servers]
     side = re.match(r"\[([\d, ]*)\]", detail)
     if side:
         return [int(x) for x in side.group(1).split(",") if x.strip()]
@@ -177,7 +191,8 @@ def _events_and_faults(
     faults: list[FaultEvent] = []
     markers: list[TimeMarker] = []
     open_interval: dict[tuple[str, int], FaultEvent] = {}
-    open_partition: FaultEvent | None = None
+    # Partitions and gray slowdowns by their id (several may be active at once).
+    open_by_id: dict[tuple[str, str], FaultEvent] = {}
     memo: dict[Any, Any] = {}
     system_kinds = kinds.system_codes
 
@@ -193,14 +208,38 @@ def _events_and_faults(
         if kind == "phase":
             markers.append(TimeMarker(time_us=t, label=event.detail.split(" replicas=")[0]))
         elif kind == "partition":
-            open_partition = add_fault(
-                "partition", t, _partition_nodes(event.detail, replicas), event.detail
+            ident, _, shape = event.detail.partition(" ")
+            open_by_id[("partition", ident)] = add_fault(
+                "partition", t, _partition_nodes(shape, replicas), event.detail
             )
-        elif kind == "heal" and open_partition is not None:
-            open_partition.end_us = t
-            open_partition = None
+        elif kind == "heal":
+            started = open_by_id.pop(("partition", event.detail.split(" ")[0]), None)
+            if started is not None:
+                started.end_us = t
         elif node is None:
             continue
+        elif kind in _SLOW_KINDS:
+            peer = _node_index(event.peer, replicas) if event.peer else None
+            nodes = [node] if peer is None else [node, peer]
+            open_by_id[("gray", event.detail.split(" ")[0])] = add_fault(
+                "gray", t, nodes, f"{kind} {event.detail}"
+            )
+        elif kind == "slow_end":
+            started = open_by_id.pop(("gray", event.detail.split(" ")[0]), None)
+            if started is not None:
+                started.end_us = t
+        elif kind in ("replay", "corrupt"):
+            add_fault("network", t, [node], f"{kind} -> {event.peer}: {event.detail}")
+        elif kind in ("clock_jump", "clock_drift"):
+            add_fault("clock", t, [node], f"{kind} {event.detail}")
+        elif kind == "client_crash":
+            open_interval[("crash", node)] = add_fault("crash", t, [node], "client crash")
+            events.append(NodeEvent(t, node, "crash", event.detail))
+        elif kind == "client_restart":
+            started = open_interval.pop(("crash", node), None)
+            if started is not None:
+                started.end_us = t
+            events.append(NodeEvent(t, node, "restart", event.detail))
         elif kind in ("crash", "pause"):
             open_interval[(kind, node)] = add_fault(kind, t, [node], event.detail)
             events.append(NodeEvent(t, node, kind, event.detail))
@@ -218,7 +257,7 @@ def _events_and_faults(
             shown = system.report_event(kind, node, event.detail, memo)
             if shown is not None:
                 events.append(NodeEvent(t, node, shown[0], shown[1]))
-    for fault in [*open_interval.values(), *([open_partition] if open_partition else [])]:
+    for fault in [*open_interval.values(), *open_by_id.values()]:
         fault.open_ended = True
     return events, faults, markers
 
@@ -291,9 +330,13 @@ def _linearizability(
         return Linearizability(verdict="linearizable", model=model.name)
     if result.invariant == INVARIANT_UNKNOWN:
         return Linearizability(verdict="unknown", model=model.name, message=result.message)
-    verdict = check_history(
-        history, model=model, budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
-    )
+    try:
+        verdict = check_history(
+            history, model=model, budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
+        )
+    except HistoryOpError:  # an operation the model cannot give: refuted as it is
+        return Linearizability(verdict="not_linearizable", model=model.name,
+                               message=result.message)
     assert result.invariant != INVARIANT or verdict.verdict == "not_linearizable", (
         "the checker's verdict is a function of the history"
     )
@@ -344,6 +387,7 @@ def picture_for_seed(seed: int, options: RunOptions, system: System) -> RunPictu
             seed=seed, target=options.target, faults=list(options.faults),
             bugs=list(options.bugs), max_events=options.max_events, replica_count=replicas,
             client_count=len(sim.client_nodes), drawn=sim.drawn,
+            fault_counts=dict(official.fault_counts),
         ),
         verdict=Verdict(
             status=status, kind=kind, invariant=invariant, message=message,

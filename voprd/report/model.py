@@ -36,6 +36,8 @@ class RunConfig(msgspec.Struct, kw_only=True):
     client_count: int = 0
     # Seed-drawn parameters (fault probabilities, delays, workload mix) as display strings.
     drawn: dict[str, str] = msgspec.field(default_factory=dict)
+    # Injected faults by trace kind (the engine's fault_counts).
+    fault_counts: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Verdict(msgspec.Struct, kw_only=True):

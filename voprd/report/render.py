@@ -27,6 +27,7 @@ _FAULT_COLORS = {
     "storage": "#8c564b",
     "clock": "#17becf",
     "network": "#9467bd",
+    "gray": "#7f7f7f",
 }
 # Faults that make (part of) the cluster unavailable: shaded across the client timeline too.
 _BAND_KINDS = ("partition", "crash", "pause")
@@ -242,12 +243,22 @@ def _fault_row(fault: FaultEvent, picture: RunPicture, colors: dict[str, str]) -
     )
 
 
+def _fault_counts(picture: RunPicture) -> str:
+    counts = picture.config.fault_counts
+    if not counts:
+        return ""
+    items = " · ".join(f"{kind} {count}" for kind, count in sorted(counts.items()))
+    return f'<p id="fault-counts"><b>Injected, by kind:</b> {_e(items)}</p>'
+
+
 def _faults(picture: RunPicture, colors: dict[str, str]) -> str:
     if not picture.faults:
-        return '<section id="faults"><h2>Fault events</h2><p>No faults were injected.</p></section>'
+        return ('<section id="faults"><h2>Fault events</h2>' + _fault_counts(picture)
+                + "<p>No faults were injected.</p></section>")
     rows = "".join(_fault_row(f, picture, colors) for f in picture.faults)
     return (
-        '<section id="faults"><h2>Fault events</h2><table class="faults"><thead><tr><th>kind</th>'
+        '<section id="faults"><h2>Fault events</h2>' + _fault_counts(picture)
+        + '<table class="faults"><thead><tr><th>kind</th>'
         "<th>start</th><th>end</th><th>nodes</th><th>detail</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></section>"
     )

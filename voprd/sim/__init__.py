@@ -1,7 +1,9 @@
 """voprd.sim: the deterministic simulation engine. It knows no system under test: a system plugs in
 through `voprd.sim.system` (System, Cluster, Server, Client, Env, Disk, Violation), and
-`run_seed(seed, options, system)` / `simulate(...)` run one seed of it (voprd.sim.run)."""
+`run_seed(seed, options, system)` / `simulate(...)` run one seed of it (voprd.sim.run). Message
+checksums for systems: `seal` / `unseal` (voprd.sim.checksum)."""
 
+from voprd.sim.checksum import seal, unseal
 from voprd.sim.run import Outcome, run_seed, simulate
 from voprd.sim.system import (
     DAMAGED,
@@ -29,5 +31,7 @@ __all__ = [
     "System",
     "Violation",
     "run_seed",
+    "seal",
     "simulate",
+    "unseal",
 ]

@@ -5,8 +5,8 @@ virtual time in integer microseconds, and a heap of `(time_us, sequence, kind, a
 (`voprd.sim.events`), the sequence number breaking ties. Nothing reads the wall clock or iterates
 in hash order. The concerns live in their own modules, each an object of the run holding this
 `Simulation`: `network`, `storage` (disks), `nemesis` (crash, pause, partition), `clocks`,
-`phases` (safety, liveness), `history` (client operations); the system under test plugs in
-through `voprd.sim.system` and knows the engine only as its `Env`.
+`phases` (safety, liveness), `history` (client operations), `slowdowns` (gray failures); the
+system under test plugs in through `voprd.sim.system` and knows the engine only as its `Env`.
 
 The loop is specialised for speed: deliveries, server ticks, client ticks and disk completions have
 their own branch with the heap operations inlined; rarer events are `EV_CALL` callbacks.
@@ -24,7 +24,8 @@ from voprd.check.history import HistoryOp, OpName
 from voprd.options import RunOptions
 from voprd.sim.clock import CLIENT_TICK_US, TICK_US, Clocks
 from voprd.sim.events import EV_CALL, EV_CLIENT_TICK, EV_DELIVER, EV_DISK, EV_TICK
-from voprd.sim.faults import FaultPlan
+from voprd.sim.faults import FaultPlan, check_cluster_shape
+from voprd.sim.gray import Slowdowns
 from voprd.sim.history import History
 from voprd.sim.nemesis import Nemesis
 from voprd.sim.network import Network
@@ -47,7 +48,11 @@ from voprd.sim.trace import (
 )
 
 # The engine's own PRNG streams; systems name theirs anything else.
-ENGINE_STREAMS = frozenset({"faults.plan", "network", "storage", "faults"})
+ENGINE_STREAMS = frozenset({
+    "faults.plan", "network", "storage", "faults", "faults.plan.2", "network.2", "faults.2",
+})
+# Messages held for a paused (frozen) server, at most (a receive buffer): later ones are dropped.
+HOLD_MAX = 1_000
 
 _K_DELIVER = K["deliver"]
 _K_DROP_DOWN = K["drop_down"]
@@ -56,6 +61,7 @@ _K_CLIENT_TICK = K["client_tick"]
 _K_CLOCK_SKEW = K["clock_skew"]
 _K_BOUND = K["bound"]
 _K_PHASE = K["phase"]
+_K_HOLD = K["hold"]
 
 Failure = tuple[str, str | None, str]  # (kind, invariant, message)
 
@@ -72,7 +78,12 @@ class Simulation:
         self.system = system
         self.kinds = KindTable(system.trace_kinds)
         self.streams = Streams(seed)
-        self.plan = plan = FaultPlan(self.streams.stream("faults.plan"), options.faults, TICK_US)
+        sizes = tuple(system.cluster_sizes)
+        check_cluster_shape(sizes, system.core_size)
+        self.plan = plan = FaultPlan(
+            self.streams.stream("faults.plan"), options.faults, TICK_US, sizes=sizes,
+            core_size=system.core_size, rng2=self.streams.stream("faults.plan.2"),
+        )
         self.bugs = frozenset(options.bugs)
         self.n = n = plan.replicas
         self.nodes_total = n + plan.clients
@@ -96,16 +107,23 @@ class Simulation:
         self.nodes: list[Any] = [None] * self.nodes_total
         self.incarnation = [0] * n
         self.paused = [False] * self.nodes_total
+        # What arrived for a paused server, handled when it resumes: ("m", message) or
+        # ("w", (incarnation, slot, ok)) for a disk completion.
+        self.held: list[list[tuple[str, Any]]] = [[] for _ in range(n)]
+        self.client_incarnation = [0] * plan.clients
         self.clocks = Clocks(plan)
         self.network = Network(self)
         self.storage = Storage(self)
-        self.nemesis = Nemesis(self)
-        self.phases = Phases(self)
+        self.slowdowns = Slowdowns(self)
         self.history = History(self)
         self.cluster: Cluster = system.start(SimEnv(self, self._sender()))
+        # Client crashes only for a system whose cluster can restart a client.
+        self.client_restarts = callable(getattr(self.cluster, "restart_client", None))
+        self.nemesis = Nemesis(self)
+        self.phases = Phases(self)
         for r in range(n):
             self.nodes[r] = self.cluster.start_server(r)
-        budgets = self._split_budget(plan.request_budget, plan.clients)
+        self.client_budgets = budgets = self._split_budget(plan.request_budget, plan.clients)
         for c in range(plan.clients):
             self.nodes[n + c] = self.cluster.client(c, budgets[c])
 
@@ -143,6 +161,76 @@ class Simulation:
         if name not in self.bounds:
             self.bounds.append(name)
             self.note(NODE_SIM, _K_BOUND, len(self.bounds), 0, detail=name)
+
+    # ---- deliveries off the loop's fast path: replays, paused servers --------------------
+    def deliver(self, dst: int, msg: Message) -> None:
+        """Deliver `msg` now (as the loop does, for deliveries that are not queue events)."""
+        node = self.nodes[dst]
+        if node is not None and dst < self.n and self.paused[dst]:
+            self.hold(dst, msg)
+            return
+        src = msg[1]
+        self.note(dst, _K_DELIVER, src, msg[0], src,
+                  self.system.describe_message(msg) if self.record_trace else "")
+        if node is None:
+            self.note(dst, _K_DROP_DOWN, src, msg[0], src, self.system.message_names[msg[0]])
+            return
+        node.on_message(msg)
+
+    def hold(self, r: int, msg: Message) -> None:
+        """A message for paused server r: held until it resumes (dropped if its buffer is full)."""
+        src = msg[1]
+        held = self.held[r]
+        if len(held) >= HOLD_MAX:
+            self.note(r, _K_DROP_DOWN, src, msg[0], src, "paused, receive buffer full")
+            return
+        held.append(("m", msg))
+        self.note(r, _K_HOLD, src, msg[0], src,
+                  self.system.describe_message(msg) if self.record_trace else "")
+
+    def write_done(self, r: int, incarnation: int, slot: int, ok: bool) -> None:
+        """A disk write of server r completed (voprd.sim.storage): tell the server, unless that
+        incarnation is gone; a paused one learns it when it resumes."""
+        server = self.nodes[r]
+        if server is None or self.incarnation[r] != incarnation:
+            return
+        if self.paused[r]:
+            self.held[r].append(("w", (incarnation, slot, ok)))
+            return
+        server.on_write_done(slot, ok)
+
+    def cancel_held_writes(self, r: int, slot_count: int) -> None:
+        """Server r truncated its disk to `slot_count` sectors: the completions held for it of
+        writes to later sectors are cancelled, as those writes are (`Disk.truncate`)."""
+        held = self.held[r]
+        if held:
+            self.held[r] = [h for h in held if h[0] == "m" or h[1][1] <= slot_count]
+
+    def release(self, r: int) -> None:
+        """Server r resumed: handle what was held for it, in arrival order per source (each
+        peer's messages in order, as over a connection; the disk's completions in order), the
+        sources interleaved at random (as a process finds several sockets ready at once). What
+        it handles may truncate its disk, cancelling held completions: `cancel_held_writes`."""
+        held = self.held[r]
+        sources: dict[int, list[tuple[str, Any]]] = {}
+        for item in held:
+            sources.setdefault(item[1][1] if item[0] == "m" else -1, []).append(item)
+        if len(sources) > 1:
+            rng = self.nemesis.rng2
+            queues = [queue[::-1] for queue in sources.values()]
+            order: list[tuple[str, Any]] = []
+            while queues:
+                pick = rng.below(len(queues))
+                order.append(queues[pick].pop())
+                if not queues[pick]:
+                    queues.pop(pick)
+            self.held[r] = order
+        while self.held[r] and self.nodes[r] is not None and not self.paused[r]:
+            what, item = self.held[r].pop(0)
+            if what == "m":
+                self.deliver(r, item)
+            else:
+                self.write_done(r, *item)
 
     # ---- the run --------------------------------------------------------------------------
     def run(self) -> None:
@@ -215,17 +303,22 @@ class Simulation:
                     if record_trace:
                         details.append("")
                         peers.append(no_peer)
-                    nodes[a].on_tick(self.phase == safety)
+                    node = nodes[a]
+                    if node is not None:  # else crashed, restarting
+                        node.on_tick(self.phase == safety)
                     push(queue, (time_us + client_tick_us, next(seq), ev_client_tick, a, None))
                 elif kind == ev_deliver:
                     src = b[1]
                     inflight[src * nodes_total + a] -= 1
+                    node = nodes[a]
+                    if paused[a] and node is not None:
+                        self.hold(a, b)
+                        continue
                     append((time_us, a, k_deliver, src, b[0]))
                     if record_trace:
                         details.append(describe(b))
                         peers.append(src)
-                    node = nodes[a]
-                    if node is None or paused[a]:
+                    if node is None:
                         self.note(a, _K_DROP_DOWN, src, b[0], src, message_names[b[0]])
                         continue
                     node.on_message(b)
@@ -285,6 +378,14 @@ class SimEnv:
     @property
     def now(self) -> int:
         return self.sim.now
+
+    def monotonic_us(self, node: int) -> int:
+        sim = self.sim
+        return sim.clocks.monotonic_us(node, sim.now) if node < sim.n else sim.now
+
+    def wall_clock_us(self, node: int) -> int:
+        sim = self.sim
+        return sim.clocks.wall_clock_us(node, sim.now) if node < sim.n else sim.now
 
     def stream(self, name: str) -> Rng:
         if name in ENGINE_STREAMS:

@@ -4,6 +4,7 @@ Registered in `voprd.sim.run.HISTORY_CHECKS`. The budget is a step count, never 
 verdict is a function of the seed alone (a loaded machine cannot turn a pass into `unknown`).
 Verdicts map to failures as follows:
 - `not_linearizable` -> invariant `linearizability`, the checker's explanation as the message;
+  also an operation the model cannot give at all (a get that returned a boolean);
 - `unknown` (step budget exhausted) -> invariant `linearizability_unknown`: reported as a failure
   (kind `invariant`) so it is archived, alerted and reproducible, never counted as a pass.
 """
@@ -11,6 +12,7 @@ Verdicts map to failures as follows:
 from __future__ import annotations
 
 from voprd.check.checker import check_history
+from voprd.check.formats import HistoryOpError
 from voprd.check.history import HistoryOp
 from voprd.check.models import Model
 
@@ -23,9 +25,16 @@ INVARIANT_UNKNOWN = "linearizability_unknown"
 
 def check_linearizability(history: list[HistoryOp], model: Model) -> tuple[str, str] | None:
     """None if `history` is linearizable under `model`; else (invariant, message) as above."""
-    verdict = check_history(
-        history, model=model, budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
-    )
+    try:
+        verdict = check_history(
+            history, model=model, budget_ms=None, max_steps=LINEARIZABILITY_STEPS_MAX
+        )
+    except HistoryOpError as error:
+        # An operation no execution of the model gives (e.g. a get that returned a cas's
+        # boolean, from a reply meant for another request): not linearizable.
+        return INVARIANT, (
+            f"the history has an operation the model cannot give: line {error.line}: {error}"
+        )
     if verdict.verdict == "linearizable":
         return None
     if verdict.verdict == "not_linearizable":

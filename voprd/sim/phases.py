@@ -4,7 +4,9 @@ finish every request and converge), then done.
 Safety ends when every client is done (`Client.done`) or at `SAFETY_TIME_US_MAX` (reported as the
 bound `safety_time_limit`). The liveness phase picks a quorum core of servers outside the storage
 atlas, restarts and resumes it, heals and calms the network and stops storage faults on it; the
-rest stay as they are. Every pending client request must then complete and the system's
+rest stay as they are (the core's size is the system's `System.core_size`, a majority by
+default); every gray failure ends and crashed clients restart. Every pending client request must
+then complete and the system's
 `Cluster.converged(core)` must hold within `LIVENESS_TIME_US_MAX`, else the failure `liveness`.
 """
 
@@ -22,7 +24,6 @@ SAFETY_TIME_US_MAX = 30_000_000
 LIVENESS_TIME_US_MAX = 15_000_000
 
 _K_PHASE = K["phase"]
-_K_RESUME = K["resume"]
 
 
 class Phases:
@@ -47,9 +48,13 @@ class Phases:
         self.start_liveness()
 
     def workload_returned(self) -> None:
-        """A client operation returned: the safety phase ends once every client is done."""
+        """A client operation returned: the safety phase ends once every client is done (a
+        crashed client is not: it restarts with what is left of its budget)."""
         sim = self.sim
-        if sim.phase == SAFETY and all(sim.nodes[c].done for c in sim.client_nodes):
+        nodes = sim.nodes
+        if sim.phase == SAFETY and all(
+            nodes[c] is not None and nodes[c].done for c in sim.client_nodes
+        ):
             self.start_liveness()
 
     def start_liveness(self) -> None:
@@ -58,7 +63,7 @@ class Phases:
         assert sim.phase == SAFETY
         sim.phase = LIVENESS
         n = sim.n
-        quorum = (n - 1) // 2 + 1
+        quorum = sim.plan.core
         healthy = [r for r in range(n) if r not in sim.faulty]
         order = sim.nemesis.rng.shuffled(healthy)
         sim.core = tuple(sorted(order[:quorum]))
@@ -67,12 +72,14 @@ class Phases:
         sim.note(NODE_SIM, _K_PHASE, LIVENESS, len(sim.core),
                  detail=f"liveness core={[f'r{r}' for r in sim.core]}")
         sim.network.calm()
+        sim.slowdowns.calm()
         for r in sim.core:
-            if sim.paused[r]:
-                sim.paused[r] = False
-                sim.fault(r, _K_RESUME)
+            sim.nemesis.resume(r)
             if sim.nodes[r] is None:
                 sim.nemesis.restart(r)
+        for c in sim.client_nodes:
+            if sim.nodes[c] is None:
+                sim.nemesis.restart_client(c)
 
     def check_liveness(self) -> None:
         sim = self.sim

@@ -30,6 +30,11 @@ def iteration_data(result: SeedResult, options: RunOptions) -> IterationData:
     return data
 
 
+def fault_counts_text(fault_counts: dict[str, int]) -> str:
+    """Injected faults by kind, e.g. `crash=2 drop_loss=85` (`none`)."""
+    return " ".join(f"{kind}={count}" for kind, count in sorted(fault_counts.items())) or "none"
+
+
 def summary_line(result: SeedResult) -> str:
     text = (
         f"seed {result.seed}: {result.status} events={result.events} "
@@ -84,7 +89,7 @@ def _once(settings: Settings, command: dict[str, Any]) -> int:
         encoder = msgspec.json.Encoder()
         history_file.write_bytes(b"".join(encoder.encode(op) + b"\n" for op in outcome.history))
     try:
-        _print(settings, options, result, outcome.environment, lines)
+        _print(settings, options, result, outcome.environment, lines, outcome.fault_counts)
     except BrokenPipeError:  # e.g. `voprd --once -v | head`
         sys.stderr.close()
     return 0 if result.status == "ok" else 1
@@ -114,7 +119,7 @@ def _once_exec(settings: Settings, options: RunOptions, command: dict[str, Any])
 
 def _print(
     settings: Settings, options: RunOptions, result: SeedResult, environment: str,
-    lines: list[str],
+    lines: list[str], fault_counts: dict[str, int],
 ) -> None:
     out = sys.stdout
     if settings.json:
@@ -122,6 +127,7 @@ def _print(
     else:
         if settings.verbose:
             out.write(f"environment: {environment}\n")
+            out.write(f"faults: {fault_counts_text(fault_counts)}\n")
             out.writelines(line + "\n" for line in lines)
         out.write(summary_line(result) + "\n")
         if result.status == "failed":

@@ -72,6 +72,7 @@ class Disk:
         # One draw: 32 bits of latency, 20 bits for the write-error decision.
         x = rng.next_u64()
         latency_us = low + (((x & 0xFFFFFFFF) * (high - low + 1)) >> 32)
+        latency_us *= sim.slowdowns.disk[r]  # a gray failure: a slow disk (voprd.sim.gray)
         landed = slot
         ok = True
         healthy = sim.phase != SAFETY and r in sim.core
@@ -108,6 +109,7 @@ class Disk:
             del self.sectors[slot]
         for write_id in [w for w, write in self.pending.items() if write[1] > slot_count]:
             del self.pending[write_id]
+        self.storage.sim.cancel_held_writes(self.node, slot_count)  # completions held by a pause
 
     def read_superblock(self) -> bytes | None:
         return self.superblock
@@ -171,10 +173,7 @@ class Storage:
         if sim.record_trace:
             sim.details.append(sim.system.describe_write(slot, landed, ok))
             sim.peers.append(NO_PEER)
-        server = sim.nodes[r]
-        if server is None or sim.incarnation[r] != b[0]:
-            return
-        server.on_write_done(slot, ok)
+        sim.write_done(r, b[0], slot, ok)  # the server learns it (later, if it is paused)
 
     def crash(self, r: int) -> tuple[int, list[int]]:
         """Lose (or, on atlas servers, tear) the writes in flight. Returns (lost, torn slots)."""

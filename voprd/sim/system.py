@@ -7,11 +7,14 @@ is four small pieces (docs/writing-a-plugin.md walks through a complete one):
 - `System` (subclass it): the static description. `name`; `bugs` (planted bug name ->
   description); `model` (the linearizability model of its client history: a name in
   `voprd.check.models.MODELS` or a `Model` object); `message_names`; `trace_kinds` (its own trace
-  kinds and their codes); `describe_message`; and `start(env) -> Cluster`, called once per run.
+  kinds and their codes); `describe_message`; the cluster shapes it supports (`cluster_sizes`,
+  `core_size`); whether it checksums its messages (`message_checksums`); and
+  `start(env) -> Cluster`, called once per run.
 - `Cluster`: the system's side of one run. It makes the nodes (`start_server`, `restart_server`,
-  `client`) and holds the invariants: the hooks the engine calls (`on_return` when a client
-  operation returns, `converged` in the liveness phase); the system's own nodes report anything
-  else (commits, status changes) to it directly, and it raises `Violation` when an invariant fails.
+  `client`, and optionally `restart_client` for a client that crashed) and holds the
+  invariants: the hooks the engine calls (`on_return` when a client operation returns,
+  `converged` in the liveness phase); the system's own nodes report anything else (commits,
+  status changes) to it directly, and it raises `Violation` when an invariant fails.
 - `Server` (node ids 0..replicas-1): `on_message`, `on_tick`, `on_write_done` and, after a crash,
   `restart`. It reads its durable state back from its `Disk` (`env.disk(index)`).
 - `Client` (node ids replicas..replicas+clients-1): `on_message`, `on_tick(may_start)`, `idle` and
@@ -32,6 +35,7 @@ from typing import Any, NamedTuple, Protocol
 
 from voprd.check.history import OpName
 from voprd.check.models import Model, get_model
+from voprd.sim.faults import majority
 from voprd.sim.prng import Rng
 
 Message = tuple[Any, ...]
@@ -125,6 +129,16 @@ class Env(Protocol):
         """Virtual time, microseconds."""
         ...
 
+    def monotonic_us(self, node: int) -> int:
+        """The node's monotonic clock, microseconds: it drifts (a server's drift changes mid-run
+        within the seed's spread, at most ±10%) but never jumps. Timers (ticks) follow it."""
+        ...
+
+    def wall_clock_us(self, node: int) -> int:
+        """The node's wall clock: its monotonic clock plus an offset that jumps (forwards or
+        backwards, by up to seconds) when the `clock` fault class steps it."""
+        ...
+
     def stream(self, name: str) -> Rng:
         """The named PRNG stream of this seed (the engine's own names are refused)."""
         ...
@@ -207,6 +221,11 @@ class Cluster(Protocol):
         """Client `index` (node id replicas+index), which may issue `budget` operations."""
         ...
 
+    # Optional (the engine crashes clients only of a cluster that has it):
+    # def restart_client(self, index: int, incarnation: int, budget: int) -> Client:
+    #     """Client `index` after a crash (its object was dropped; its open operation's outcome
+    #     stays unknown): a new session, incarnation 1, 2, ..., with `budget` operations left."""
+
     def on_return(self, client: int, index: int, output: Output, tag: int) -> None:
         """Invariant hook: a client operation returned (after it is recorded)."""
         ...
@@ -225,9 +244,20 @@ class System:
     model: str | Model = "kv"
     message_names: Sequence[str] = ()
     trace_kinds: Mapping[str, int] = {}
+    # The numbers of servers the system runs with (the seed draws one; 1 to 7).
+    cluster_sizes: Sequence[int] = (1, 3, 5)
+    # True: every message carries a checksum the receiver verifies (`voprd.sim.checksum`), so the
+    # engine may corrupt messages in flight (the `corrupt` fault class); False: it never does.
+    message_checksums = False
 
     def start(self, env: Env) -> Cluster:
         raise NotImplementedError
+
+    def core_size(self, replicas: int) -> int:
+        """How many servers the system needs to make progress (its largest quorum): the liveness
+        phase heals that many, and the fault atlas damages the storage of at most
+        `replicas - core_size(replicas)` servers. Default: a majority."""
+        return majority(replicas)
 
     def describe_message(self, msg: Message) -> str:
         """A short readable rendering of a message for the trace and the report."""

@@ -30,6 +30,10 @@ ENGINE_KINDS: dict[str, int] = {
     "call": 23, "return": 24, "phase": 26, "clock_skew": 27, "bound": 28, "send": 30,
     # Code 29 belongs to the builtin system (numbered before the engine and the systems were
     # split); the engine never takes it. New engine kinds: 31 to 63.
+    # Gray failures, replays, corruption, clock changes, client crashes, held messages (48-58).
+    "replay": 48, "corrupt": 49, "slow_disk": 50, "slow_link": 51, "slow_node": 52,
+    "slow_end": 53, "clock_jump": 54, "clock_drift": 55, "client_crash": 56,
+    "client_restart": 57, "hold": 58,
 }
 SYSTEM_KIND_CODE_MIN = 64
 KIND_CODE_MAX = 255

@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from voprd.events import SeedResult
 from voprd.options import RunOptions
+from voprd.sim.faults import check_cluster_shape
 from voprd.sim.system import System
 from voprd.sim.trace import KindTable
 from voprd.targets.base import Target
@@ -65,6 +66,7 @@ def _as_system(obj: Any) -> System | None:
     try:
         KindTable(obj.trace_kinds)
         obj.linearizability_model()
+        check_cluster_shape(tuple(obj.cluster_sizes), obj.core_size)
     except (ValueError, TypeError, AttributeError) as exc:
         raise TargetNotFound(f"system {obj.name!r} is not runnable: {exc}") from exc
     if not obj.message_names:

@@ -28,4 +28,31 @@ BUGS: dict[str, str] = {
     "recovery_any_response":
         "a recovering replica adopts the log of the first recovery response from any primary, "
         "without waiting for a quorum (so a stale primary's log is taken)",
+    # Bugs only the later fault families and cluster shapes catch (each names what catches it:
+    # the class that alone catches it, then others that also do).
+    "quorum_ceil_half":
+        "[even cluster sizes] quorums are computed as ceil(n/2), a majority only for odd n: with "
+        "even n two disjoint halves each commit and elect (split brain)",
+    "skip_message_checksum":
+        "[corrupt] replicas do not verify the checksum of incoming messages (they strip it "
+        "unchecked), so a message corrupted in flight is acted on",
+    "eviction_by_local_recency":
+        "[clients] a full client table evicts the session this replica heard from least "
+        "recently (replica-local state, not the log): replicas evict different sessions and "
+        "execute differently",
+    "client_session_reuse":
+        "[clients] a restarted client registers its previous session again and numbers its "
+        "requests from 1: the replicas take them for old requests of that session",
+    "old_request_reexecuted":
+        "[replay; gray] the client table recognises only a retry of a session's latest request: "
+        "an older request arriving late is executed again",
+    "fsync_watchdog_ticks":
+        "[gray] a log write still pending after 200 ms (counted in timer ticks) is taken as "
+        "durable, so a slow disk does not stall the replica: it acknowledges unsynced entries",
+    "fsync_watchdog_monotonic":
+        "[pause; gray] as fsync_watchdog_ticks, timed with the monotonic clock: a process frozen "
+        "during a write takes it as durable when it resumes, before the completion",
+    "fsync_watchdog_wall_clock":
+        "[time; pause, gray] as fsync_watchdog_ticks, timed with the wall clock: a forward jump "
+        "makes a fresh write look old",
 }

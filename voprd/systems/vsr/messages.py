@@ -14,15 +14,20 @@ import msgspec
 
 from voprd.check.history import op_text
 
-# An operation: (name, key, value, expected); name is get/put/append/cas.
+# An operation: (name, key, value, expected); name is get/put/append/cas, or register (a
+# client's session starts: logged and executed like an operation, it changes no key).
 Operation = tuple[str, str, str | None, str | None]
+REGISTER: Operation = ("register", "", None, None)
 # A log entry: (op, view, client_id, request_number, operation, checksum).
 Entry = tuple[int, int, int, int, Operation, int]
 Message = tuple[Any, ...]
 
 E_OP, E_VIEW, E_CLIENT, E_REQUEST, E_OPERATION, E_CHECKSUM = range(6)
 
-# Message types (index 0 of every message).
+# Message types (index 0 of every message). On the wire each also carries, last, its checksum
+# (voprd.sim.checksum.seal); the receiver verifies and strips it before reading the fields below.
+# client_id: the client's session (its node id in the low byte: CLIENT_NODE_MASK); request number
+# 0 registers the session.
 REQUEST = 0  # (REQUEST, src, client_id, request_number, operation)
 REPLY = 1  # (REPLY, src, view, client_id, request_number, result, op)
 PREPARE = 2  # (PREPARE, src, view, entry, commit)
@@ -35,11 +40,26 @@ RECOVERY = 8  # (RECOVERY, src, nonce)
 RECOVERY_RESPONSE = 9  # (RECOVERY_RESPONSE, src, view, nonce, log | None, commit)
 GET_ENTRIES = 10  # (GET_ENTRIES, src, view, after_op)
 ENTRIES = 11  # (ENTRIES, src, view, entries, commit, op_number)
+EVICTED = 12  # (EVICTED, src, view, client_id): the session is not in the client table
 
 MESSAGE_NAMES: tuple[str, ...] = (
     "request", "reply", "prepare", "prepare_ok", "commit", "start_view_change",
     "do_view_change", "start_view", "recovery", "recovery_response", "get_entries", "entries",
+    "evicted",
 )
+# A client id (session) is its node id plus CLIENT_NODE_MASK + 1 times a session counter.
+CLIENT_NODE_MASK = 0xFF
+
+
+def client_node(client_id: int) -> int:
+    """The node a session's replies go to."""
+    return client_id & CLIENT_NODE_MASK
+
+
+def session_text(client_id: int) -> str:
+    """A session for the trace: its node id, then `.k` for the node's k-th later session."""
+    later = client_id >> 8
+    return f"{client_id & CLIENT_NODE_MASK}.{later}" if later else str(client_id)
 
 # Bound on entries carried by one ENTRIES message (message size bound).
 ENTRIES_PER_MESSAGE_MAX = 64
@@ -87,12 +107,15 @@ def describe(msg: Message) -> str:
     kind = msg[0]
     name = MESSAGE_NAMES[kind]
     if kind == REQUEST:
-        return f"{name} c{msg[2]}#{msg[3]} {op_text(*msg[4])}"
+        operation = msg[4]
+        what = "register" if operation[0] == "register" else op_text(*operation)
+        return f"{name} c{session_text(msg[2])}#{msg[3]} {what}"
     if kind == REPLY:
-        return f"{name} v{msg[2]} c{msg[3]}#{msg[4]} op={msg[6]} -> {msg[5]!r}"
+        return f"{name} v{msg[2]} c{session_text(msg[3])}#{msg[4]} op={msg[6]} -> {msg[5]!r}"
     if kind == PREPARE:
         entry = msg[3]
-        return f"{name} v{msg[2]} op={entry[0]} c{entry[2]}#{entry[3]} commit={msg[4]}"
+        return (f"{name} v{msg[2]} op={entry[0]} c{session_text(entry[2])}#{entry[3]} "
+                f"commit={msg[4]}")
     if kind == PREPARE_OK:
         return f"{name} v{msg[2]} op={msg[3]}"
     if kind == COMMIT:
@@ -110,4 +133,6 @@ def describe(msg: Message) -> str:
         return f"{name} v{msg[2]} ops={ops} commit={msg[5]}"
     if kind == GET_ENTRIES:
         return f"{name} v{msg[2]} after={msg[3]}"
+    if kind == EVICTED:
+        return f"{name} v{msg[2]} c{session_text(msg[3])}"
     return f"{name} v{msg[2]} n={len(msg[3])} commit={msg[4]} op={msg[5]}"

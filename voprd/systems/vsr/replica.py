@@ -17,18 +17,27 @@ The replica is a pure state machine driven by the simulator: `on_message`, `on_t
   and does not vote until it has the log of the current primary of a view at least as high as
   the one it last promised. A gap (writes lost at a crash) just ends the log: entries after it
   were never acknowledged.
+
+Quorums are majorities (n // 2 + 1, for any n from 1 to 6: two quorums always intersect, also for
+even n). Messages reach it checksum-verified (its `VsrServer` drops a corrupted one). Clients have
+sessions: a client registers (request number 0, a `register` operation in the log) before its
+requests; the client table is bounded (`clients_max`): executing a registration when it is full
+evicts the session that executed least recently, and a request of a session not in the table is
+answered EVICTED (never executed again), so an evicted client learns it and starts a new session.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from voprd.sim.clock import TICK_US
 from voprd.sim.prng import Rng
 from voprd.systems.vsr.messages import (
     COMMIT,
     DO_VIEW_CHANGE,
     ENTRIES,
     ENTRIES_PER_MESSAGE_MAX,
+    EVICTED,
     GET_ENTRIES,
     PREPARE,
     PREPARE_OK,
@@ -40,6 +49,7 @@ from voprd.systems.vsr.messages import (
     START_VIEW_CHANGE,
     Entry,
     Message,
+    client_node,
     make_entry,
 )
 from voprd.systems.vsr.state_machine import KvStore, Result
@@ -49,13 +59,27 @@ VIEW_CHANGE = 1
 RECOVERING = 2
 STATUS_NAMES = ("normal", "view_change", "recovering")
 
+# The planted fsync_watchdog_* bugs only: a write pending this long is taken as done.
+FSYNC_WATCHDOG_US = 200_000
 HEARTBEAT_TICKS = 4
 RESEND_TICKS = 8
 LOG_OPS_MAX = 4096
+CLIENTS_MAX_DEFAULT = 64
+
+
+class _Evicted:
+    """What executing a request of a session missing from the client table gives: no result, the
+    client is told it was evicted."""
+
+
+EVICTED_RESULT = _Evicted()
 
 
 class ReplicaIO(Protocol):
     def send(self, src: int, dst: int, msg: Message) -> None: ...
+    # The replica's clocks (the reference VSR reads none; only planted bugs do).
+    def monotonic_us(self, replica: int) -> int: ...
+    def wall_clock_us(self, replica: int) -> int: ...
     def disk_write(self, replica: int, entry: Entry, commit: int) -> None: ...
     def disk_truncate(self, replica: int, op_count: int) -> None: ...
     def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
@@ -71,10 +95,12 @@ class Replica:
         "acked",
         "bugs",
         "client_table",
+        "clients_max",
         "commit",
         "dvc_sent",
         "dvcs",
         "f",
+        "heard",
         "idle_ticks",
         "io",
         "kv",
@@ -101,6 +127,8 @@ class Replica:
         "transfer",
         "transfer_base",
         "view",
+        "watchdog",
+        "write_times",
     )
 
     def __init__(
@@ -111,15 +139,18 @@ class Replica:
         rng: Rng,
         bugs: frozenset[str],
         timeout_base_ticks: int,
+        clients_max: int = CLIENTS_MAX_DEFAULT,
     ) -> None:
-        assert 0 <= rid < n and n in (1, 3, 5)
+        assert 0 <= rid < n and clients_max >= 1
         self.rid = rid
         self.n = n
         self.f = (n - 1) // 2
-        self.quorum = self.f + 1
+        # A majority: any two intersect, for odd and even n alike.
+        self.quorum = (n + 1) // 2 if "quorum_ceil_half" in bugs else n // 2 + 1
         self.io = io
         self.rng = rng
         self.bugs = bugs
+        self.clients_max = clients_max
         self.timeout_base_ticks = timeout_base_ticks
         self.view = 0
         self.status = NORMAL
@@ -133,12 +164,22 @@ class Replica:
         self.log: list[Entry] = []
         self.commit = 0
         self.kv = KvStore()
-        # client -> (request number, result) of the latest executed request (at-most-once).
-        self.client_table: dict[int, tuple[int, Result]] = {}
-        # client -> highest request number in the log (executed or not).
-        self.logged: dict[int, int] = {}
+        # Session -> (request number, result, op number) of its latest executed request (at most
+        # once), at most clients_max sessions.
+        self.client_table: dict[int, tuple[int, Result, int]] = {}
+        # Session -> (highest request number, its op number) in the log (executed or not).
+        self.logged: dict[int, tuple[int, int]] = {}
+        # Session -> the tick this replica last heard from it (the planted eviction bug's order).
+        self.heard: dict[int, int] = {}
         # slot -> number of writes in flight to it.
         self.pending: dict[int, int] = {}
+        # The planted fsync_watchdog_* bugs: the clock they use (0: none, 1: timer ticks,
+        # 2: the monotonic clock, 3: the wall clock) and slot -> when its latest write was issued.
+        self.watchdog = next(
+            (i for i, clock in enumerate(("ticks", "monotonic", "wall_clock"), start=1)
+             if f"fsync_watchdog_{clock}" in bugs), 0
+        )
+        self.write_times: dict[int, int] = {}
         self.acked = [0] * n
         self.svc_mask = 0
         self.dvcs: dict[int, Message] = {}
@@ -185,7 +226,20 @@ class Replica:
     def durable_op(self) -> int:
         if "ack_before_fsync" in self.bugs or not self.pending:
             return len(self.log)
+        if self.watchdog:
+            # The planted fsync_watchdog_* bugs: a write pending for long is taken as done (so a
+            # slow disk does not stall the replica), its age measured with the bug's clock.
+            now, since = self._watchdog_now(), self.write_times
+            live = [s for s in self.pending if now - since.get(s, now) <= FSYNC_WATCHDOG_US]
+            return min(min(live) - 1, len(self.log)) if live else len(self.log)
         return min(min(self.pending) - 1, len(self.log))
+
+    def _watchdog_now(self) -> int:
+        if self.watchdog == 1:
+            return self.ticks * TICK_US
+        if self.watchdog == 2:
+            return self.io.monotonic_us(self.rid)
+        return self.io.wall_clock_us(self.rid)
 
     def _broadcast(self, msg: Message) -> None:
         send = self.io.send
@@ -202,14 +256,17 @@ class Replica:
     def _write(self, entry: Entry) -> None:
         slot = entry[0]
         self.pending[slot] = self.pending.get(slot, 0) + 1
+        if self.watchdog:
+            self.write_times[slot] = self._watchdog_now()
         self.io.disk_write(self.rid, entry, self.commit)
 
     def _rebuild_logged(self) -> None:
-        logged: dict[int, int] = {}
+        logged: dict[int, tuple[int, int]] = {}
         for entry in self.log:
             client = entry[2]
-            if entry[3] > logged.get(client, 0):
-                logged[client] = entry[3]
+            last = logged.get(client)
+            if last is None or entry[3] >= last[0]:
+                logged[client] = (entry[3], entry[0])
         self.logged = logged
 
     def _persist(self) -> None:
@@ -270,17 +327,40 @@ class Replica:
             self.commit = op
             self.io.on_commit(self.rid, entry, self.kv.state_hash)
             if primary:
-                self.io.send(
-                    self.rid, entry[2], (REPLY, self.rid, self.view, entry[2], entry[3], result, op)
-                )
+                client = entry[2]
+                if result is EVICTED_RESULT:
+                    self._tell_evicted(client)
+                else:
+                    self.io.send(self.rid, client_node(client),
+                                 (REPLY, self.rid, self.view, client, entry[3], result, op))
 
-    def _execute(self, entry: Entry) -> Result:
-        client, request = entry[2], entry[3]
-        cached = self.client_table.get(client)
-        if cached is not None and request <= cached[0] and "no_client_table" not in self.bugs:
+    def _tell_evicted(self, client: int) -> None:
+        self.io.send(self.rid, client_node(client), (EVICTED, self.rid, self.view, client))
+
+    def _execute(self, entry: Entry) -> Result | _Evicted:
+        op, _, client, request, operation, _ = entry
+        table = self.client_table
+        cached = table.get(client)
+        if operation[0] == "register":
+            if cached is None:
+                if len(table) >= self.clients_max:
+                    # Evict the session that executed least recently (the same on every
+                    # replica: a function of the log).
+                    if "eviction_by_local_recency" in self.bugs:
+                        heard = self.heard
+                        del table[min(table, key=lambda c: (heard.get(c, -1), c))]
+                    else:
+                        del table[min(table, key=lambda c: table[c][2])]
+                table[client] = (0, None, op)
+            return None
+        if cached is None:
+            return EVICTED_RESULT  # evicted before this executed: the client is told
+        if request <= cached[0] and "no_client_table" not in self.bugs and (
+            request == cached[0] or "old_request_reexecuted" not in self.bugs
+        ):
             return cached[1] if request == cached[0] else None
-        result = self.kv.apply(entry[0], entry[4])
-        self.client_table[client] = (request, result)
+        result = self.kv.apply(op, operation)
+        table[client] = (request, result, op)
         return result
 
     def _try_commit(self) -> None:
@@ -332,7 +412,11 @@ class Replica:
             if self.is_primary():
                 if self.ticks % HEARTBEAT_TICKS == 0:
                     self._broadcast((COMMIT, self.rid, self.view, self.commit, len(self.log)))
+                if self.watchdog:
+                    self._try_commit()
             else:
+                if self.watchdog:
+                    self._send_prepare_ok(False)
                 self.idle_ticks += 1
                 if self.idle_ticks > self.timeout_ticks:
                     self._start_view_change(self.view + 1)
@@ -375,26 +459,48 @@ class Replica:
     # ---- normal operation -----------------------------------------------------------------
     def _on_request(self, msg: Message) -> None:
         _, _, client, request, operation = msg
+        if "eviction_by_local_recency" in self.bugs:
+            self.heard[client] = self.ticks
         if self.status != NORMAL:
             return
         if not self.is_primary():
             if "backup_serves_reads" in self.bugs and operation[0] == "get":
                 value = self.kv.data.get(operation[1], "")
                 self.io.send(
-                    self.rid, client, (REPLY, self.rid, self.view, client, request, value, 0)
+                    self.rid, client_node(client),
+                    (REPLY, self.rid, self.view, client, request, value, 0),
                 )
             return
         cached = self.client_table.get(client)
-        if cached is not None and "no_client_table" not in self.bugs:
-            if request < cached[0]:
+        logged = self.logged.get(client)
+        if operation[0] == "register":
+            if cached is not None:  # registered: tell it again
+                self.io.send(self.rid, client_node(client),
+                             (REPLY, self.rid, self.view, client, 0, None, 0))
+                return
+            if logged is not None:
+                if logged[1] > self.commit:
+                    return  # in progress
+                self._tell_evicted(client)  # registered, then evicted before it heard so
+                return
+        elif cached is None:
+            if logged is not None and logged[1] > self.commit:
+                return  # its registration or a request is still to execute here
+            # Every entry of this session is executed here, and it is not in the table: evicted
+            # (or never registered).
+            self._tell_evicted(client)
+            return
+        elif "no_client_table" not in self.bugs:
+            if request < cached[0] and "old_request_reexecuted" not in self.bugs:
                 return
             if request == cached[0]:
                 self.io.send(
-                    self.rid, client,
+                    self.rid, client_node(client),
                     (REPLY, self.rid, self.view, client, request, cached[1], 0),
                 )
                 return
-        if self.logged.get(client, 0) >= request and "no_client_table" not in self.bugs:
+        if (logged is not None and logged[0] >= request and "no_client_table" not in self.bugs
+                and ("old_request_reexecuted" not in self.bugs or request == logged[0])):
             return  # in progress
         if len(self.log) >= LOG_OPS_MAX:
             self.io.on_bound("log_ops")
@@ -402,7 +508,7 @@ class Replica:
         parent = self.log[-1][5] if self.log else 0
         entry = make_entry(len(self.log) + 1, self.view, client, request, operation, parent)
         self._append(entry)
-        self.logged[client] = request
+        self.logged[client] = (request, entry[0])
         self._broadcast((PREPARE, self.rid, self.view, entry, self.commit))
         self._try_commit()
 

@@ -5,10 +5,13 @@
 `ClientIO`. It stores log entries on the engine's disks as bytes (`encode_entry`) and reads them
 back at a restart, verifying positions and the hash chain, and it checks the invariants:
 `agreement` (same op number -> same committed entry, also when a log is replaced),
-`commit_monotonic` (per replica incarnation, after every event), `durability` (a reply only for a
-committed op; a new primary's log holds every acknowledged op; no installed log shorter than the
-commit number) and `convergence` (same state hash after the same op, and across the core at the
-end).
+`commit_monotonic` (per replica incarnation, after every event), `durability` (no PrepareOk for
+an op whose write is still in flight; a reply only for a committed op; a new primary's log holds
+every op acknowledged in an earlier view; no installed log shorter than the commit number) and
+`convergence` (same state hash after the same op, and across the core at the end) and
+`view_monotonic` (a replica never goes back below a view it persisted: it may have promised
+it). Messages are sealed with a checksum here (`voprd.sim.checksum`), verified by `VsrServer`
+for its replica and by the client.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from voprd.sim.checksum import seal, unseal
 from voprd.sim.system import (
     Damaged,
     Disk,
@@ -33,6 +37,7 @@ from voprd.systems.vsr.bugs import BUGS
 from voprd.systems.vsr.client import Client, Workload
 from voprd.systems.vsr.messages import (
     MESSAGE_NAMES,
+    PREPARE_OK,
     Entry,
     Operation,
     decode_entry,
@@ -82,15 +87,24 @@ class VsrServer:
     """One replica incarnation as the engine drives it; checks `commit_monotonic` after every
     event it handles."""
 
-    __slots__ = ("cluster", "commit_seen", "recovered", "replica")
+    __slots__ = ("checksums", "cluster", "commit_seen", "recovered", "replica")
 
     def __init__(self, cluster: VsrCluster, replica: Replica) -> None:
         self.cluster = cluster
         self.replica = replica
+        self.checksums = "skip_message_checksum" not in cluster.env.bugs
         self.commit_seen = 0
         self.recovered: tuple[list[Entry], Superblock, bool] | None = None
 
     def on_message(self, msg: Message) -> None:
+        # The replica's message bus: verify the checksum, drop a corrupted message (as lost).
+        if self.checksums:
+            verified = unseal(msg)
+            if verified is None:
+                return
+            msg = verified
+        else:
+            msg = msg[:-1]  # the planted bug: the checksum stripped unchecked
         replica = self.replica
         replica.on_message(msg)
         if replica.commit < self.commit_seen:
@@ -106,6 +120,7 @@ class VsrServer:
 
     def on_write_done(self, slot: int, ok: bool) -> None:
         replica = self.replica
+        self.cluster.write_done(replica.rid, slot)
         replica.on_write_done(slot, ok)
         if replica.commit < self.commit_seen:
             self._regressed()
@@ -133,13 +148,21 @@ class VsrCluster:
         self.env = env
         self.n = n = env.replicas
         self.replica_class = replica_class
-        self.send = env.send
+        self.env_send = env.send
         self.disks = [env.disk(r) for r in range(n)]
-        self.workload = Workload(env.stream("workload"))
+        self.workload = Workload(env.stream("workload"), env.clients)
         # Invariant state: per op number, the committed entry checksum and state hash.
         self.committed: list[int] = []
         self.state_hashes: list[int] = []
         self.acked: dict[int, int] = {}
+        # Op number -> the lowest view in which a primary committed it (a primary replies to the
+        # client in the view it commits in): a new primary of a later view must hold it.
+        self.commit_views: dict[int, int] = {}
+        # Per replica: slot -> writes issued and not yet completed (as the harness sees them,
+        # whatever the replica believes).
+        self.unsynced: list[dict[int, int]] = [{} for _ in range(n)]
+        # Per replica: the highest view it persisted (view_monotonic).
+        self.views = [0] * n
         # Entry checksum -> its bytes at rest (each entry is written on every replica, and
         # checksums identify entries: see voprd.systems.vsr.messages).
         self.encoded: dict[int, bytes] = {}
@@ -152,16 +175,18 @@ class VsrCluster:
     def _new_replica(self, r: int, incarnation: int) -> Replica:
         env = self.env
         return self.replica_class(r, self.n, self, env.stream(f"replica.{r}.{incarnation}"),
-                                  env.bugs, env.timeout_base_ticks)
+                                  env.bugs, env.timeout_base_ticks, self.workload.clients_max)
 
     # ---- the engine's Cluster hooks ------------------------------------------------------
     def start_server(self, index: int) -> VsrServer:
         return VsrServer(self, self._new_replica(index, 0))
 
     def restart_server(self, index: int, incarnation: int) -> tuple[VsrServer, Recovery]:
+        self.unsynced[index].clear()  # the crash lost (or landed) every write in flight
         disk = self.disks[index]
         log, damaged = load_log(disk)
         superblock = read_superblock(disk)
+        self.views[index] = superblock[0]  # the view it may have promised: never below it
         server = VsrServer(self, self._new_replica(index, incarnation))
         server.recovered = (log, superblock, damaged)
         detail = f"log ops={len(log)} damaged={damaged} view={superblock[0]}"
@@ -170,6 +195,13 @@ class VsrCluster:
     def client(self, index: int, budget: int) -> Client:
         return Client(self.n + index, self.n, self, self.env.stream(f"client.{index}"),
                       self.workload, budget)
+
+    def restart_client(self, index: int, incarnation: int, budget: int) -> Client:
+        # A new session, request numbers from 1 again (the planted bug keeps the old session).
+        session = 0 if "client_session_reuse" in self.env.bugs else incarnation
+        return Client(self.n + index, self.n, self,
+                      self.env.stream(f"client.{index}.{incarnation}"), self.workload, budget,
+                      session)
 
     def on_return(self, client: int, index: int, output: Output, tag: int) -> None:
         op = tag
@@ -206,6 +238,22 @@ class VsrCluster:
                 raise Violation("durability", f"acknowledged op {op} missing after convergence")
         return None
 
+    # ---- ReplicaIO and ClientIO: the network ------------------------------------------------
+    def send(self, src: int, dst: int, msg: Message) -> None:
+        if msg[0] == PREPARE_OK and msg[3] in self.unsynced[src]:
+            raise Violation(
+                "durability",
+                f"replica r{src} acknowledged op {msg[3]} (PrepareOk) while its write of that "
+                "op was still in flight",
+            )
+        self.env_send(src, dst, seal(msg))  # every message carries its checksum
+
+    def monotonic_us(self, replica: int) -> int:
+        return self.env.monotonic_us(replica)
+
+    def wall_clock_us(self, replica: int) -> int:
+        return self.env.wall_clock_us(replica)
+
     # ---- ReplicaIO: storage --------------------------------------------------------------
     def disk_write(self, replica: int, entry: Entry, commit: int) -> None:
         data = self.encoded.get(entry[5])
@@ -213,11 +261,31 @@ class VsrCluster:
             data = self.encoded[entry[5]] = encode_entry(entry)
         # Committed entries are never rewritten: the only sectors a misdirected write may hit.
         self.disks[replica].write(entry[0], data, commit)
+        unsynced = self.unsynced[replica]
+        unsynced[entry[0]] = unsynced.get(entry[0], 0) + 1
+
+    def write_done(self, replica: int, slot: int) -> None:
+        unsynced = self.unsynced[replica]
+        count = unsynced.get(slot, 0)
+        if count > 1:
+            unsynced[slot] = count - 1
+        else:
+            unsynced.pop(slot, None)
 
     def disk_truncate(self, replica: int, op_count: int) -> None:
-        self.disks[replica].truncate(op_count)
+        self.disks[replica].truncate(op_count)  # cancels the writes in flight past it
+        unsynced = self.unsynced[replica]
+        for slot in [s for s in unsynced if s > op_count]:
+            del unsynced[slot]
 
     def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
+        if view < self.views[replica]:
+            raise Violation(
+                "view_monotonic",
+                f"replica r{replica} went back to view {view} after persisting view "
+                f"{self.views[replica]} (a view it may have promised to others)",
+            )
+        self.views[replica] = view
         disk = self.disks[replica]
         disk.write_superblock(msgspec.msgpack.encode((view, last_normal_view, lnv_base)))
         if lnv_base >= 0:
@@ -231,6 +299,11 @@ class VsrCluster:
         env = self.env
         detail = f"op={op} c{entry[2] - self.n}#{entry[3]} {entry[4]!r}" if env.record_trace else ""
         env.note(replica, "commit", op, entry[5] & 0xFFFFFFFF, detail)
+        rep = self._replica(replica)
+        if rep.status == NORMAL and rep.is_primary():
+            views = self.commit_views
+            if views.get(op, rep.view + 1) > rep.view:
+                views[op] = rep.view
         committed = self.committed
         if op <= len(committed):
             if committed[op - 1] != entry[5]:
@@ -275,8 +348,11 @@ class VsrCluster:
                     f"replica r{replica} replaced committed op {op} at view {rep.view}",
                 )
         if as_primary:
+            # Every op acknowledged in an earlier view (a primary of an older view may still form
+            # from late DoViewChanges, after a later view committed more: it can commit nothing).
+            views = self.commit_views
             for op, checksum in self.acked.items():
-                if op > len(log) or log[op - 1][5] != checksum:
+                if views.get(op, 0) < rep.view and (op > len(log) or log[op - 1][5] != checksum):
                     raise Violation(
                         "durability",
                         f"new primary r{replica} of view {rep.view} lacks acknowledged op {op} "
@@ -305,6 +381,8 @@ class VsrSystem(System):
     bugs = BUGS
     model = "kv"
     message_names = MESSAGE_NAMES
+    cluster_sizes = (1, 2, 3, 4, 5, 6)  # quorums are majorities: they intersect for even n too
+    message_checksums = True
     # Numbered before the engine and the systems were split (kept: the trace hashes cover it).
     trace_kinds: Mapping[str, int] = MappingProxyType({"log_installed": 29})
 
