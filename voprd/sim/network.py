@@ -85,6 +85,11 @@ class Network:
 
     def send(self, src: int, dst: int, msg: Message) -> None:
         sim = self.sim
+        if not 0 <= dst < self.nodes:
+            # A system's own error (say, a destination read from a message it did not verify):
+            # refused here, where its stack shows who sent it, not when the delivery fails.
+            raise ValueError(f"env.send from node {src} to node {dst}: no such node "
+                             f"(nodes are 0..{self.nodes - 1})")
         path = src * self.nodes + dst
         if self.blocked[path]:
             sim.fault(src, _K_DROP_PARTITION, dst, msg[0], dst,
