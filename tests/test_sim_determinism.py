@@ -101,4 +101,6 @@ def test_check_determinism_passes_for_the_simulator() -> None:
 def test_max_events_bound_is_reported() -> None:
     result, _ = run_seed(3, RunOptions(max_events=200), VSR)
     assert result.events == 200
-    assert "max_events" in result.bounds_reached
+    assert result.bounds_reached == ["safety_events_limit", "max_events"]
+    # Reached in the liveness phase, the bound is the verdict.
+    assert (result.status, result.kind, result.invariant) == ("failed", "liveness", "liveness")

@@ -32,6 +32,11 @@ class SeedResult(msgspec.Struct, kw_only=True):
     duration_s: float = 0.0
     # Bounds reached during the run (e.g. "max_events"); reported, never silent.
     bounds_reached: list[str] = msgspec.field(default_factory=list)
+    # The seed's configuration fingerprint (cluster shape and the fault families it drew on,
+    # `voprd.sim.faults.FaultPlan.fingerprint`): what a recurring bound is counted per.
+    config: str = ""
+    # Protocol paths the run exercised (`System.coverage_paths`), non-zero counts only.
+    coverage: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class StartData(msgspec.Struct, kw_only=True):

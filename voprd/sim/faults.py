@@ -116,6 +116,12 @@ class FaultPlan:
                 self.drift_ppm[replica] = rng.between(-spread, spread)
                 self.offset_us[replica] = rng.below(tick_us)
 
+    def fingerprint(self) -> str:
+        """The configuration this seed drew, coarsely: cluster shape and the fault classes on
+        (what a bound that recurs is counted per; budgets and probabilities left out)."""
+        on = [n for n in ("network", "crash", "storage", "clock") if getattr(self, n)]
+        return f"replicas={self.replicas} clients={self.clients} on={','.join(on) or 'none'}"
+
     def describe(self) -> str:
         on = [n for n in ("network", "crash", "storage", "clock") if getattr(self, n)]
         return (
