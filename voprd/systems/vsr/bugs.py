@@ -28,4 +28,10 @@ BUGS: dict[str, str] = {
     "recovery_any_response":
         "a recovering replica adopts the log of the first recovery response from any primary, "
         "without waiting for a quorum (so a stale primary's log is taken)",
+    "svc_echo":
+        "a replica in a view change answers every StartViewChange of its view with its own "
+        "(to help laggards learn the view sooner): a message storm during every view change",
+    "transfer_appends_prepares":
+        "a backup in a state transfer still takes Prepares into its log at their op position "
+        "(dropping what follows), without checking that they chain to the entry before",
 }
