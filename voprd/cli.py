@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-events", dest="max_events", type=_int_at_least(1),
-        help="bound on simulated events per seed (reaching it is reported)",
+        help="bound on simulated events per seed; the safety phase may use 3/4 of it "
+             "(reported), reaching it in the liveness phase fails the seed (liveness)",
     )
     run.add_argument(
         "--bug", dest="bugs", action="append", metavar="NAME",
@@ -127,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument(
         "--drain-timeout", dest="drain_timeout_s", type=_positive_float, metavar="SECONDS",
         help="on SIGTERM, how long in-flight seeds may finish before the final checkpoint",
+    )
+    daemon.add_argument(
+        "--focus-every", dest="focus_every", type=_int_at_least(0), metavar="N",
+        help="unbounded runs of an engine target: after every N seeds, one extra focus seed "
+             "steered toward the least-covered protocol path (default 8; 0: none)",
     )
     daemon.add_argument("--reset", action="store_true", help="start the run over")
     daemon.add_argument("--state-dir", dest="state_dir", help="local state directory")

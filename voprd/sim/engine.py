@@ -77,7 +77,8 @@ class Simulation:
         self.system = system
         self.kinds = KindTable(system.trace_kinds)
         self.streams = Streams(seed)
-        self.plan = plan = FaultPlan(self.streams.stream("faults.plan"), options.faults, TICK_US)
+        self.plan = plan = FaultPlan(self.streams.stream("faults.plan"), options.faults, TICK_US,
+                                     self.streams)
         self.bugs = frozenset(options.bugs)
         self.n = n = plan.replicas
         self.nodes_total = n + plan.clients

@@ -91,6 +91,8 @@ def _print(
         if settings.verbose:
             out.write(f"environment: {environment}\n")
             out.writelines(line + "\n" for line in lines)
+            paths = " ".join(f"{path}={count}" for path, count in result.coverage.items())
+            out.write(f"coverage: {paths or '-'}\n")
         out.write(summary_line(result) + "\n")
         if result.status == "failed":
             out.write(f"kind={result.kind} invariant={result.invariant}\n")
