@@ -19,6 +19,7 @@ from voprd.systems.vsr.messages import (
     Entry,
     Message,
     encode_entry,
+    entry_valid,
     make_entry,
 )
 from voprd.systems.vsr.replica import NORMAL, REPAIR_BACKOFF_TICKS_MAX, VIEW_CHANGE, Replica
@@ -59,6 +60,9 @@ class FakeIO:
 
     def cover(self, path: str) -> None:
         self.paths.append(path)
+
+    def entry_chains(self, entry: Entry, parent: int) -> bool:
+        return entry_valid(entry, parent)
 
     def kinds(self) -> list[int]:
         return [msg[0] for _, msg in self.sent]

@@ -236,17 +236,22 @@ class VsrCluster:
         # Committed entries are never rewritten: the only sectors a misdirected write may hit.
         self.disks[replica].write(entry[0], data, commit)
 
+    def entry_chains(self, entry: Entry, parent: int) -> bool:
+        """`entry_valid(entry, parent)`, memoized for the run: each entry is hashed once, however
+        many replicas verify it (a pure function of the entry; the protocol is unchanged)."""
+        known = self.parents.get(entry[5])
+        if known is not None and (known[0] is entry or known[0] == entry):
+            return known[1] == parent
+        if entry_valid(entry, parent):
+            self.parents[entry[5]] = (entry, parent)
+            return True
+        return False
+
     def _check_chain(self, replica: int, entry: Entry) -> None:
-        """log_chain: the entry follows the replica's previous one (each entry is verified once;
-        later writers of it need the same parent)."""
-        op, checksum = entry[0], entry[5]
+        """log_chain: the entry follows the replica's previous one."""
+        op = entry[0]
         log = self._replica(replica).log
-        parent = log[op - 2][5] if op > 1 else 0
-        known = self.parents.get(checksum)
-        if known is not None and known[1] == parent and (known[0] is entry or known[0] == entry):
-            return
-        if known is None and entry_valid(entry, parent):
-            self.parents[checksum] = (entry, parent)
+        if self.entry_chains(entry, log[op - 2][5] if op > 1 else 0):
             return
         raise Violation(
             "log_chain",
