@@ -693,7 +693,7 @@ class Replica:
             return
         same = self._common_prefix(log)
         if not self._log_chains(log, same):
-            return  # a damaged StartView: the primary resends its log (state transfer)
+            return  # a damaged StartView: the primary's next message starts a state transfer
         self.io.cover("start_view")
         self.view = view
         self._install_log(list(log), same)
