@@ -86,20 +86,20 @@ FAULT_KIND_CLASS: dict[str, str] = {
 
 class FaultPlan:
     __slots__ = (
-        "classes", "clients", "clock", "crash", "crash_ppm", "delay_base_us", "delay_jitter_us",
-        "drift_ppm", "dup_q20", "families", "focus", "loss_q20", "misdirect_ppm", "network",
-        "offset_us", "partition_ppm", "partition_us_max", "path_capacity", "pause_ppm",
-        "pause_us_max", "read_corrupt_ppm", "replicas", "request_budget", "restart_us_max",
-        "spike_q20", "spike_us_max", "storage", "storage_faulty", "streams", "switched_off",
-        "timeout_base_ticks", "torn_ppm", "write_error_ppm", "write_latency_us_max",
-        "write_latency_us_min",
+        "_classes", "_streams", "clients", "clock", "crash", "crash_ppm", "delay_base_us",
+        "delay_jitter_us", "drift_ppm", "dup_q20", "families", "focus", "loss_q20",
+        "misdirect_ppm", "network", "offset_us", "partition_ppm", "partition_us_max",
+        "path_capacity", "pause_ppm", "pause_us_max", "read_corrupt_ppm", "replicas",
+        "request_budget", "restart_us_max", "spike_q20", "spike_us_max", "storage",
+        "storage_faulty", "switched_off", "timeout_base_ticks", "torn_ppm", "write_error_ppm",
+        "write_latency_us_max", "write_latency_us_min",
     )
 
     def __init__(
         self, rng: Rng, classes: tuple[str, ...], tick_us: int, streams: Streams | None = None
     ) -> None:
-        self.classes = classes
-        self.streams = streams
+        self._classes = classes
+        self._streams = streams
         # The focused family of a focus seed (see the module docstring), else None.
         self.focus = seed_focus(streams.seed) if streams is not None else None
         focus_class = SWARM_FAMILIES[self.focus] if self.focus is not None else None
@@ -189,12 +189,12 @@ class FaultPlan:
         off."""
         fault_class = SWARM_FAMILIES[name]
         assert name not in self.families, f"family {name!r} decided twice"
-        if fault_class not in self.classes:
+        if fault_class not in self._classes:
             return False
         class_on = bool(getattr(self, fault_class))
-        on = class_on and self.streams is not None and (
+        on = class_on and self._streams is not None and (
             name == self.focus
-            or self.streams.stream(f"swarm.{name}").below(SWARM_OFF_ONE_IN) != 0)
+            or self._streams.stream(f"swarm.{name}").below(SWARM_OFF_ONE_IN) != 0)
         self.families[name] = on
         if class_on and not on:
             self.switched_off = (*self.switched_off, name)
