@@ -31,7 +31,8 @@ BUGS: dict[str, str] = {
     "svc_echo":
         "a replica in a view change answers every StartViewChange of its view with its own "
         "(to help laggards learn the view sooner): a message storm during every view change",
-    "transfer_appends_prepares":
-        "a backup in a state transfer still takes Prepares into its log at their op position "
-        "(dropping what follows), without checking that they chain to the entry before",
+    "transfer_appends_unchecked":
+        "a backup in a state transfer also appends the entries it receives (Prepares, "
+        "transferred entries) to its old log where they follow its end, without the hash-chain "
+        "check (the transfer replaces that log once complete)",
 }

@@ -507,6 +507,8 @@ class Replica:
         base = self.transfer_base
         had = len(transfer)
         for entry in chunk:
+            if "transfer_appends_unchecked" in self.bugs and entry[0] == len(self.log) + 1:
+                self._append(entry)  # kept in the old log meanwhile, unchecked
             if entry[0] == base + len(transfer) + 1:
                 parent = transfer[-1][5] if transfer else (self.log[base - 1][5] if base else 0)
                 if not self._chains(entry, parent):
@@ -533,13 +535,8 @@ class Replica:
         op = entry[0]
         log = self.log
         if self.transfer is not None:
-            if "transfer_appends_prepares" in self.bugs and self.commit < op <= len(log) + 1:
-                # Taken in at its position (what follows dropped), without the chain check.
-                del log[op - 1:]
-                self.io.disk_truncate(self.rid, op - 1)
-                for slot in [s for s in self.pending if s >= op]:
-                    del self.pending[slot]
-                self._append(entry)
+            if "transfer_appends_unchecked" in self.bugs and op == len(log) + 1:
+                self._append(entry)  # kept in the old log meanwhile, unchecked
             self._request_entries(False)
             return
         if op == len(log) + 1:
