@@ -28,7 +28,7 @@ from voprd.sim.run import run_seed
 from voprd.sim.system import System
 from voprd.targets.loader import TargetNotFound, load_system
 
-DEFAULT_SEED_BUDGET = 500
+DEFAULT_SEED_BUDGET = 2000
 DEFAULT_WORKERS = 2
 TRIAL_STRIDE = 1_000_000  # trial k hunts from seed k * TRIAL_STRIDE
 # Seeds submitted ahead of the lowest unfinished one, per worker: keeps both cores busy while
