@@ -10,6 +10,7 @@ from voprd.options import FAULT_CLASSES, RunOptions
 from voprd.sim.clock import TICK_US
 from voprd.sim.engine import Simulation
 from voprd.sim.faults import (
+    FOCUS_REPLICAS_MIN,
     FOCUS_SEED_BASE,
     SWARM_FAMILIES,
     SWARM_OFF_ONE_IN,
@@ -82,6 +83,7 @@ def test_families_switch_off_in_some_seeds_from_their_own_stream() -> None:
 def test_a_focus_seed_forces_its_family_on_and_raises_its_levels(family: str) -> None:
     plans = [_plan(focus_seed(family, serial)) for serial in range(40)]
     assert all(plan.focus == family and getattr(plan, family) for plan in plans)
+    assert all(plan.replicas >= FOCUS_REPLICAS_MIN for plan in plans)
     assert all(f"focus={family}" in plan.describe() for plan in plans)
     unfocused = [_plan(seed) for seed in range(40)]
     knob = {"network": "partition_ppm", "crash": "crash_ppm", "storage": "write_error_ppm",

@@ -13,8 +13,9 @@ moves no other draw) and draws its intensities with `FaultPlan.level(name, rng, 
 
 Focus seeds: seeds from `FOCUS_SEED_BASE` up are a separate space (the daemon's coverage-steered
 extra seeds, `voprd.core.coverage`): bits 40..55 hold a family's code (`family_code`), and such a
-seed draws exactly like any other except that the focused family (and its class) is on, and its
-`level`s land in the upper half of their range. The seed number alone still decides the run.
+seed draws exactly like any other except that the focused family (and its class) is on, its
+`level`s land in the upper half of their range and the cluster has at least
+`FOCUS_REPLICAS_MIN` servers. The seed number alone still decides the run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ SWARM_FAMILIES: dict[str, str] = {
 }
 
 FOCUS_SEED_BASE = 1 << 62
+FOCUS_REPLICAS_MIN = 3  # a focus seed's cluster: one server exercises no replication protocol
 FOCUS_CODE_SHIFT = 40
 FOCUS_SERIAL_MASK = (1 << FOCUS_CODE_SHIFT) - 1
 
@@ -107,6 +109,8 @@ class FaultPlan:
         self.families: dict[str, bool] = {}
         roll = rng.below(100)
         self.replicas = 1 if roll < 15 else (3 if roll < 65 else 5)
+        if self.focus is not None:
+            self.replicas = max(self.replicas, FOCUS_REPLICAS_MIN)  # a focus needs replication
         self.clients = rng.between(1, 5)
         self.request_budget = rng.between(40, 240)
         self.timeout_base_ticks = rng.between(10, 25)
