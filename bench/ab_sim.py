@@ -99,6 +99,13 @@ def main() -> int:
     print(f"seeds {args.start}..{args.start + args.count - 1} x {args.rounds} rounds, interleaved: "
           f"base {args.base} {rate['base']:,.0f} events/s, this checkout {rate['new']:,.0f} "
           f"events/s, new/base {rate['new'] / rate['base']:.4f}")
+    if args.different_runs:
+        seeds = args.count * args.rounds
+        print(f"  events: base {events['base']:,}, this checkout {events['new']:,} "
+              f"(new/base {events['new'] / events['base']:.4f}); CPU per seed: base "
+              f"{1000 * spent['base'] / seeds:.1f} ms, this checkout "
+              f"{1000 * spent['new'] / seeds:.1f} ms (new/base "
+              f"{spent['new'] / spent['base']:.4f})")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Soak: run a range of seeds with all faults on an engine target; every seed must pass.
 
 Usage: python bench/soak_sim.py [--start 0] [--count 2000] [--workers 2] [--faults all]
-                                [--target builtin]
+                                [--target builtin] [--max-events N]
 (a plugin such as the example: PYTHONPATH=examples ... --target abd_register:AbdRegister)
 Prints each failing seed with its reproduce command, then a summary; exits 1 if any seed failed.
 """
@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 from voprd.events import SeedResult
-from voprd.options import RunOptions, parse_faults, reproduce_command
+from voprd.options import DEFAULT_MAX_EVENTS, RunOptions, parse_faults, reproduce_command
 from voprd.sim.run import run_seed
 from voprd.sim.system import System
 from voprd.targets.loader import load_system
@@ -38,8 +38,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--faults", default="all")
     parser.add_argument("--target", default="builtin")
+    parser.add_argument("--max-events", type=int, default=DEFAULT_MAX_EVENTS)
     args = parser.parse_args()
-    options = RunOptions(target=args.target, faults=parse_faults(args.faults))
+    options = RunOptions(target=args.target, faults=parse_faults(args.faults),
+                         max_events=args.max_events)
     started = time.perf_counter()
     failed: list[SeedResult] = []
     bounds: Counter[str] = Counter()

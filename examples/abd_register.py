@@ -112,6 +112,8 @@ class Server:
         return Recovery(len(self.keys) - len(self.damaged), bool(self.damaged), detail)
 
     def restart(self) -> None:
+        if self.damaged:
+            self.env.cover("damaged_restart")
         for key in sorted(self.damaged):
             self.env.note(self.index, "repair", self.keys.index(key), 0, f"{key} damaged")
             self._ask_repair(key)
@@ -151,6 +153,7 @@ class Server:
                 del self.repairs[key]
                 self._adopt(key, max(replies.values(), key=lambda r: r[0]))
                 self.damaged.discard(key)
+                self.env.cover("repair")
                 self.env.note(self.index, "repair", self.keys.index(key), 1, f"{key} repaired")
         elif kind == GOSSIP:
             for key, tag, value in msg[2]:
@@ -244,6 +247,7 @@ class Client:
             self.waiting_ticks += 1
             if self.waiting_ticks >= self.cluster.timeout_ticks:
                 self.waiting_ticks = 0
+                self.env.cover("retry")
                 self.env.note(self.node, "retry", self.op_id, 0, f"{self.phase} timed out")
                 self._broadcast()
             return
@@ -283,6 +287,8 @@ class Client:
                 return
             tag, value = max(self.replies.values(), key=lambda r: r[0])
             name, key, new_value = self.op
+            if name == "read" and len({reply[0] for reply in self.replies.values()}) > 1:
+                self.env.cover("read_write_back")  # the quorum disagreed: the write-back matters
             if name == "write":
                 writer = 0 if "writer_not_in_tag" in self.env.bugs else self.node
                 tag, value = (tag[0] + 1, writer), new_value
@@ -400,6 +406,8 @@ class AbdRegister(System):
     cluster_sizes = (1, 2, 3, 4, 5, 6)
     message_checksums = True
     trace_kinds: Mapping[str, int] = MappingProxyType({"durable": 64, "repair": 65})
+    # Protocol paths counted with env.cover (a seed's coverage; the daemon steers focus seeds).
+    coverage_paths = ("read_write_back", "retry", "damaged_restart", "repair")
 
     def start(self, env: Env) -> AbdCluster:
         return AbdCluster(env)

@@ -4,6 +4,7 @@ and named in the alert; `--bug` validated at start; bounds reached surfaced."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -13,10 +14,11 @@ import msgspec
 
 from tests.aws_fixtures import ROOT, AwsWorld, boto, sns_messages
 from tests.aws_fixtures import daemon_env as aws_daemon_env
-from tests.test_daemon_e2e import env_with, events
+from tests.test_daemon_e2e import checkpoint, env_with, events, start, wait_for
 from voprd.core.records import read_failure
 from voprd.events import StatusData
 from voprd.service.status_cli import render
+from voprd.sim.faults import is_focus_seed, seed_focus
 
 BUG = "ack_before_fsync"  # seed 0 fails at once (durability); seeds 1..3 pass
 REPORT_WINDOW_S = 120
@@ -122,17 +124,67 @@ def test_unknown_bug_is_refused_at_start_naming_the_flag(tmp_path: Path) -> None
     assert not (tmp_path / "s" / "checkpoint.json").exists()
 
 
-def test_bounds_reached_in_iterations_and_status(tmp_path: Path) -> None:
+def test_bounds_reached_recurring_and_coverage_in_iterations_and_status(tmp_path: Path) -> None:
+    # 3,000 events and no faults: 16 of seeds 0..23 use up the safety phase's share (2,250), are
+    # healed and pass (a bound in the safety phase is reported, not a failure); seeds 0..23 hold
+    # two configurations with 3 such seeds each: recurring.
     state = tmp_path / "state"
     done = subprocess.run(
-        [sys.executable, "-m", "voprd", "--state-dir", str(state), "-n", "3", "--workers", "2",
-         "--max-events", "200", "--json"],
-        cwd=ROOT, env=env_with(), capture_output=True, timeout=60,
+        [sys.executable, "-m", "voprd", "--state-dir", str(state), "-n", "24", "--workers", "2",
+         "--faults", "none", "--max-events", "3000", "--json"],
+        cwd=ROOT, env=env_with(), capture_output=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     iterations = [data for kind, data in events(done.stdout) if kind == "iteration"]
-    assert len(iterations) == 3
-    assert all(data["bounds_reached"] == ["max_events"] for data in iterations)
+    assert len(iterations) == 24 and all(data["status"] == "ok" for data in iterations)
+    limited = [data for data in iterations if data.get("bounds_reached")]
+    assert len(limited) == 16
+    assert all(data["bounds_reached"] == ["safety_events_limit"] for data in limited)
+    assert not any("focus" in data for data in iterations)  # a bounded run has no focus seeds
     status = read_status((state / "status.json").read_bytes())
-    assert status.bounds_reached == {"max_events": 3}
-    assert "max_events 3" in render(status)
+    assert status.bounds_reached == {"safety_events_limit": 16}
+    recurring = {(row.config, row.seeds) for row in status.bounds_recurring}
+    assert recurring == {("replicas=3 clients=1 on=none", 3), ("replicas=3 clients=5 on=none", 3)}
+    assert status.coverage is not None and status.coverage.seeds == 24
+    assert status.coverage.focus_seeds == 0 and status.coverage.paths["repair"] > 0
+    text = render(status)
+    assert "safety_events_limit 16" in text
+    assert "recurring: safety_events_limit in 3 of 3 seeds of replicas=3 clients=1 on=none" in text
+    assert "coverage (seeds per path, of 24):" in text
+
+
+def test_an_unbounded_run_adds_focus_seeds_outside_its_exact_progress(tmp_path: Path) -> None:
+    """Focus seeds (one after every 2 seeds here) run, are reported and reproduce from their
+    number alone; the checkpoint holds exactly the run's own seeds."""
+    state = tmp_path / "state"
+    proc = start(state, "--workers", "1", "--focus-every", "2", "--json", "--drain-timeout", "30")
+    try:
+        wait_for(lambda: (state / "checkpoint.json").exists()
+                 and checkpoint(state).total_iterations >= 12, timeout_s=300)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    iterations = [data for kind, data in events(out) if kind == "iteration"]
+    focus = [data for data in iterations if "focus" in data]
+    own = {int(data["seed"]) for data in iterations if "focus" not in data}  # type: ignore[call-overload]
+    assert len(focus) >= 5
+    for data in focus:
+        seed = int(data["seed"])  # type: ignore[call-overload]
+        assert is_focus_seed(seed) and seed_focus(seed) == data["focus"]
+    cp = checkpoint(state)
+    assert set(range(cp.watermark)) | set(cp.done_above) == own
+    status = read_status((state / "status.json").read_bytes())
+    assert status.coverage is not None and status.coverage.focus_seeds == len(focus)
+    assert status.coverage.seeds == len(iterations)
+    assert {arm.family for arm in status.coverage.focus_arms} == {"network", "crash", "storage",
+                                                                  "clock"}
+    assert "focus seeds:" in render(status)
+    replay = subprocess.run(
+        [sys.executable, "-m", "voprd", "--once", "--seed", str(focus[0]["seed"]), "--json"],
+        cwd=ROOT, env=env_with(), capture_output=True, timeout=120,
+    )
+    replayed = next(data for kind, data in events(replay.stdout) if kind == "iteration")
+    assert (replayed["trace_hash"], replayed["events"]) == (
+        focus[0]["trace_hash"], focus[0]["events"])

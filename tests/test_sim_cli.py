@@ -121,9 +121,14 @@ def test_list_bugs() -> None:
 
 
 def test_json_reports_the_bounds_a_seed_reached() -> None:
+    # 100 events: the safety phase uses its share (75) and the liveness phase cannot converge in
+    # the other 25: both bounds are reported, and the second one is the verdict.
     proc = voprd("--once", "--seed", "5", "--max-events", "100", "--json")
+    assert proc.returncode == 1, proc.stderr
     data = json.loads(proc.stdout)["data"]
-    assert data["bounds_reached"] == ["max_events"], data
+    assert data["bounds_reached"] == ["safety_events_limit", "max_events"], data
+    assert (data["status"], data["kind"], data["invariant"]) == ("failed", "liveness", "liveness")
+    assert "bound max_events reached" in data["message"], data
 
 
 def test_reproduce_names_check_determinism() -> None:

@@ -101,7 +101,9 @@ def test_check_determinism_passes_for_the_simulator() -> None:
 def test_max_events_bound_is_reported() -> None:
     result, _ = run_seed(3, RunOptions(max_events=200), VSR)
     assert result.events == 200
-    assert "max_events" in result.bounds_reached
+    assert result.bounds_reached == ["safety_events_limit", "max_events"]
+    # Reached in the liveness phase, the bound is the verdict.
+    assert (result.status, result.kind, result.invariant) == ("failed", "liveness", "liveness")
 
 
 def test_the_seeds_checked_across_processes_exercise_the_later_fault_families() -> None:
@@ -121,3 +123,30 @@ def test_the_seeds_checked_across_processes_exercise_the_later_fault_families() 
         held += sum(e.kind == "hold" for e in trace)  # messages a frozen replica got late
     assert any("bridge" in d for d in partitions) and any("servers" in d for d in partitions)
     assert held > 0
+
+
+_FOCUS_SCRIPT = """
+import json
+from voprd.options import RunOptions
+from voprd.sim.faults import SWARM_FAMILIES, focus_seed
+from voprd.sim.run import run_seed
+from voprd.systems.vsr import VSR
+out = {}
+for family in SWARM_FAMILIES:
+    result, _ = run_seed(focus_seed(family, 5), RunOptions(), VSR)
+    out[family] = [result.trace_hash, result.events, result.config, result.coverage]
+print(json.dumps(out))
+"""
+
+
+def test_focus_seeds_and_coverage_agree_across_hash_seeds() -> None:
+    outputs = [
+        json.loads(subprocess.run(
+            [sys.executable, "-c", _FOCUS_SCRIPT], cwd=ROOT,
+            env=dict(os.environ, PYTHONHASHSEED=hash_seed), capture_output=True, text=True,
+            check=True,
+        ).stdout)
+        for hash_seed in ("3", "977")
+    ]
+    assert outputs[0] == outputs[1]
+    assert all(coverage for _, _, _, coverage in outputs[0].values())

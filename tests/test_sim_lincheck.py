@@ -109,6 +109,21 @@ def test_selftest_catches_a_subset_of_bugs() -> None:
     assert {"linearizability", "commit_monotonic"} <= set(report["invariants"])
 
 
+def test_selftest_trials_hunt_from_fresh_seeds_and_give_median_and_worst() -> None:
+    proc = voprd("selftest", "--seeds", "40", "--trials", "3", "--json",
+                 "--bug", "ack_before_fsync")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (entry,) = json.loads(proc.stdout)["bugs"]
+    trials = entry["trials"]
+    assert len(trials) == 3 and all(t is None or 1 <= t <= 40 for t in trials)
+    assert trials[0] == entry["seeds_run"] == 1  # the first trial (from seed 0) is reported
+    counted = sorted(40 if t is None else t for t in trials)  # a survived trial counts 40
+    assert entry["median_seeds_to_detection"] == counted[1]
+    assert entry["worst_seeds_to_detection"] == counted[2]
+    text = voprd("selftest", "--seeds", "40", "--trials", "2", "--bug", "ack_before_fsync").stdout
+    assert "trials: median" in text and "worst" in text
+
+
 def test_selftest_fails_when_a_bug_survives_its_budget() -> None:
     # recovery_any_response needs a damaged restart: seed 0 alone does not catch it.
     proc = voprd("selftest", "--seeds", "1", "--bug", "recovery_any_response")

@@ -161,7 +161,8 @@ def _system_flags(parser: argparse.ArgumentParser, mode: str) -> None:
     )
     group.add_argument(
         "--max-events", dest="max_events", type=_int_at_least(1), metavar="N",
-        help="bound on simulated events per seed (reaching it is reported)",
+        help="bound on simulated events per seed; the safety phase may use 3/4 of it "
+             "(reported), reaching it in the liveness phase fails the seed (liveness)",
     )
     group.add_argument(
         "--bug", dest="bugs", action="append", metavar="NAME",
@@ -194,7 +195,6 @@ def _replay_output_flags(parser: argparse.ArgumentParser, mode: str) -> None:
 
 
 def _pool_flags(parser: argparse.ArgumentParser, mode: str) -> None:
-    del mode
     group = parser.add_argument_group("worker pool")
     group.add_argument(
         "--workers", type=_int_at_least(1), metavar="N",
@@ -217,6 +217,12 @@ def _pool_flags(parser: argparse.ArgumentParser, mode: str) -> None:
         help="seeds handed to a worker at a time (default 4; 16 for --target exec); in a fleet, "
              "seeds per S3 lease (default: about a minute of this daemon's work)",
     )
+    if mode != "run":  # a bounded run has no focus seeds
+        group.add_argument(
+            "--focus-every", dest="focus_every", type=_int_at_least(0), metavar="N",
+            help="unbounded runs of an engine target: after every N seeds, one extra focus "
+                 "seed steered toward the least-covered protocol path (default 8; 0: none)",
+        )
 
 
 def _state_flags(parser: argparse.ArgumentParser, mode: str) -> None:

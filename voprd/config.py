@@ -66,6 +66,8 @@ class Settings(msgspec.Struct, kw_only=True):
     reset: bool = False
     state_dir: str | None = None
     checkpoint_file: str | None = None
+    # One coverage-steered focus seed after every N seeds of an unbounded local run (0: none).
+    focus_every: Annotated[int, msgspec.Meta(ge=0)] = 8
     # AWS backend (used when bucket is set).
     bucket: str | None = None
     sns_topic_arn: str | None = None

@@ -32,6 +32,11 @@ class SeedResult(msgspec.Struct, kw_only=True):
     duration_s: float = 0.0
     # Bounds reached during the run (e.g. "max_events"); reported, never silent.
     bounds_reached: list[str] = msgspec.field(default_factory=list)
+    # The seed's configuration fingerprint (cluster shape and the fault families it drew on,
+    # `voprd.sim.faults.FaultPlan.fingerprint`): what a recurring bound is counted per.
+    config: str = ""
+    # Protocol paths the run exercised (`System.coverage_paths`), non-zero counts only.
+    coverage: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class StartData(msgspec.Struct, kw_only=True):
@@ -53,6 +58,8 @@ class IterationData(msgspec.Struct, kw_only=True, omit_defaults=True):
     reproduce: str | None = None
     # Bounds the seed reached (SeedResult.bounds_reached); omitted when none.
     bounds_reached: list[str] = msgspec.field(default_factory=list)
+    # A focus seed's fault family (an extra seed, outside the run's progress); omitted otherwise.
+    focus: str | None = None
 
 
 class BatchCompleteData(msgspec.Struct, kw_only=True):
@@ -101,6 +108,39 @@ class FleetDaemonStatus(msgspec.Struct, kw_only=True):
     records_quarantined: int = 0
 
 
+class BoundRecurrence(msgspec.Struct, kw_only=True):
+    """A bound that recurs: `seeds` of the `config_seeds` seeds of configuration `config` (since
+    the daemon started) reached it (`voprd.core.coverage.BoundTally`)."""
+
+    bound: str
+    config: str
+    seeds: int
+    config_seeds: int
+    first_seed: int
+    last_seed: int
+
+
+class FocusArm(msgspec.Struct, kw_only=True):
+    """The focus seeds of one fault family: how many ran, and per path how many exercised it."""
+
+    family: str
+    seeds: int
+    paths: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class CoverageStatus(msgspec.Struct, kw_only=True):
+    """Protocol-path coverage since the daemon started (`voprd.core.coverage.CoverageTally`):
+    per path, the seeds that exercised it; the rarest exercised path; the focus seeds."""
+
+    seeds: int
+    paths: dict[str, int]
+    rarest: str | None
+    focus_seeds: int
+    focus_failures: int
+    focus_current: str | None
+    focus_arms: list[FocusArm] = msgspec.field(default_factory=list)
+
+
 class StatusData(msgspec.Struct, kw_only=True):
     """The `status` event (SIGUSR1 dump, status.json)."""
 
@@ -129,6 +169,10 @@ class StatusData(msgspec.Struct, kw_only=True):
     health: str = "ok"
     health_detail: str = ""
     fleet: FleetDaemonStatus | None = None
+    # Bounds that recur for one configuration (since this start), most first.
+    bounds_recurring: list[BoundRecurrence] = msgspec.field(default_factory=list)
+    # Protocol-path coverage and focus seeds (engine targets that report coverage), since start.
+    coverage: CoverageStatus | None = None
 
 
 EventType = Literal["start", "iteration", "batch_complete", "status"]

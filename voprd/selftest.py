@@ -5,7 +5,9 @@ voprd/systems/vsr/bugs.py; a plugin's `System.bugs`) over seeds 0, 1, 2, ... unt
 failure, in a process pool, and prints per bug the first failing seed, the invariant that caught it
 and the seeds run. A caught seed is run again without the bug and must pass, so the failure is the
 bug's doing. Exit 0 if every bug is caught within its seed budget, 1 if any survives, 2 on a usage
-error.
+error. `--trials K` hunts each bug K times, from seeds 0, 1,000,000, 2,000,000, ... (fresh seeds
+each time), and reports its median and worst seeds-to-detection over the trials: one lucky first
+seed says little about how findable a bug is.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from voprd.sim.run import run_seed
 from voprd.sim.system import System
 from voprd.targets.loader import TargetNotFound, load_system
 
-DEFAULT_SEED_BUDGET = 500
+DEFAULT_SEED_BUDGET = 2000
 DEFAULT_WORKERS = 2
+TRIAL_STRIDE = 1_000_000  # trial k hunts from seed k * TRIAL_STRIDE
 # Seeds submitted ahead of the lowest unfinished one, per worker: keeps both cores busy while
 # bounding the seeds run past the first failure.
 WINDOW_PER_WORKER = 2
@@ -45,6 +48,11 @@ class BugReport(msgspec.Struct, kw_only=True):
     clean_passes: bool | None = None
     reproduce: str | None = None
     elapsed_s: float = 0.0
+    # With --trials K: seeds run in each trial (None: survived that trial's budget), and the
+    # median and worst over the trials (a trial that survived counts as its budget).
+    trials: list[int | None] = msgspec.field(default_factory=list)
+    median_seeds_to_detection: float | None = None
+    worst_seeds_to_detection: int | None = None
 
 
 class SelftestReport(msgspec.Struct, kw_only=True):
@@ -70,17 +78,17 @@ def _run(
 
 def hunt(
     pool: ProcessPoolExecutor, target: str, bug: str, seed_budget: int, window: int,
-    faults: tuple[str, ...] = FAULT_CLASSES,
+    faults: tuple[str, ...] = FAULT_CLASSES, start: int = 0,
 ) -> BugReport:
-    """The first seed (in order) below `seed_budget` that fails with `bug` on."""
+    """The first seed (in order) of start..start+seed_budget-1 that fails with `bug` on."""
     assert seed_budget > 0 and window > 0
     started = time.perf_counter()
     in_flight: collections.deque[Future[SeedResult]] = collections.deque()
-    next_seed = 0
+    next_seed = start
     seeds_run = 0
     found: SeedResult | None = None
-    while found is None and (in_flight or next_seed < seed_budget):
-        while len(in_flight) < window and next_seed < seed_budget:
+    while found is None and (in_flight or next_seed < start + seed_budget):
+        while len(in_flight) < window and next_seed < start + seed_budget:
             in_flight.append(pool.submit(_run, next_seed, target, (bug,), faults))
             next_seed += 1
         result = in_flight.popleft().result()
@@ -106,15 +114,25 @@ def hunt(
 
 def run_selftest(
     bugs: list[str], seed_budget: int, workers: int, target: str = "builtin",
-    faults: tuple[str, ...] = FAULT_CLASSES,
+    faults: tuple[str, ...] = FAULT_CLASSES, trials: int = 1,
 ) -> SelftestReport:
-    assert bugs and seed_budget > 0 and workers > 0
+    assert bugs and seed_budget > 0 and workers > 0 and trials > 0
     reports: list[BugReport] = []
+    window = workers * WINDOW_PER_WORKER
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for bug in bugs:
-            reports.append(
-                hunt(pool, target, bug, seed_budget, workers * WINDOW_PER_WORKER, faults)
-            )
+            report = hunt(pool, target, bug, seed_budget, window, faults)
+            if trials > 1:
+                runs = [report] + [hunt(pool, target, bug, seed_budget, window, faults,
+                                        start=k * TRIAL_STRIDE) for k in range(1, trials)]
+                report.trials = [r.seeds_run if r.caught and r.clean_passes else None
+                                 for r in runs]
+                counted = [seeds if seeds is not None else seed_budget
+                           for seeds in report.trials]
+                report.median_seeds_to_detection = statistics.median(counted)
+                report.worst_seeds_to_detection = max(counted)
+                report.elapsed_s = sum(r.elapsed_s for r in runs)
+            reports.append(report)
     caught = [r for r in reports if r.caught]
     return SelftestReport(
         target=target,
@@ -135,6 +153,9 @@ def _line(report: BugReport) -> str:
             f"seeds run {report.seeds_run:<4} ({report.elapsed_s:.1f}s)")
     if not report.clean_passes:
         line += "  BUT the seed also fails without the bug"
+    if report.trials:
+        line += (f"  trials: median {report.median_seeds_to_detection:g}, worst "
+                 f"{report.worst_seeds_to_detection}")
     return line
 
 
@@ -169,6 +190,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--faults", type=_faults, default=FAULT_CLASSES,
                         help="fault classes: all (default), none, or a comma list of "
                              + ",".join(FAULT_CLASSES) + " (e.g. to show a bug needs a class)")
+    parser.add_argument("--trials", type=_positive, default=1,
+                        help="hunt each bug this many times from fresh seeds (0, 1,000,000, "
+                             "...) and report median and worst seeds-to-detection (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
@@ -182,7 +206,7 @@ def main(argv: list[str]) -> int:
         system.validate_bugs(bugs)
     except ValueError as error:
         parser.error(f"--bug: {error}")
-    report = run_selftest(bugs, args.seeds, args.workers, args.target, args.faults)
+    report = run_selftest(bugs, args.seeds, args.workers, args.target, args.faults, args.trials)
     if args.json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:

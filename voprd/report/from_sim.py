@@ -87,7 +87,8 @@ class _RecordingSimulation(Simulation):
         super().__init__(seed, options, system, record_trace=True)
         # What the seed drew, before the liveness phase changes any of it.
         plan = self.plan
-        self.drawn = {name: str(getattr(plan, name)) for name in sorted(type(plan).__slots__)}
+        self.drawn = {name: str(getattr(plan, name)) for name in sorted(type(plan).__slots__)
+                      if not name.startswith("_")}
 
     def _sender(self) -> Callable[[int, int, Message_], None]:
         network_send = super()._sender()

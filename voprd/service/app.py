@@ -33,6 +33,7 @@ import structlog
 
 from voprd import __version__
 from voprd.config import ConfigError, Settings, imds_endpoint
+from voprd.core.coverage import BoundTally, CoverageTally, FocusSource
 from voprd.core.failures import (
     AlertPolicy,
     FailureInfo,
@@ -79,6 +80,7 @@ from voprd.service.notify import Notifier
 from voprd.service.protocol import WorkerConfig
 from voprd.service.report_worker import ReportJob
 from voprd.service.supervisor import SeedSource, Supervisor, WorkerStartupError
+from voprd.sim.faults import SWARM_FAMILIES, is_focus_seed, seed_focus
 from voprd.sinks.base import Backend
 from voprd.sinks.factory import make_backend, resolve_state_dir
 from voprd.sinks.local import (
@@ -223,6 +225,9 @@ class Daemon:
         self.done_this_start = 0
         self.failures_this_start: list[int] = []
         self.bounds_reached: dict[str, int] = {}  # seeds since start that reached each bound
+        self.bound_tally = BoundTally()  # bounds per configuration: those that recur
+        self.coverage: CoverageTally | None = None  # engine targets: protocol-path coverage
+        self.focus: FocusSource | None = None  # unbounded local runs: coverage-steered seeds
         self.last_checkpoint: str | None = None
         self.last_checkpoint_s: float | None = None
         self.state = "starting"
@@ -443,22 +448,28 @@ class Daemon:
         else:
             record = JournalRecord(seed=seed, failed=False)
         record = with_metrics(record, result, time.time())
-        self.journal.append(record)
-        if not self.progress.record(record):
-            if self.fleet is not None:  # counted before; this batch's run still needs it
-                await self.fleet.seed_done(seed, failed)
-            return
-        self._checkpoint_dirty = True
+        # A focus seed is extra: alerted and archived, never in the run's exact progress (nor in
+        # the journal: its metrics are counted at once, not exactly across a crash).
+        focus = (seed_focus(seed) or "?") if is_focus_seed(seed) else None
+        if focus is None:
+            self.journal.append(record)
+            if not self.progress.record(record):
+                if self.fleet is not None:  # counted before; this batch's run still needs it
+                    await self.fleet.seed_done(seed, failed)
+                return
+            self._checkpoint_dirty = True
+            self._uncommitted.append(record)  # counted in the metrics once durable
+        else:
+            self.metrics.add(record.minute_unix, failed=record.failed, events=record.events,
+                             duration_s=record.duration_s)
         self.done_this_start += 1
-        self._uncommitted.append(record)  # counted in the metrics once durable
-        for bound in result.bounds_reached:
-            self.bounds_reached[bound] = self.bounds_reached.get(bound, 0) + 1
+        self._observe(result)
         iteration = IterationData(
             seed=seed, status=result.status, events=result.events,
             simulated_time_ms=result.simulated_time_ms, trace_hash=result.trace_hash,
             kind=result.kind or ("invariant" if failed else None), invariant=result.invariant,
             message=result.message, reproduce=reproduce if failed else None,
-            bounds_reached=list(result.bounds_reached),
+            bounds_reached=list(result.bounds_reached), focus=focus,
         )
         self.event("iteration", iteration)
         if self.settings.log_iterations:  # per-seed lines to the event log (CloudWatch) too
@@ -703,6 +714,29 @@ class Daemon:
                           seeds_done=self.progress.total_iterations, rate_per_s=self.rate())
                 last_progress_s = now
 
+    def _observe(self, result: SeedResult) -> None:
+        """A seed counted for the status: its bounds (per configuration) and coverage."""
+        for bound in result.bounds_reached:
+            self.bounds_reached[bound] = self.bounds_reached.get(bound, 0) + 1
+        self.bound_tally.observe(result.seed, result.config, result.bounds_reached)
+        if self.coverage is not None:
+            self.coverage.observe(result, seed_focus(result.seed))
+
+    def _seed_source(self, source: SeedSource) -> SeedSource:
+        """Coverage for an engine target; with it, in an unbounded run without a fleet, focus
+        seeds (one after every --focus-every seeds; 0: none) steered toward rare paths."""
+        system = engine_system(self.options.target)
+        if system is None:
+            return source
+        families = [name for name, fault_class in SWARM_FAMILIES.items()
+                    if fault_class in self.options.faults]
+        self.coverage = CoverageTally(system.coverage_paths, families)
+        every = self.settings.focus_every
+        if every == 0 or self.settings.iterations is not None or self.fleet is not None:
+            return source
+        self.focus = FocusSource(source, self.coverage, every)
+        return self.focus
+
     def rate(self) -> float:
         elapsed = max(time.monotonic() - self.started_s, 1e-6)
         return round(self.done_this_start / elapsed, 3)
@@ -728,6 +762,9 @@ class Daemon:
             bounds_reached=dict(sorted(self.bounds_reached.items())),
             mode=self.settings.mode, health="degraded" if self._health_degraded else "ok",
             health_detail=self._health_degraded or "", fleet=self.fleet_status(),
+            bounds_recurring=self.bound_tally.recurring(),
+            coverage=(self.coverage.status(self.focus.current if self.focus else None)
+                      if self.coverage is not None else None),
         )
 
     def fleet_status(self) -> FleetDaemonStatus | None:
@@ -907,6 +944,7 @@ class Daemon:
                 await self.backend.close()
                 raise Refused(f"fleet run {self.settings.run_name!r}: {exc}") from exc
             batch_size = min(batch_size, self.fleet.fleet.space.batch_size)
+        source = self._seed_source(source)
         self.supervisor = Supervisor(
             config=WorkerConfig(target=self.settings.target, exec_cmd=self.settings.exec_cmd,
                                 options=self.options, memory_mb=self.settings.worker_memory_mb),

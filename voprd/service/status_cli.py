@@ -256,6 +256,18 @@ def render(status: StatusData) -> str:
         bounds = ", ".join(f"{one_line(name)} {count}"
                            for name, count in status.bounds_reached.items())
         lines.append(f"  seeds that reached a bound (since start): {bounds}")
+    for recurring in status.bounds_recurring:
+        lines.append(f"    recurring: {recurring.bound} in {recurring.seeds} of "
+                     f"{recurring.config_seeds} seeds of {recurring.config} (seeds "
+                     f"{recurring.first_seed}..{recurring.last_seed})")
+    coverage = status.coverage
+    if coverage is not None:
+        paths = ", ".join(f"{path} {seeds}" for path, seeds in coverage.paths.items())
+        lines.append(f"  coverage (seeds per path, of {coverage.seeds}): {paths or '-'}")
+        if coverage.focus_seeds or coverage.focus_current:
+            lines.append(f"    focus seeds: {coverage.focus_seeds} ({coverage.focus_failures} "
+                         f"failed), toward {coverage.rarest or '-'} via "
+                         f"{coverage.focus_current or '-'}")
     lines.append("  workers:")
     for worker in status.workers:
         doing = (f"seed {worker.seed} for {worker.running_s:.1f} s" if worker.seed is not None

@@ -29,7 +29,7 @@ from voprd.sim.gray import Slowdowns
 from voprd.sim.history import History
 from voprd.sim.nemesis import Nemesis
 from voprd.sim.network import Network
-from voprd.sim.phases import DONE, SAFETY, Phases
+from voprd.sim.phases import DONE, LIVENESS, SAFETY, Phases
 from voprd.sim.prng import Rng, Streams
 from voprd.sim.storage import Disk, Storage
 from voprd.sim.system import Cluster, Message, Output, System, Violation
@@ -66,6 +66,11 @@ _K_HOLD = K["hold"]
 Failure = tuple[str, str | None, str]  # (kind, invariant, message)
 
 
+class RunOver(Exception):
+    """Unwinds the event loop (and any system code on the stack) when a bound reached in the
+    liveness phase ended the run."""
+
+
 class Simulation:
     """Runs one seed of `system`."""
 
@@ -83,6 +88,7 @@ class Simulation:
         self.plan = plan = FaultPlan(
             self.streams.stream("faults.plan"), options.faults, TICK_US, sizes=sizes,
             core_size=system.core_size, rng2=self.streams.stream("faults.plan.2"),
+            streams=self.streams,
         )
         self.bugs = frozenset(options.bugs)
         self.n = n = plan.replicas
@@ -100,6 +106,7 @@ class Simulation:
         self.peers: list[int] = []
         self.fault_counts: dict[str, int] = {}
         self.bounds: list[str] = []
+        self.coverage: dict[str, int] = dict.fromkeys(system.coverage_paths, 0)
         self.failure: Failure | None = None
         self.phase = SAFETY
         self.core: tuple[int, ...] = ()
@@ -158,9 +165,14 @@ class Simulation:
         self.note(node, code, a, b, peer, detail)
 
     def bound(self, name: str) -> None:
+        """An explicit limit was reached: reported in the result's `bounds_reached`; in the
+        liveness phase it is also the verdict (`Phases.bound_verdict`) and ends the run."""
         if name not in self.bounds:
             self.bounds.append(name)
             self.note(NODE_SIM, _K_BOUND, len(self.bounds), 0, detail=name)
+        if self.phase == LIVENESS:
+            self.phases.bound_verdict(name)
+            raise RunOver(name)
 
     # ---- deliveries off the loop's fast path: replays, paused servers --------------------
     def deliver(self, dst: int, msg: Message) -> None:
@@ -245,7 +257,16 @@ class Simulation:
             self.push(1 + c - self.n, EV_CLIENT_TICK, c, None)
         self.nemesis.start()
         try:
-            self._loop()
+            # The safety phase gets a share of the events, so a storm in it still leaves the
+            # liveness phase room to prove convergence (a bound there is a verdict).
+            self._loop(self.phases.safety_events_max(self.options.max_events))
+            if self.phase == SAFETY and self.queue:
+                self.phases.events_exhausted()
+            self._loop(self.options.max_events)
+            if self.queue:
+                self.bound("max_events")
+        except RunOver:
+            pass  # the run ended at a bound in the liveness phase (its verdict is recorded)
         except Violation as violation:
             self.failure = ("invariant", violation.invariant, violation.message)
             self.note(NODE_SIM, _K_PHASE, DONE, 1, detail=f"violation {violation.invariant}")
@@ -253,7 +274,8 @@ class Simulation:
             self.failure = ("crash", None, traceback.format_exc())
             self.note(NODE_SIM, _K_PHASE, DONE, 2, detail="exception in replica code")
 
-    def _loop(self) -> None:
+    def _loop(self, events_max: int) -> None:
+        """Run events until the queue is empty (the run finished) or `events_max` events ran."""
         queue = self.queue
         pop = heapq.heappop
         push = heapq.heappush
@@ -279,9 +301,9 @@ class Simulation:
         client_tick_us = CLIENT_TICK_US
         no_peer = NO_PEER
         safety = SAFETY
-        events = 0
+        events = self.events
         try:
-            for events in range(1, self.options.max_events + 1):
+            for events in range(self.events + 1, events_max + 1):
                 if not queue:  # finishing the run (Phases.finish) empties the queue
                     events -= 1
                     return
@@ -326,12 +348,14 @@ class Simulation:
                     complete_write(a, b)
                 else:
                     b(a)
-            if queue:
-                self.bound("max_events")
         finally:
             self.events = events
 
     # ---- results --------------------------------------------------------------------------
+    def coverage_counts(self) -> dict[str, int]:
+        """The protocol paths this run exercised (non-zero counts, in the system's order)."""
+        return {path: count for path, count in self.coverage.items() if count}
+
     def history_ops(self) -> list[HistoryOp]:
         return self.history.ops()
 
@@ -407,6 +431,13 @@ class SimEnv:
 
     def bound(self, name: str) -> None:
         self.sim.bound(name)
+
+    def cover(self, path: str) -> None:
+        coverage = self.sim.coverage
+        if path not in coverage:
+            raise ValueError(f"coverage path {path!r} is not one of the system's "
+                             "(System.coverage_paths)")
+        coverage[path] += 1
 
     def history_call(
         self, client: int, op: OpName, key: str = "", value: str | None = None,

@@ -7,16 +7,77 @@ environment, not only a different schedule. The cluster size is drawn among the 
 supports (`System.cluster_sizes`). The fault atlas lives here too: storage damage (torn writes,
 corruption, misdirected writes) is confined to at most `replicas - core` replicas (f for a
 majority core), so every quorum keeps one intact copy of committed data.
+
+Swarm families: a fault class (`--faults`) holds fault families (`SWARM_FAMILIES`: every class is
+a family of its own; each new kind of fault registers its family there, append-only). A seed
+switches each selected class on or off (off in about one seed in `SWARM_OFF_ONE_IN`), and a family
+added inside a class with `FaultPlan.family(name)` (drawn from the family's own stream
+`swarm.<name>`, so adding a family moves no other draw); it draws intensities with
+`FaultPlan.level(name, rng, low, high)`.
+
+Focus seeds: seeds from `FOCUS_SEED_BASE` up are a separate space (the daemon's coverage-steered
+extra seeds, `voprd.core.coverage`): bits 40..55 hold a family's code (`family_code`), and such a
+seed draws exactly like any other except that the focused family (and its class) is on, its
+`level`s land in the upper half of their range and the cluster has at least
+`FOCUS_REPLICAS_MIN` servers when the system supports such a size. The seed number alone still
+decides the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 from voprd.options import FAULT_CLASSES
-from voprd.sim.prng import Rng
+from voprd.sim.prng import Rng, Streams
 
 Q20 = 1 << 20  # probabilities of per-message faults are in units of 2**-20
+SWARM_OFF_ONE_IN = 6  # a selected family is off in about one seed in six
+
+# Fault family -> its class (`--faults` selects classes). Append-only: a family's name is its
+# identity in focus seeds and in configuration fingerprints.
+SWARM_FAMILIES: dict[str, str] = {
+    "network": "network",
+    "crash": "crash",
+    "storage": "storage",
+    "clock": "clock",
+    "partition": "partition",
+    "pause": "pause",
+    "time": "time",
+    "gray": "gray",
+    "replay": "replay",
+    "corrupt": "corrupt",
+    "clients": "clients",
+}
+
+FOCUS_SEED_BASE = 1 << 62
+FOCUS_REPLICAS_MIN = 3  # a focus seed's cluster: one server exercises no replication protocol
+FOCUS_CODE_SHIFT = 40
+FOCUS_SERIAL_MASK = (1 << FOCUS_CODE_SHIFT) - 1
+
+
+def family_code(name: str) -> int:
+    """A family's code in focus seeds (16 bits, never 0), from its name."""
+    digest = hashlib.blake2b(name.encode(), digest_size=4).digest()
+    return 1 + int.from_bytes(digest, "little") % 0xFFFF
+
+
+def focus_seed(family: str, serial: int) -> int:
+    """The focus seed number `serial` (any integer; its low 40 bits are used) of `family`."""
+    return FOCUS_SEED_BASE | (family_code(family) << FOCUS_CODE_SHIFT) | (
+        serial & FOCUS_SERIAL_MASK)
+
+
+def is_focus_seed(seed: int) -> bool:
+    return seed >= FOCUS_SEED_BASE
+
+
+def seed_focus(seed: int) -> str | None:
+    """The family a focus seed focuses on (None: not a focus seed, or an unknown family)."""
+    if not is_focus_seed(seed):
+        return None
+    code = (seed >> FOCUS_CODE_SHIFT) & 0xFFFF
+    return next((name for name in SWARM_FAMILIES if family_code(name) == code), None)
 
 # The classes drawn from the first plan stream (before the later families were added).
 _FIRST_CLASSES = ("network", "crash", "storage", "clock")
@@ -77,24 +138,32 @@ FAULT_KIND_CLASS: dict[str, str] = {
 
 class FaultPlan:
     __slots__ = (
-        "bridge_ppm", "client_crash_ppm", "client_restart_us_max", "clients", "clients_faults",
-        "clock", "clock_drift_ppm", "clock_jump_ppm", "clock_jump_us_max", "core", "corrupt",
-        "corrupt_q20", "crash", "crash_ppm", "delay_base_us", "delay_jitter_us", "drift_ppm",
-        "drift_spread_ppm", "dup_q20", "gray", "loss_q20", "misdirect_ppm", "network",
-        "offset_us", "partition", "partition_clients_ppm", "partition_ppm", "partition_us_max",
-        "partitions_max", "path_capacity", "pause", "pause_ppm", "pause_us_max",
-        "read_corrupt_ppm", "replay", "replay_q20", "replay_us_max", "replicas",
-        "request_budget", "restart_us_max", "slow_factor_max", "slow_ppm", "slow_us_max",
-        "spike_q20", "spike_us_max", "storage", "storage_faulty", "switched_off", "time",
-        "timeout_base_ticks", "torn_ppm", "write_error_ppm", "write_latency_us_max",
-        "write_latency_us_min",
+        "_classes", "_streams", "bridge_ppm", "client_crash_ppm", "client_restart_us_max",
+        "clients", "clients_faults", "clock", "clock_drift_ppm", "clock_jump_ppm",
+        "clock_jump_us_max", "core", "corrupt", "corrupt_q20", "crash", "crash_ppm",
+        "delay_base_us", "delay_jitter_us", "drift_ppm", "drift_spread_ppm", "dup_q20", "families",
+        "focus", "gray", "loss_q20", "misdirect_ppm", "network", "offset_us", "partition",
+        "partition_clients_ppm", "partition_ppm", "partition_us_max", "partitions_max",
+        "path_capacity", "pause", "pause_ppm", "pause_us_max", "read_corrupt_ppm", "replay",
+        "replay_q20", "replay_us_max", "replicas", "request_budget", "restart_us_max",
+        "slow_factor_max", "slow_ppm", "slow_us_max", "spike_q20", "spike_us_max", "storage",
+        "storage_faulty", "switched_off", "time", "timeout_base_ticks", "torn_ppm",
+        "write_error_ppm", "write_latency_us_max", "write_latency_us_min",
     )
 
     def __init__(
         self, rng: Rng, classes: tuple[str, ...], tick_us: int,
         sizes: Sequence[int] = DEFAULT_CLUSTER_SIZES,
         core_size: Callable[[int], int] = majority, rng2: Rng | None = None,
+        streams: Streams | None = None,
     ) -> None:
+        self._classes = classes
+        self._streams = streams
+        # The focused family of a focus seed (see the module docstring), else None.
+        self.focus = seed_focus(streams.seed) if streams is not None else None
+        focus_class = SWARM_FAMILIES[self.focus] if self.focus is not None else None
+        # Every family of a selected class this seed decided on: name -> on.
+        self.families: dict[str, bool] = {}
         weights = [SIZE_WEIGHTS[size] for size in sizes]
         roll = rng.below(sum(weights))
         for size, weight in zip(sizes, weights, strict=True):
@@ -102,6 +171,10 @@ class FaultPlan:
                 self.replicas = size
                 break
             roll -= weight
+        if self.focus is not None and self.replicas < FOCUS_REPLICAS_MIN:
+            # A focus needs replication: the smallest supported size that has it, if any.
+            self.replicas = min((s for s in sizes if s >= FOCUS_REPLICAS_MIN),
+                                default=self.replicas)
         # The liveness core (the servers healed in the liveness phase), as the system requires.
         self.core = core_size(self.replicas)
         self.clients = rng.between(1, 5)
@@ -111,10 +184,12 @@ class FaultPlan:
         switched: list[str] = []
         enabled: dict[str, bool] = {}
         for name in _FIRST_CLASSES:
-            on = name in classes and rng.below(6) != 0
+            on = name in classes and (rng.below(SWARM_OFF_ONE_IN) != 0 or name == focus_class)
             enabled[name] = on
-            if name in classes and not on:
-                switched.append(name)
+            if name in classes:
+                self.families[name] = on
+                if not on:
+                    switched.append(name)
         self.network = enabled["network"]
         self.crash = enabled["crash"]
         self.storage = enabled["storage"]
@@ -129,21 +204,22 @@ class FaultPlan:
         self.partition_ppm = 0
         self.partition_us_max = 0
         if self.network:
-            self.loss_q20 = rng.below(Q20 // 10)  # up to 10%
-            self.dup_q20 = rng.below(Q20 // 20)
-            self.spike_q20 = rng.below(Q20 // 20)
+            level = self.level
+            self.loss_q20 = level("network", rng, 0, Q20 // 10 - 1)  # up to 10%
+            self.dup_q20 = level("network", rng, 0, Q20 // 20 - 1)
+            self.spike_q20 = level("network", rng, 0, Q20 // 20 - 1)
             self.spike_us_max = rng.between(10_000, 300_000)
             self.path_capacity = rng.between(4, 64)
-            self.partition_ppm = rng.between(0, 25_000)
+            self.partition_ppm = level("network", rng, 0, 25_000)
             self.partition_us_max = rng.between(50_000, 2_000_000)
 
         self.crash_ppm = self.pause_ppm = 0
         self.restart_us_max = self.pause_us_max = 0
         if self.crash:
-            self.crash_ppm = rng.between(0, 12_000)
+            self.crash_ppm = self.level("crash", rng, 0, 12_000)
             # Drawn here since pauses were once part of the crash class (the class `pause` says
             # whether they happen: FaultPlan._draw_later).
-            self.pause_ppm = rng.between(0, 20_000)
+            self.pause_ppm = self.level("pause", rng, 0, 20_000)
             self.restart_us_max = rng.between(20_000, 1_500_000)
             self.pause_us_max = rng.between(20_000, 800_000)
 
@@ -155,23 +231,23 @@ class FaultPlan:
         if self.storage:
             self.write_latency_us_min = rng.between(5, 200)
             self.write_latency_us_max = self.write_latency_us_min + rng.between(0, 20_000)
-            self.write_error_ppm = rng.between(0, 50_000)
+            self.write_error_ppm = self.level("storage", rng, 0, 50_000)
         if f > 0 and (self.storage or self.crash):
             # The atlas: at most f replicas may have their disk damaged.
             count = rng.between(1, f)
             order = rng.shuffled(range(self.replicas))
             self.storage_faulty = tuple(sorted(order[:count]))
             if self.storage:
-                self.misdirect_ppm = rng.between(0, 20_000)
-                self.read_corrupt_ppm = rng.between(0, 200_000)
+                self.misdirect_ppm = self.level("storage", rng, 0, 20_000)
+                self.read_corrupt_ppm = self.level("storage", rng, 0, 200_000)
             if self.crash:
-                self.torn_ppm = rng.between(0, 500_000)
+                self.torn_ppm = self.level("crash", rng, 0, 500_000)
 
         self.drift_ppm = [0] * self.replicas
         self.offset_us = [0] * self.replicas
         self.drift_spread_ppm = 0
         if self.clock:
-            spread = self.drift_spread_ppm = rng.between(1_000, 100_000)
+            spread = self.drift_spread_ppm = self.level("clock", rng, 1_000, 100_000)
             for replica in range(self.replicas):
                 self.drift_ppm[replica] = rng.between(-spread, spread)
                 self.offset_us[replica] = rng.below(tick_us)
@@ -183,11 +259,14 @@ class FaultPlan:
         those (several partitions at once, bridges, clients cut off; drift changes and wall-clock
         jumps), from their own stream. Each class is off in about one seed in six, too."""
         enabled: dict[str, bool] = {}
+        focus_class = SWARM_FAMILIES[self.focus] if self.focus is not None else None
         for name in FAULT_CLASSES[len(_FIRST_CLASSES):]:
-            on = name in classes and rng.below(6) != 0
+            on = name in classes and (rng.below(SWARM_OFF_ONE_IN) != 0 or name == focus_class)
             enabled[name] = on
-            if name in classes and not on:
-                switched.append(name)
+            if name in classes:
+                self.families[name] = on
+                if not on:
+                    switched.append(name)
         self.partition = enabled["partition"]
         self.pause = enabled["pause"]
         self.time = enabled["time"]
@@ -200,7 +279,7 @@ class FaultPlan:
         if not self.pause:
             self.pause_ppm = self.pause_us_max = 0
         elif not self.crash:  # else drawn with the crash class (see above)
-            self.pause_ppm = rng.between(0, 20_000)
+            self.pause_ppm = self.level("pause", rng, 0, 20_000)
             self.pause_us_max = rng.between(20_000, 800_000)
 
         # partition: several partitions at once; bridges (not transitive), a client cut off from
@@ -209,9 +288,9 @@ class FaultPlan:
         self.bridge_ppm = self.partition_clients_ppm = 0
         if self.partition:
             if not self.network:  # else the network class drew how often and how long
-                self.partition_ppm = rng.between(0, 25_000)
+                self.partition_ppm = self.level("partition", rng, 0, 25_000)
                 self.partition_us_max = rng.between(50_000, 2_000_000)
-            self.partitions_max = rng.between(1, 3)
+            self.partitions_max = self.level("partition", rng, 1, 3)
             self.bridge_ppm = rng.between(0, 400_000)
             self.partition_clients_ppm = rng.between(0, 400_000)
         # time: the drift changes mid-run (within the seed's spread); the wall clock jumps.
@@ -219,29 +298,66 @@ class FaultPlan:
         if self.time:
             if not self.drift_spread_ppm:  # the clock class is off: no drift at first
                 self.drift_spread_ppm = rng.between(1_000, 100_000)
-            self.clock_drift_ppm = rng.between(0, 10_000)
-            self.clock_jump_ppm = rng.between(0, 10_000)
+            self.clock_drift_ppm = self.level("time", rng, 0, 10_000)
+            self.clock_jump_ppm = self.level("time", rng, 0, 10_000)
             self.clock_jump_us_max = rng.between(10_000, 5_000_000)
         # gray: one server's disk, one link or one node's links become 10-1000x slower, a while.
         self.slow_ppm = self.slow_factor_max = self.slow_us_max = 0
         if self.gray:
-            self.slow_ppm = rng.between(500, 8_000)  # up to 0.8 per second
-            self.slow_factor_max = rng.between(10, 1_000)
+            self.slow_ppm = self.level("gray", rng, 500, 8_000)  # up to 0.8 per second
+            self.slow_factor_max = self.level("gray", rng, 10, 1_000)
             self.slow_us_max = rng.between(50_000, 2_000_000)
         # replay: a copy of a message delivered again much later (after view changes).
         self.replay_q20 = self.replay_us_max = 0
         if self.replay:
-            self.replay_q20 = rng.between(1, Q20 // 50)  # up to 2% of messages
+            self.replay_q20 = self.level("replay", rng, 1, Q20 // 50)  # up to 2% of messages
             self.replay_us_max = rng.between(200_000, 5_000_000)
         # corrupt: a message's payload changed in flight (for systems that checksum messages).
         self.corrupt_q20 = 0
         if self.corrupt:
-            self.corrupt_q20 = rng.between(1, Q20 // 100)  # up to 1% of messages
+            self.corrupt_q20 = self.level("corrupt", rng, 1, Q20 // 100)  # up to 1% of messages
         # clients: a client crashes (its open operation's outcome unknown) and restarts.
         self.client_crash_ppm = self.client_restart_us_max = 0
         if self.clients_faults:
-            self.client_crash_ppm = rng.between(0, 8_000)
+            self.client_crash_ppm = self.level("clients", rng, 0, 8_000)
             self.client_restart_us_max = rng.between(1_000, 500_000)
+
+    def family(self, name: str) -> bool:
+        """Swarm testing for the fault family `name` (registered in `SWARM_FAMILIES`): is it on
+        in this seed? Off if its class is off in this seed (or not selected); otherwise off in
+        about one seed in `SWARM_OFF_ONE_IN`, drawn from the family's own stream `swarm.<name>`
+        (so adding a family moves no other draw); always on in a seed focused on it. Ask once
+        per family, after the class draws; a plan made without `streams` leaves new families
+        off."""
+        fault_class = SWARM_FAMILIES[name]
+        assert name not in self.families, f"family {name!r} decided twice"
+        if fault_class not in self._classes:
+            return False
+        class_on = bool(getattr(self, _CLASS_FLAG.get(fault_class, fault_class)))
+        on = class_on and self._streams is not None and (
+            name == self.focus
+            or self._streams.stream(f"swarm.{name}").below(SWARM_OFF_ONE_IN) != 0)
+        self.families[name] = on
+        if class_on and not on:
+            self.switched_off = (*self.switched_off, name)
+        return on
+
+    def level(self, name: str, rng: Rng, low: int, high: int) -> int:
+        """An intensity of family `name` drawn from `rng` in [low, high]: one draw, always; in a
+        seed focused on the family it lands in the upper half of the range instead."""
+        value = rng.between(low, high)
+        if name == self.focus:
+            value = high - (high - value) // 2
+        return value
+
+    def fingerprint(self) -> str:
+        """The configuration this seed drew, coarsely: cluster shape and the fault families on
+        (what a bound that recurs is counted per; budgets and probabilities left out)."""
+        on = [name for name, enabled in self.families.items() if enabled]
+        return f"replicas={self.replicas} clients={self.clients} on={','.join(on) or 'none'}"
+
+    def families_on(self) -> list[str]:
+        return [name for name, enabled in self.families.items() if enabled]
 
     def describe(self) -> str:
         on = [n for n in FAULT_CLASSES if getattr(self, _CLASS_FLAG.get(n, n))]
@@ -249,6 +365,7 @@ class FaultPlan:
             f"replicas={self.replicas} clients={self.clients} budget={self.request_budget} "
             f"faults={','.join(on) or 'none'} off={','.join(self.switched_off) or '-'} "
             f"storage_faulty={list(self.storage_faulty)}"
+            + ("" if self.focus is None else f" focus={self.focus}")
         )
 
 

@@ -111,7 +111,7 @@ def _once_exec(settings: Settings, options: RunOptions, command: dict[str, Any])
         sys.stderr.write(f"voprd: error: argument {result}\n")
         return 2
     try:
-        _print(msgspec.structs.replace(settings, verbose=False), options, result, "", [])
+        _print(msgspec.structs.replace(settings, verbose=False), options, result, "", [], {})
     except BrokenPipeError:
         sys.stderr.close()
     return 0 if result.status == "ok" else 1
@@ -129,6 +129,8 @@ def _print(
             out.write(f"environment: {environment}\n")
             out.write(f"faults: {fault_counts_text(fault_counts)}\n")
             out.writelines(line + "\n" for line in lines)
+            paths = " ".join(f"{path}={count}" for path, count in result.coverage.items())
+            out.write(f"coverage: {paths or '-'}\n")
         out.write(summary_line(result) + "\n")
         if result.status == "failed":
             out.write(f"kind={result.kind} invariant={result.invariant}\n")

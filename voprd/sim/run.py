@@ -62,6 +62,8 @@ def simulate(
         simulated_time_ms=sim.now // 1000,
         trace_hash=sim.trace_hash(),
         bounds_reached=list(sim.bounds),
+        config=sim.plan.fingerprint(),
+        coverage=sim.coverage_counts(),
     )
     if failure is not None:
         result.kind = failure[0]  # type: ignore[assignment]

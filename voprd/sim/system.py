@@ -7,9 +7,9 @@ is four small pieces (docs/writing-a-plugin.md walks through a complete one):
 - `System` (subclass it): the static description. `name`; `bugs` (planted bug name ->
   description); `model` (the linearizability model of its client history: a name in
   `voprd.check.models.MODELS` or a `Model` object); `message_names`; `trace_kinds` (its own trace
-  kinds and their codes); `describe_message`; the cluster shapes it supports (`cluster_sizes`,
-  `core_size`); whether it checksums its messages (`message_checksums`); and
-  `start(env) -> Cluster`, called once per run.
+  kinds and their codes); `coverage_paths` (the protocol paths it counts with `env.cover`);
+  `describe_message`; the cluster shapes it supports (`cluster_sizes`, `core_size`); whether it
+  checksums its messages (`message_checksums`); and `start(env) -> Cluster`, called once per run.
 - `Cluster`: the system's side of one run. It makes the nodes (`start_server`, `restart_server`,
   `client`, and optionally `restart_client` for a client that crashed) and holds the
   invariants: the hooks the engine calls (`on_return` when a client operation returns,
@@ -152,7 +152,13 @@ class Env(Protocol):
         ...
 
     def bound(self, name: str) -> None:
-        """Report that an explicit limit was reached (listed in the result's bounds_reached)."""
+        """Report that an explicit limit was reached (listed in the result's bounds_reached). In
+        the liveness phase it is the verdict `liveness` and ends the run."""
+        ...
+
+    def cover(self, path: str) -> None:
+        """Count one pass through a protocol path (one of `System.coverage_paths`): the seed's
+        coverage, which the daemon aggregates and steers its focus seeds by."""
         ...
 
     def history_call(
@@ -249,6 +255,9 @@ class System:
     # True: every message carries a checksum the receiver verifies (`voprd.sim.checksum`), so the
     # engine may corrupt messages in flight (the `corrupt` fault class); False: it never does.
     message_checksums = False
+    # Protocol paths the system counts with `env.cover(path)` (view changes, recoveries, ...):
+    # a seed's result carries the non-zero counts, in this order.
+    coverage_paths: Sequence[str] = ()
 
     def start(self, env: Env) -> Cluster:
         raise NotImplementedError

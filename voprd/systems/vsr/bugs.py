@@ -28,6 +28,14 @@ BUGS: dict[str, str] = {
     "recovery_any_response":
         "a recovering replica adopts the log of the first recovery response from any primary, "
         "without waiting for a quorum (so a stale primary's log is taken)",
+    "svc_echo":
+        "[bound verdicts] a replica in a view change answers every StartViewChange of its view "
+        "with its own (to help laggards learn the view sooner): a message storm during every "
+        "view change",
+    "transfer_appends_unchecked":
+        "[chain checks] a backup in a state transfer also appends the entries it receives "
+        "(Prepares, transferred entries) to its old log where they follow its end, without the "
+        "hash-chain check (the transfer replaces that log once complete)",
     # Bugs only the later fault families and cluster shapes catch (each names what catches it:
     # the class that alone catches it, then others that also do).
     "quorum_ceil_half":

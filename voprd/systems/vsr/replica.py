@@ -12,6 +12,16 @@ The replica is a pure state machine driven by the simulator: `on_message`, `on_t
 - a replica votes (PrepareOk, or the primary's own vote) only once that pair is durable;
 - state transfer (a replica that missed a StartView) collects the primary's log after its commit
   number in a separate buffer and installs it only when complete;
+- a log is a hash chain (each entry's checksum covers its parent's): a backup appends an entry
+  (Prepare, repair) only if it chains to its last one and installs a log (StartView, recovery,
+  state transfer, a DoViewChange log chosen by a new primary) only if the part it does not
+  already hold chains. A Prepare or repaired entry that does not chain means the backup's
+  uncommitted suffix diverged from the primary's log: it is treated there, where it starts, by a
+  state transfer from the backup's commit number (it stops voting until that log is installed),
+  not found later as a disagreement at commit;
+- repair (GET_ENTRIES) is bounded: the next chunk is asked for at once only after a reply made
+  progress; otherwise at most one request per `repair_backoff` ticks, doubling up to
+  `REPAIR_BACKOFF_TICKS_MAX` until progress, so replies that never help cannot ping-pong;
 - a restarted replica with an intact log starts a view change (it never resumes as primary of its
   old view); one whose log is damaged (checksum or misplaced sector) runs the recovery protocol
   and does not vote until it has the log of the current primary of a view at least as high as
@@ -65,6 +75,7 @@ HEARTBEAT_TICKS = 4
 RESEND_TICKS = 8
 LOG_OPS_MAX = 4096
 CLIENTS_MAX_DEFAULT = 64
+REPAIR_BACKOFF_TICKS_MAX = 8
 
 
 class _Evicted:
@@ -88,6 +99,10 @@ class ReplicaIO(Protocol):
     def on_status(self, replica: int) -> None: ...
     def on_log_installed(self, replica: int, as_primary: bool) -> None: ...
     def on_bound(self, name: str) -> None: ...
+    def cover(self, path: str) -> None: ...
+    def entry_chains(self, entry: Entry, parent: int) -> bool:
+        """`messages.entry_valid(entry, parent)` (the harness memoizes it per run)."""
+        ...
 
 
 class Replica:
@@ -116,7 +131,8 @@ class Replica:
         "persisted_lnv",
         "quorum",
         "recovery_responses",
-        "repair_tick",
+        "repair_backoff",
+        "repair_due",
         "rid",
         "rng",
         "status",
@@ -188,7 +204,10 @@ class Replica:
         self.nonce = 0
         self.ticks = 0
         self.idle_ticks = 0
-        self.repair_tick = -1
+        # Repair requests: the tick from which the next may go (unless it follows progress), and
+        # the ticks to wait after it (doubling while replies bring nothing).
+        self.repair_due = 0
+        self.repair_backoff = 0
         self.last_ok_sent = 0
         self.timeout_ticks = self._draw_timeout()
 
@@ -202,6 +221,7 @@ class Replica:
         self._persist()
         self._rebuild_logged()
         if damaged and "rejoin_without_recovery" not in self.bugs:
+            self.io.cover("damaged_restart")
             self.status = RECOVERING
             self.nonce = self.rng.next_u64()
             self._broadcast((RECOVERY, self.rid, self.nonce))
@@ -260,6 +280,29 @@ class Replica:
             self.write_times[slot] = self._watchdog_now()
         self.io.disk_write(self.rid, entry, self.commit)
 
+    def _chains(self, entry: Entry, parent: int) -> bool:
+        """True if `entry` is intact and follows the entry whose checksum is `parent`."""
+        return self.io.entry_chains(entry, parent)
+
+    def _log_chains(self, new_log: list[Entry] | tuple[Entry, ...], same: int) -> bool:
+        """True if the entries of `new_log` after its first `same` (which we hold) chain."""
+        parent = new_log[same - 1][5] if same else 0
+        for entry in new_log[same:]:
+            if not self._chains(entry, parent):
+                self.io.cover("log_rejected")
+                return False
+            parent = entry[5]
+        return True
+
+    def _common_prefix(self, new_log: list[Entry] | tuple[Entry, ...]) -> int:
+        """How many leading entries `new_log` shares with our log."""
+        log = self.log
+        same = 0
+        limit = min(len(log), len(new_log))
+        while same < limit and log[same][5] == new_log[same][5]:
+            same += 1
+        return same
+
     def _rebuild_logged(self) -> None:
         logged: dict[int, tuple[int, int]] = {}
         for entry in self.log:
@@ -289,15 +332,13 @@ class Replica:
             self._persist()
 
     def _voting(self) -> bool:
-        return self.persisted_lnv == self.view and self.lnv_base < 0
+        return self.persisted_lnv == self.view and self.lnv_base < 0 and self.transfer is None
 
-    def _install_log(self, new_log: list[Entry]) -> int:
-        """Replace the log with `new_log`, rewriting only the entries that differ."""
-        log = self.log
-        same = 0
-        limit = min(len(log), len(new_log))
-        while same < limit and log[same][5] == new_log[same][5]:
-            same += 1
+    def _install_log(self, new_log: list[Entry], same: int) -> int:
+        """Replace the log with `new_log`, whose first `same` entries are ours (`_common_prefix`),
+        rewriting only the entries that differ."""
+        if same < len(self.log):
+            self.io.cover("log_replaced")
         self.transfer = None
         # Mark the install unfinished before touching the log (the disk keeps the old one).
         self.lnv_base = same if self.lnv_base < 0 else min(self.lnv_base, same)
@@ -529,16 +570,38 @@ class Replica:
         self.view = view
         self.status = NORMAL
         self.idle_ticks = 0
-        self.transfer = []
-        self.transfer_base = self.commit
         self._persist()
         self.io.on_status(self.rid)
+        self._start_transfer()
+
+    def _start_transfer(self) -> None:
+        """Fetch the primary's log after our commit number into a buffer; until it is complete and
+        installed we neither vote nor commit."""
+        self.io.cover("state_transfer")
+        self.transfer = []
+        self.transfer_base = self.commit
         self._request_entries(True)
 
-    def _request_entries(self, force: bool) -> None:
-        if not force and self.repair_tick == self.ticks:
-            return  # at most one repair request per tick
-        self.repair_tick = self.ticks
+    def _diverged(self) -> None:
+        """An entry from the primary of our view does not chain to our log: our log after the
+        commit number is not the primary's (the divergence starts here). Repair it from the
+        primary: a state transfer from the commit number, not voting meanwhile."""
+        self.io.cover("chain_mismatch")
+        self._start_transfer()
+
+    def _request_entries(self, progress: bool) -> None:
+        """Ask the primary for the entries after those we have. `progress`: the last reply (or a
+        new transfer) moved us on, so the next chunk is asked for at once; otherwise at most one
+        request per `repair_backoff` ticks, which doubles with each request until progress."""
+        if progress:
+            self.repair_backoff = 0
+        elif self.ticks < self.repair_due:
+            return
+        backoff = self.repair_backoff
+        if backoff >= REPAIR_BACKOFF_TICKS_MAX:
+            self.io.cover("repair_backoff")
+        self.repair_due = self.ticks + max(backoff, 1)
+        self.repair_backoff = min(max(2 * backoff, 1), REPAIR_BACKOFF_TICKS_MAX)
         have = len(self.log) if self.transfer is None else self.transfer_base + len(self.transfer)
         self.io.send(
             self.rid, self.primary_of(self.view), (GET_ENTRIES, self.rid, self.view, have)
@@ -547,13 +610,25 @@ class Replica:
     def _on_transfer_entries(self, chunk: tuple[Entry, ...], commit: int, op_number: int) -> None:
         transfer = self.transfer
         assert transfer is not None
+        base = self.transfer_base
+        had = len(transfer)
         for entry in chunk:
-            if entry[0] == self.transfer_base + len(transfer) + 1:
+            if "transfer_appends_unchecked" in self.bugs and entry[0] == len(self.log) + 1:
+                self._append(entry)  # kept in the old log meanwhile, unchecked
+            if entry[0] == base + len(transfer) + 1:
+                parent = transfer[-1][5] if transfer else (self.log[base - 1][5] if base else 0)
+                if not self._chains(entry, parent):
+                    # Not the continuation of our committed prefix (a damaged message, or a
+                    # primary whose committed ops differ from ours): never installed; asked for
+                    # again, with backoff.
+                    self.io.cover("transfer_mismatch")
+                    break
                 transfer.append(entry)
-        if self.transfer_base + len(transfer) < op_number:
-            self._request_entries(True)
+        if base + len(transfer) < op_number:
+            self._request_entries(len(transfer) > had)
             return
-        self._install_log(self.log[:self.transfer_base] + transfer)
+        new_log = self.log[:base] + transfer
+        self._install_log(new_log, self._common_prefix(new_log))
         self.last_normal_view = self.view
         self._finish_install()
         self.io.on_log_installed(self.rid, False)
@@ -563,13 +638,19 @@ class Replica:
         _, src, view, entry, commit = msg
         if not self._accept_view(view, src) or self.is_primary():
             return
+        op = entry[0]
+        log = self.log
         if self.transfer is not None:
+            if "transfer_appends_unchecked" in self.bugs and op == len(log) + 1:
+                self._append(entry)  # kept in the old log meanwhile, unchecked
             self._request_entries(False)
             return
-        op = entry[0]
-        if op == len(self.log) + 1:
+        if op == len(log) + 1:
+            if not self._chains(entry, log[-1][5] if log else 0):
+                self._diverged()
+                return
             self._append(entry)
-        elif op > len(self.log) + 1:
+        elif op > len(log) + 1:
             self._request_entries(False)
         self._send_prepare_ok(False)
         self._commit_upto(commit)
@@ -611,11 +692,18 @@ class Replica:
         if self.transfer is not None:
             self._on_transfer_entries(chunk, commit, op_number)
             return
+        log = self.log
+        had = len(log)
         for entry in chunk:
-            if entry[0] == len(self.log) + 1:
+            if entry[0] == len(log) + 1:
+                if not self._chains(entry, log[-1][5] if log else 0):
+                    self._diverged()
+                    return
                 self._append(entry)
-        if op_number > len(self.log):
-            self._request_entries(True)
+        if len(log) > had:
+            self.io.cover("repair")
+        if op_number > len(log):
+            self._request_entries(len(log) > had)
         self._commit_upto(commit)
         self._send_prepare_ok(False)
 
@@ -657,6 +745,8 @@ class Replica:
             self._start_view_change(view)
         if view == self.view and self.status == VIEW_CHANGE:
             self.svc_mask |= 1 << src
+            if "svc_echo" in self.bugs:
+                self._broadcast((START_VIEW_CHANGE, self.rid, view))
             self._check_svc_quorum()
 
     def _on_dvc(self, msg: Message) -> None:
@@ -681,7 +771,12 @@ class Replica:
                 if (dvc[4], len(dvc[3])) > (best[4], len(best[3])):
                     best = dvc
         commit = max(dvc[5] for dvc in candidates)
-        self._install_log(list(best[3]))
+        same = self._common_prefix(best[3])
+        if not self._log_chains(best[3], same):
+            del self.dvcs[best[1]]  # a damaged DoViewChange: wait for another (they are resent)
+            return
+        self.io.cover("view_change")
+        self._install_log(list(best[3]), same)
         self.status = NORMAL
         self.last_normal_view = self.view
         self.acked = [0] * self.n
@@ -699,8 +794,12 @@ class Replica:
             return
         if view == self.view and self.status == NORMAL and self.transfer is None:
             return
+        same = self._common_prefix(log)
+        if not self._log_chains(log, same):
+            return  # a damaged StartView: the primary's next message starts a state transfer
+        self.io.cover("start_view")
         self.view = view
-        self._install_log(list(log))
+        self._install_log(list(log), same)
         self.status = NORMAL
         self.last_normal_view = view
         self.idle_ticks = 0
@@ -744,9 +843,14 @@ class Replica:
             if chosen is None or chosen[2] != view_max or chosen[4] is None:
                 return
         assert chosen is not None
+        same = self._common_prefix(chosen[4])
+        if not self._log_chains(chosen[4], same):
+            del self.recovery_responses[chosen[1]]  # damaged: wait for its next response
+            return
+        self.io.cover("recovery")
         self.recovery_responses = {}
         self.view = chosen[2]
-        self._install_log(list(chosen[4]))
+        self._install_log(list(chosen[4]), same)
         self.status = NORMAL
         self.last_normal_view = self.view
         self.idle_ticks = 0

@@ -4,10 +4,12 @@
 `log_installed`). `VsrCluster` is one run's harness: the replicas' `ReplicaIO` and the clients'
 `ClientIO`. It stores log entries on the engine's disks as bytes (`encode_entry`) and reads them
 back at a restart, verifying positions and the hash chain, and it checks the invariants:
-`agreement` (same op number -> same committed entry, also when a log is replaced),
+`log_chain` (every entry a replica writes chains to the entry before it in its log: a backup never
+holds a log that diverged from the primary's), `agreement` (same op number -> same committed
+entry, also when a log is replaced),
 `commit_monotonic` (per replica incarnation, after every event), `durability` (no PrepareOk for
 an op whose write is still in flight; a reply only for a committed op; a new primary's log holds
-every op acknowledged in an earlier view; no installed log shorter than the commit number) and
+every op acknowledged in an earlier view; no installed log shorter than the commit number),
 `convergence` (same state hash after the same op, and across the core at the end) and
 `view_monotonic` (a replica never goes back below a view it persisted: it may have promised
 it). Messages are sealed with a checksum here (`voprd.sim.checksum`), verified by `VsrServer`
@@ -47,6 +49,22 @@ from voprd.systems.vsr.messages import (
 )
 from voprd.systems.vsr.replica import NORMAL, STATUS_NAMES, Replica
 from voprd.systems.vsr.state_machine import Result
+
+# The protocol paths a seed may exercise (`Env.cover`, the seed's coverage).
+COVERAGE_PATHS: tuple[str, ...] = (
+    "view_change",  # a new primary installed the log of a DoViewChange quorum
+    "start_view",  # a backup installed a StartView log
+    "state_transfer",  # a backup fetched the primary's log after its commit number
+    "recovery",  # a replica with a damaged log adopted the log of the recovery protocol
+    "damaged_restart",  # a restart found a damaged log (and ran the recovery protocol)
+    "repair",  # a backup appended entries from an ENTRIES reply
+    "log_replaced",  # an install rewrote entries the replica held (not only appended)
+    "chain_mismatch",  # an entry from the primary did not chain: divergence, repaired
+    "transfer_mismatch",  # a state-transfer entry did not chain to the committed prefix
+    "log_rejected",  # an installed log (StartView, DoViewChange, recovery) did not chain
+    "repair_backoff",  # repair requests reached the longest backoff
+)
+
 
 # The superblock at rest: (view, last normal view, lnv_base); never written: (0, 0, -1).
 Superblock = tuple[int, int, int]
@@ -166,6 +184,9 @@ class VsrCluster:
         # Entry checksum -> its bytes at rest (each entry is written on every replica, and
         # checksums identify entries: see voprd.systems.vsr.messages).
         self.encoded: dict[int, bytes] = {}
+        # Entry checksum -> (the entry, its parent's checksum), once verified (log_chain).
+        self.parents: dict[int, tuple[Entry, int]] = {}
+        self.cover = env.cover
 
     def _replica(self, r: int) -> Replica:
         server: VsrServer | None = self.env.nodes[r]
@@ -256,6 +277,7 @@ class VsrCluster:
 
     # ---- ReplicaIO: storage --------------------------------------------------------------
     def disk_write(self, replica: int, entry: Entry, commit: int) -> None:
+        self._check_chain(replica, entry)
         data = self.encoded.get(entry[5])
         if data is None:
             data = self.encoded[entry[5]] = encode_entry(entry)
@@ -271,6 +293,30 @@ class VsrCluster:
             unsynced[slot] = count - 1
         else:
             unsynced.pop(slot, None)
+
+    def entry_chains(self, entry: Entry, parent: int) -> bool:
+        """`entry_valid(entry, parent)`, memoized for the run: each entry is hashed once, however
+        many replicas verify it (a pure function of the entry; the protocol is unchanged)."""
+        known = self.parents.get(entry[5])
+        if known is not None and (known[0] is entry or known[0] == entry):
+            return known[1] == parent
+        if entry_valid(entry, parent):
+            self.parents[entry[5]] = (entry, parent)
+            return True
+        return False
+
+    def _check_chain(self, replica: int, entry: Entry) -> None:
+        """log_chain: the entry follows the replica's previous one."""
+        op = entry[0]
+        log = self._replica(replica).log
+        if self.entry_chains(entry, log[op - 2][5] if op > 1 else 0):
+            return
+        raise Violation(
+            "log_chain",
+            f"replica r{replica} wrote op {op} (view {entry[1]}, c{entry[2] - self.n}#{entry[3]}) "
+            f"after an op {op - 1} it does not chain to: its log is not a hash chain (it "
+            "diverged from the log the entry came from)",
+        )
 
     def disk_truncate(self, replica: int, op_count: int) -> None:
         self.disks[replica].truncate(op_count)  # cancels the writes in flight past it
@@ -383,6 +429,7 @@ class VsrSystem(System):
     message_names = MESSAGE_NAMES
     cluster_sizes = (1, 2, 3, 4, 5, 6)  # quorums are majorities: they intersect for even n too
     message_checksums = True
+    coverage_paths = COVERAGE_PATHS
     # Numbered before the engine and the systems were split (kept: the trace hashes cover it).
     trace_kinds: Mapping[str, int] = MappingProxyType({"log_installed": 29})
 
