@@ -8,6 +8,7 @@ from tests.sim_support import crash_and_recover, quiet_simulation, write_now
 from voprd.options import RunOptions
 from voprd.sim.prng import Rng
 from voprd.sim.run import run_seed
+from voprd.sim.system import Damaged
 from voprd.systems.vsr import VSR
 from voprd.systems.vsr.messages import (
     COMMIT,
@@ -20,28 +21,52 @@ from voprd.systems.vsr.messages import (
     encode_entry,
     make_entry,
 )
-from voprd.systems.vsr.replica import NORMAL, VIEW_CHANGE, Replica
-from voprd.systems.vsr.system import load_log
+from voprd.systems.vsr.replica import NORMAL, VIEW_CHANGE, Head, Replica
+from voprd.systems.vsr.system import SUPERBLOCK_FORMATTED, load_log
 
 
 class FakeIO:
+    """The replica's IO without an engine: a dict for a disk, a list for the network."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[int, Message]] = []
         self.writes: list[Entry] = []
         self.superblock: tuple[int, int, int] = (0, 0, -1)
+        self.head: Head = (0, 0)
         self.truncated: list[int] = []
+        # What a read returns per op (absent: nothing written).
+        self.disk: dict[int, bytes | Damaged] = {}
+        self.votes: list[tuple[int, int]] = []
 
     def send(self, src: int, dst: int, msg: Message) -> None:
         self.sent.append((dst, msg))
 
-    def disk_write(self, replica: int, entry: Entry, commit: int) -> None:
+    def disk_write(self, replica: int, entry: Entry, parent: int, commit: int) -> None:
         self.writes.append(entry)
+        self.disk[entry[0]] = encode_entry(entry, parent)
 
     def disk_truncate(self, replica: int, op_count: int) -> None:
         self.truncated.append(op_count)
 
-    def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
+    def disk_read(self, replica: int, op: int) -> bytes | Damaged | None:
+        return self.disk.get(op)
+
+    def persist(
+        self, replica: int, view: int, last_normal_view: int, lnv_base: int, head: Head
+    ) -> None:
         self.superblock = (view, last_normal_view, lnv_base)
+        self.head = head
+
+    def reload(self, replica: int) -> None:
+        return None
+
+    def on_vote(self, replica: int, view: int, op: int) -> None:
+        self.votes.append((view, op))
+
+    def on_do_view_change(
+        self, replica: int, view: int, last_normal_view: int, log: tuple[Entry, ...]
+    ) -> None:
+        pass
 
     def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None:
         pass
@@ -133,22 +158,25 @@ def test_disk_install_is_copy_on_write() -> None:
     sim = quiet_simulation()
     disk = sim.storage.disks[0]
     old = _log(10, tag="old")
+    parent = 0
     for entry in old:
-        write_now(sim, disk, entry[0], encode_entry(entry))
+        write_now(sim, disk, entry[0], encode_entry(entry, parent))
+        parent = entry[5]
     disk.begin_atomic()
     disk.truncate(8)
     new_ninth = make_entry(9, 2, 9, 9, ("put", "k", "new", None), old[7][5])
-    write_now(sim, disk, 9, encode_entry(new_ninth))
-    disk.write(10, encode_entry(new_ninth))  # still in flight at the crash
+    write_now(sim, disk, 9, encode_entry(new_ninth, old[7][5]))
+    disk.write(10, encode_entry(new_ninth, old[7][5]))  # still in flight at the crash
     crash_and_recover(sim, disk)
-    log, damaged = load_log(disk)
+    log, damaged = load_log(disk, SUPERBLOCK_FORMATTED)
     assert log == old and not damaged  # the previous log, whole
     disk.begin_atomic()
     disk.truncate(8)
-    write_now(sim, disk, 9, encode_entry(new_ninth))
+    write_now(sim, disk, 9, encode_entry(new_ninth, old[7][5]))
     disk.end_atomic()
+    disk.write_superblock(b"the switch")  # the superblock switches the update in
     crash_and_recover(sim, disk)
-    log, damaged = load_log(disk)
+    log, damaged = load_log(disk, (2, 0, -1, (9, new_ninth[5])))
     assert log == [*old[:8], new_ninth] and not damaged
 
 

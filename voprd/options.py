@@ -10,7 +10,7 @@ import shlex
 
 import msgspec
 
-FAULT_CLASSES: tuple[str, ...] = ("network", "crash", "storage", "clock")
+FAULT_CLASSES: tuple[str, ...] = ("network", "crash", "storage", "clock", "disk")
 DEFAULT_MAX_EVENTS = 60_000
 
 

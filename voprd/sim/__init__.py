@@ -3,6 +3,7 @@ through `voprd.sim.system` (System, Cluster, Server, Client, Env, Disk, Violatio
 `run_seed(seed, options, system)` / `simulate(...)` run one seed of it (voprd.sim.run)."""
 
 from voprd.sim.run import Outcome, run_seed, simulate
+from voprd.sim.storage import SUPERBLOCK_COPIES, seal, superblock_address, unseal
 from voprd.sim.system import (
     DAMAGED,
     Client,
@@ -18,6 +19,7 @@ from voprd.sim.system import (
 
 __all__ = [
     "DAMAGED",
+    "SUPERBLOCK_COPIES",
     "Client",
     "Cluster",
     "Damaged",
@@ -29,5 +31,8 @@ __all__ = [
     "System",
     "Violation",
     "run_seed",
+    "seal",
     "simulate",
+    "superblock_address",
+    "unseal",
 ]

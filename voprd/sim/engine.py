@@ -30,7 +30,7 @@ from voprd.sim.nemesis import Nemesis
 from voprd.sim.network import Network
 from voprd.sim.phases import DONE, SAFETY, Phases
 from voprd.sim.prng import Rng, Streams
-from voprd.sim.storage import Disk, Storage
+from voprd.sim.storage import Disk, ServerCrashed, Storage
 from voprd.sim.system import Cluster, Message, Output, System, Violation
 from voprd.sim.trace import (
     NO_PEER,
@@ -47,7 +47,7 @@ from voprd.sim.trace import (
 )
 
 # The engine's own PRNG streams; systems name theirs anything else.
-ENGINE_STREAMS = frozenset({"faults.plan", "network", "storage", "faults"})
+ENGINE_STREAMS = frozenset({"faults.plan", "network", "storage", "faults", "storage.disk"})
 
 _K_DELIVER = K["deliver"]
 _K_DROP_DOWN = K["drop_down"]
@@ -77,7 +77,6 @@ class Simulation:
         self.n = n = plan.replicas
         self.nodes_total = n + plan.clients
         self.client_nodes = range(n, self.nodes_total)
-        self.faulty = frozenset(plan.storage_faulty)
         # Scheduling and the trace log.
         self.queue: list[tuple[int, int, int, int, Any]] = []
         self.seq = itertools.count(1)
@@ -104,7 +103,8 @@ class Simulation:
         self.history = History(self)
         self.cluster: Cluster = system.start(SimEnv(self, self._sender()))
         for r in range(n):
-            self.nodes[r] = self.cluster.start_server(r)
+            if r != plan.join_replica:  # a server that joins later starts absent
+                self.nodes[r] = self.cluster.start_server(r)
         budgets = self._split_budget(plan.request_budget, plan.clients)
         for c in range(plan.clients):
             self.nodes[n + c] = self.cluster.client(c, budgets[c])
@@ -156,8 +156,17 @@ class Simulation:
         for c in self.client_nodes:
             self.push(1 + c - self.n, EV_CLIENT_TICK, c, None)
         self.nemesis.start()
+        self.storage.start()
         try:
-            self._loop()
+            while True:
+                try:
+                    self._loop()
+                except ServerCrashed as crashed:
+                    # A server died inside its handler (during a superblock write): crash it
+                    # and go on with the next event.
+                    self.nemesis.crash(crashed.node)
+                    continue
+                break
         except Violation as violation:
             self.failure = ("invariant", violation.invariant, violation.message)
             self.note(NODE_SIM, _K_PHASE, DONE, 1, detail=f"violation {violation.invariant}")
@@ -191,9 +200,9 @@ class Simulation:
         client_tick_us = CLIENT_TICK_US
         no_peer = NO_PEER
         safety = SAFETY
-        events = 0
+        events = self.events
         try:
-            for events in range(1, self.options.max_events + 1):
+            for events in range(self.events + 1, self.options.max_events + 1):
                 if not queue:  # finishing the run (Phases.finish) empties the queue
                     events -= 1
                     return

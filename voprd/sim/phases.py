@@ -53,20 +53,18 @@ class Phases:
             self.start_liveness()
 
     def start_liveness(self) -> None:
-        """Heal a quorum core: restart and reconnect it, stop storage faults on it."""
+        """Heal a quorum core: restart and reconnect it, stop storage faults on it and lift the
+        damage on its disks."""
         sim = self.sim
         assert sim.phase == SAFETY
         sim.phase = LIVENESS
-        n = sim.n
-        quorum = (n - 1) // 2 + 1
-        healthy = [r for r in range(n) if r not in sim.faulty]
-        order = sim.nemesis.rng.shuffled(healthy)
-        sim.core = tuple(sorted(order[:quorum]))
-        assert len(sim.core) == quorum
+        # The core is drawn with the seed (FaultPlan.core): faults that must spare it know it.
+        sim.core = sim.plan.core
         self.liveness_deadline_us = sim.now + LIVENESS_TIME_US_MAX
         sim.note(NODE_SIM, _K_PHASE, LIVENESS, len(sim.core),
                  detail=f"liveness core={[f'r{r}' for r in sim.core]}")
         sim.network.calm()
+        sim.storage.heal(sim.core)
         for r in sim.core:
             if sim.paused[r]:
                 sim.paused[r] = False

@@ -30,6 +30,10 @@ ENGINE_KINDS: dict[str, int] = {
     "call": 23, "return": 24, "phase": 26, "clock_skew": 27, "bound": 28, "send": 30,
     # Code 29 belongs to the builtin system (numbered before the engine and the systems were
     # split); the engine never takes it. New engine kinds: 31 to 63.
+    # The disk class (issue 16, voprd.sim.storage) takes codes 48 and up.
+    "disk_corrupt": 48, "disk_latent_error": 49, "disk_bad_sector": 50, "disk_stale": 51,
+    "disk_full": 52, "superblock_torn": 53, "superblock_damage": 54, "disk_lost": 55,
+    "disk_join": 56, "disk_heal": 57,
 }
 SYSTEM_KIND_CODE_MIN = 64
 KIND_CODE_MAX = 255

@@ -1,7 +1,8 @@
 """Planted bugs: realistic mistakes in the reference VSR, each switched on only by `--bug NAME`.
 
 They prove the simulator and its invariants can find bugs (`voprd selftest`). Off by default;
-`VsrSystem.bugs` (validated by `System.validate_bugs`).
+`VsrSystem.bugs` (validated by `System.validate_bugs`). `STORAGE_BUGS` are the ones only the `disk`
+fault class can reveal.
 """
 
 from __future__ import annotations
@@ -28,4 +29,28 @@ BUGS: dict[str, str] = {
     "recovery_any_response":
         "a recovering replica adopts the log of the first recovery response from any primary, "
         "without waiting for a quorum (so a stale primary's log is taken)",
+    # Storage bugs (issue 16): each is caught only with the `disk` fault class on.
+    "log_unverified_read":
+        "log entries read from the disk are decoded and trusted without verifying their checksum "
+        "and hash chain (silent corruption is executed)",
+    "read_error_ends_log":
+        "when a replica reads its log back from the disk to send it (view change, recovery, "
+        "state transfer), a read error is taken for the end of the log",
+    "stale_log_trusted":
+        "a restart accepts a log that verifies and chains without checking it against the head "
+        "and view recorded in the superblock (a lost write's stale sector is taken for current)",
+    "write_retry_gives_up":
+        "a log write that keeps failing (bad sector, full disk) is retried 8 times, then "
+        "counted as durable",
+    "superblock_single_copy":
+        "the superblock is kept in one copy; when that copy cannot be read back (torn by a crash, "
+        "damaged), the replica takes its disk for a blank one and rejoins as a new member",
+    "empty_disk_rejoins":
+        "a replica restarting from an empty disk (lost, or a late join) rejoins as a new member "
+        "(view 0, empty log, voting) instead of recovering through state transfer",
 }
+
+STORAGE_BUGS: tuple[str, ...] = (
+    "log_unverified_read", "read_error_ends_log", "stale_log_trusted", "write_retry_gives_up",
+    "superblock_single_copy", "empty_disk_rejoins",
+)
