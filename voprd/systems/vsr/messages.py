@@ -37,7 +37,7 @@ GET_ENTRIES = 10  # (GET_ENTRIES, src, view, after_op)
 ENTRIES = 11  # (ENTRIES, src, view, entries, commit, op_number)
 # Repair of one damaged sector of the log by checksum: any replica holding that entry answers.
 REPAIR_REQUEST = 12  # (REPAIR_REQUEST, src, op, checksum)
-REPAIR_REPLY = 13  # (REPAIR_REPLY, src, entry)
+REPAIR_REPLY = 13  # (REPAIR_REPLY, src, entry, parent checksum)
 
 MESSAGE_NAMES: tuple[str, ...] = (
     "request", "reply", "prepare", "prepare_ok", "commit", "start_view_change",

@@ -86,6 +86,8 @@ READ_INVALID = 2  # missing, or failed verification (corrupt, stale, misplaced)
 Head = tuple[int, int]
 # The last normal view of a replica that lost its log (an empty disk) until it has recovered.
 LOST_LOG = -1
+# The checksum of a hole not known yet (learned when the hole after it is repaired).
+UNKNOWN = -1
 
 
 class ReplicaIO(Protocol):
@@ -234,7 +236,8 @@ class Replica:
             self.restart_repair = True
             self.io.on_status(self.rid)
             for op in holes:
-                self._repair(op)
+                if log[op - 1][5] != UNKNOWN:
+                    self._repair(op)
         else:
             self._resume()
 
@@ -427,9 +430,9 @@ class Replica:
 
     def _repair(self, op: int) -> None:
         """Ask every other replica for entry `op` (by checksum) to rewrite a damaged sector."""
-        if op in self.repairing or op in self.pending:
-            return  # already asked, or a rewrite is in flight
         checksum = self.log[op - 1][5]
+        if op in self.repairing or op in self.pending or checksum == UNKNOWN:
+            return  # already asked, a rewrite is in flight, or not known yet
         self.repairing[op] = checksum
         self._broadcast((REPAIR_REQUEST, self.rid, op, checksum))
 
@@ -453,23 +456,34 @@ class Replica:
         if op > len(self.log) or self.log[op - 1][5] != checksum or op in self.repairing:
             return
         entry = self._read_entry(op)
-        if not isinstance(entry, int):
-            self.io.send(self.rid, src, (REPAIR_REPLY, self.rid, entry))
+        parent = self._parent(op)
+        if not isinstance(entry, int) and parent != UNKNOWN:
+            self.io.send(self.rid, src, (REPAIR_REPLY, self.rid, entry, parent))
 
     def _on_repair_reply(self, msg: Message) -> None:
-        entry: Entry = msg[2]
+        _, _, entry, parent = msg
         op = entry[0]
         checksum = self.repairing.get(op)
         if (
             checksum is None or entry[5] != checksum or op > len(self.log)
-            or not entry_valid(entry, self._parent(op))
+            or not entry_valid(entry, parent)
         ):
             return
+        if parent != self._parent(op):
+            if not self.restart_repair:
+                return  # not our chain
+            # Restarting: the entry below was a hole not known yet, or a stale sector that looked
+            # fine: now its checksum is known, repair it too.
+            below = self.log[op - 2]
+            self.log[op - 2] = (below[0], -1, -1, -1, EVICTED, parent)
         del self.repairing[op]
         self.log[op - 1] = entry  # cached again until its sector is durable and evicted
         self._write(entry)
-        if self.restart_repair and not self.repairing and self.status == RECOVERING:
-            self._resume()
+        if self.restart_repair and self.status == RECOVERING:
+            if op > 1 and self.log[op - 2][4] is EVICTED:
+                self._repair(op - 1)
+            if not self.repairing:
+                self._resume()
 
     def _retry_write(self, slot: int) -> bool:
         """A write of `slot` failed: retry it (the slot stays pending). False if another write of
@@ -914,12 +928,6 @@ class Replica:
         self.recovery_responses[src] = msg
         if "recovery_any_response" in self.bugs and log is not None:
             chosen: Message | None = msg
-        elif log is not None and msg[2] >= self.view and self.last_normal_view != LOST_LOG:
-            # Its superblock survived, so it knows the highest view it promised: the log of the
-            # primary of any view at least that high holds every op it acknowledged and every
-            # op committed before that view (a stale primary's log is tagged with its lower view,
-            # as after a state transfer). Only a replica that lost its disk needs a quorum.
-            chosen = msg
         else:
             if len(self.recovery_responses) < self.quorum:
                 return

@@ -10,8 +10,9 @@ entry, also when a log is replaced), `commit_monotonic` (per replica incarnation
 event), `durability` (a reply only for a committed op; a new primary's log holds every
 acknowledged op; no installed log shorter than the commit number; a vote (PrepareOk, or the
 primary counting itself) only for ops whose writes completed; a DoViewChange never lacks an op
-the replica voted for in its last normal view) and `convergence` (same state hash after the same
-op, and across the core at the end).
+the replica voted for in its last normal view), `view_promise` (a replica never persists a lower
+view than it persisted before, unless its disk was lost) and `convergence` (same state hash after
+the same op, and across the core at the end).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from voprd.systems.vsr.messages import (
     encode_entry,
     entry_valid,
 )
-from voprd.systems.vsr.replica import LOST_LOG, NORMAL, STATUS_NAMES, Head, Replica
+from voprd.systems.vsr.replica import LOST_LOG, NORMAL, STATUS_NAMES, UNKNOWN, Head, Replica
 from voprd.systems.vsr.state_machine import Result
 
 # The superblock: (view, last normal view, lnv_base, head of the log installed with the last
@@ -89,40 +90,52 @@ def read_superblock(disk: Disk, copies: int) -> tuple[Superblock | None, int, bo
 
 
 def hole(op: int, checksum: int) -> Entry:
-    """A log position whose sector is damaged but whose entry is known by its checksum (the next
-    entry names it as parent, or the superblock as head): repaired from the other replicas."""
+    """A log position whose sector is damaged, its entry known by its checksum (the next entry
+    names it as parent, or the superblock as head; `UNKNOWN` until the hole above it is
+    repaired): repaired from the other replicas after the restart."""
     return (op, -1, -1, -1, EVICTED, checksum)
 
 
 def load_log(
     disk: Disk, superblock: Superblock, *, verify: bool = True, anchored: bool = True
 ) -> tuple[list[Entry], bool]:
-    """Read the log back: (log, damaged). Every sector is read up to the first gap (a gap ends the
-    log: later sectors were never acknowledged and are dropped). A sector verifies on its own
-    (decoding, position, its checksum with its stored parent) and the log is then checked from its
-    end backwards: each entry must be the parent its successor names; the entry at the head the
-    superblock records must be that head, and entries after it must be of the last normal view (so
-    a stale sector left by a lost write is caught) (`anchored`). A sector that fails, but whose
-    checksum is known that way, becomes a `hole` (repaired by checksum after the restart). The log
-    is damaged (returned: its verified prefix) if an entry is neither verified nor known: its
-    tail is lost, the log is shorter than the head, or a misplaced entry shows that a later
-    sector's write went astray."""
+    """Read the log back: (log, damaged) (see `read_log`)."""
+    log, why = read_log(disk, superblock, verify=verify, anchored=anchored)
+    return log, bool(why)
+
+
+def read_log(
+    disk: Disk, superblock: Superblock, *, verify: bool = True, anchored: bool = True
+) -> tuple[list[Entry], str]:
+    """Read the log back: (log, why it is damaged, or "").
+
+    Sectors are read from op 1 up to the first gap; a gap ends the log (later sectors were written
+    but never acknowledged: writes lost at a crash) unless a misplaced entry seen before names it
+    (a misdirected write: the sector kept nothing, the data landed elsewhere). A sector verifies on
+    its own (decoding, position, its checksum with its stored parent). The log is then checked
+    from its end backwards: each entry must be the parent its successor names; the entry at the
+    head the superblock records must be that head, and entries after it must be of the last
+    normal view (so a stale sector left by a lost write is caught) (`anchored`). A sector that
+    fails becomes a `hole`, repaired by checksum after the restart: its checksum is known from its
+    successor (or the head), or learned when the hole above it is repaired (-1 until then). The
+    log is damaged (returned: its verified prefix) when that cannot work: its last entry is lost,
+    it is shorter than the head, or a write went astray past its end."""
     _, last_normal_view, _, (head_op, head_checksum) = superblock
     if last_normal_view == LOST_LOG:
-        return [], True
+        return [], "lost"
     if not anchored:
         head_op = 0
     sectors: list[tuple[Entry, int] | None] = []
-    misplaced = 0
+    astray: set[int] = set()
     slot = 1
     while True:
         data = disk.read(slot)
-        if data is None:
+        if data is None and slot not in astray:
             break
-        found = None if isinstance(data, Damaged) else decode_entry(data)
+        found = None if data is None or isinstance(data, Damaged) else decode_entry(data)
         if found is not None:
             if found[0][0] != slot:
-                misplaced = max(misplaced, found[0][0])  # a write meant for another sector
+                astray.add(found[0][0])  # a write meant for another sector
                 found = None
             elif verify and not entry_valid(*found):
                 found = None
@@ -130,14 +143,18 @@ def load_log(
         slot += 1
     end = len(sectors)
     log: list[Entry] = []
-    damaged = misplaced > end or head_op > end
+    why = ""
+    if astray and max(astray) > end:
+        why = f"op {max(astray)}'s write went astray"
+    elif head_op > end:
+        why = f"log ends at {end}, before its head {head_op}"
     expected: int | None = None
     for k in range(end, 0, -1):
-        if damaged:
+        if why:
             break
         if k == head_op:
             if expected is not None and expected != head_checksum:
-                damaged = True
+                why = f"op {k + 1} does not chain to the head"
                 break
             expected = head_checksum
         found = sectors[k - 1]
@@ -146,18 +163,18 @@ def load_log(
         if found is not None and good and (expected is None or found[0][5] == expected):
             log.append(found[0])
             expected = found[1]
-        elif expected is not None:
-            log.append(hole(k, expected))
-            expected = None
+        elif k == end and expected is None:
+            why = f"op {k} lost"  # the last entry: nothing names it
         else:
-            damaged = True  # neither verified nor known: lost
-    if not damaged and expected not in (None, 0):
-        damaged = True  # the first entry does not start the chain
-    if damaged:
-        return _verified_prefix(sectors, last_normal_view, head_op, head_checksum, anchored), True
+            log.append(hole(k, UNKNOWN if expected is None else expected))
+            expected = None
+    if not why and expected not in (None, 0):
+        why = "op 1 does not start the chain"
+    if why:
+        return _verified_prefix(sectors, last_normal_view, head_op, head_checksum, anchored), why
     log.reverse()
     disk.truncate(end)
-    return log, False
+    return log, ""
 
 
 def _verified_prefix(
@@ -252,6 +269,9 @@ class VsrCluster:
         # ops were checked durable, and the highest (view, op, checksum) it ever voted for.
         self.voted: dict[int, tuple[Replica, int, int]] = {}
         self.promised: dict[int, tuple[int, int, int]] = {}
+        # The highest view each replica persisted (promised not to go below), until its disk is
+        # lost.
+        self.view_promised = [0] * n
 
     def _replica(self, r: int) -> Replica:
         server: VsrServer | None = self.env.nodes[r]
@@ -281,10 +301,14 @@ class VsrCluster:
         bugs = self.env.bugs
         superblock, seq, blank = read_superblock(disk, self.superblock_copies)
         self.superblock_seq[index] = seq
+        if blank:
+            self.view_promised[index] = 0  # its disk was lost (or it is new): promises with it
         if superblock is not None:
-            log, damaged = load_log(disk, superblock, verify="log_unverified_read" not in bugs,
-                                    anchored="stale_log_trusted" not in bugs)
-            return log, superblock, damaged, ""
+            log, why = read_log(disk, superblock, verify="log_unverified_read" not in bugs,
+                                anchored="stale_log_trusted" not in bugs)
+            holes = sum(entry[4] is EVICTED for entry in log)
+            note = f" ({why})" if why else f" ({holes} to repair)" if holes else ""
+            return log, superblock, bool(why), note
         if ("empty_disk_rejoins" in bugs and blank) or (
             "superblock_single_copy" in bugs and not blank
         ):
@@ -360,6 +384,13 @@ class VsrCluster:
         self._write_superblock(replica, (view, last_normal_view, lnv_base, head))
         if lnv_base >= 0:
             disk.begin_atomic()  # the install is unfinished: a restart reads the previous log
+        if view < self.view_promised[replica]:
+            raise Violation(
+                "view_promise",
+                f"replica r{replica} went back to view {view} after persisting view "
+                f"{self.view_promised[replica]} (a promise not to take part in lower views)",
+            )
+        self.view_promised[replica] = view
 
     def _write_superblock(self, replica: int, superblock: Superblock) -> None:
         self.superblock_seq[replica] += 1
