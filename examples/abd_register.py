@@ -185,6 +185,7 @@ class Server:
             del self.expected[key]
             self.durable[key] = register
             self._adopt(key, register)
+            self._flush(key)  # a newer register adopted meanwhile goes to the disk
 
     def restart(self) -> None:
         for key in sorted(self.damaged):
@@ -278,6 +279,8 @@ class Server:
         register = self.registers[key]
         if key in self.writing or register == self.durable[key]:
             return
+        if key in self.damaged and register[0] < self.expected.get(key, INITIAL[0]):
+            return  # never overwrite a damaged key's sector with an older register than it held
         self.writing[key] = register
         self.disk.write_sealed(self.keys.index(key) + 1, msgspec.msgpack.encode(register))
 
