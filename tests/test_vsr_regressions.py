@@ -68,6 +68,9 @@ class FakeIO:
     ) -> None:
         pass
 
+    def on_resume(self, replica: int) -> None:
+        pass
+
     def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None:
         pass
 

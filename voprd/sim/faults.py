@@ -188,12 +188,12 @@ class FaultPlan(DiskFaults):
         self.disk_full_us_max = rng.between(20_000, 500_000)
         self.superblock_damage_ppm = kind(20_000)
         # Per completed write that replaces a different version: the write is lost (stale).
-        self.stale_ppm = kind(600_000)
+        self.stale_ppm = kind(1_000_000)
         # Per superblock copy write on a live server: it crashes during that write.
         self.superblock_crash_ppm = kind(10_000)
         # Per crash of a server outside the core: its disk is lost (replaced by an empty one).
         outside = [r for r in range(n) if r not in self.core]
-        self.disk_loss_ppm = kind(400_000) if outside else 0
+        self.disk_loss_ppm = kind(1_000_000) if outside else 0
         # A server outside the core is absent at the start and joins from an empty disk.
         if outside and rng.below(3) == 0:
             self.join_replica = rng.pick(outside)

@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 # The superblock area: this many copies, each written (synchronously) on its own.
 SUPERBLOCK_COPIES: Final = 4
+# A superblock copy write is lost with the probability of a data sector's lost write over this.
+SUPERBLOCK_STALE_DIVISOR: Final = 10
 SEAL_BYTES: Final = 4
 
 
@@ -414,14 +416,15 @@ class Storage:
                           detail=f"crash while writing superblock copy {copy}: "
                                  + ("torn" if torn else "not written"))
                 raise ServerCrashed(r)
+            held = disk.superblocks[copy]
             if (
-                plan.superblock_damage_ppm and self._may_damage_superblock(disk, copy)
-                and rng.chance(plan.superblock_damage_ppm)
+                plan.stale_ppm and held is not None and held != data
+                and self._may_damage_superblock(disk, copy)
+                and rng.chance(plan.stale_ppm // SUPERBLOCK_STALE_DIVISOR)
             ):
-                held: Overlay = disk.read_superblock(copy) or UNWRITTEN
                 disk.superblocks[copy] = data
                 disk.superblock_overlay[copy] = held
-                sim.fault(r, _K_SB_DAMAGE, copy, 0,
+                sim.fault(r, _K_STALE, superblock_address(copy),
                           detail=f"superblock copy {copy} write lost (keeps its previous version)")
                 return
         disk.superblocks[copy] = data

@@ -36,9 +36,9 @@ BUGS: dict[str, str] = {
     "read_error_ends_log":
         "when a replica reads its log back from the disk to send it (view change, recovery, "
         "state transfer), a read error is taken for the end of the log",
-    "stale_log_trusted":
-        "a restart accepts a log that verifies and chains without checking it against the head "
-        "and view recorded in the superblock (a lost write's stale sector is taken for current)",
+    "superblock_first_copy":
+        "a restart takes the first superblock copy that verifies instead of the newest (highest "
+        "sequence number), so a copy whose last write was lost brings back an older superblock",
     "write_retry_gives_up":
         "a log write that keeps failing (bad sector, full disk) is retried 8 times, then "
         "counted as durable",
@@ -51,6 +51,6 @@ BUGS: dict[str, str] = {
 }
 
 STORAGE_BUGS: tuple[str, ...] = (
-    "log_unverified_read", "read_error_ends_log", "stale_log_trusted", "write_retry_gives_up",
+    "log_unverified_read", "read_error_ends_log", "superblock_first_copy", "write_retry_gives_up",
     "superblock_single_copy", "empty_disk_rejoins",
 )

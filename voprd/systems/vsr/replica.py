@@ -105,6 +105,9 @@ class ReplicaIO(Protocol):
     def on_do_view_change(
         self, replica: int, view: int, last_normal_view: int, log: tuple[Entry, ...]
     ) -> None: ...
+    def on_resume(self, replica: int) -> None:
+        """A restarted replica takes part again with the log it read back."""
+        ...
     def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None: ...
     def on_status(self, replica: int) -> None: ...
     def on_log_installed(self, replica: int, as_primary: bool) -> None: ...
@@ -142,6 +145,7 @@ class Replica:
         "repairing",
         "restart_repair",
         "retry_at",
+        "rewrites",
         "rid",
         "rng",
         "status",
@@ -208,6 +212,10 @@ class Replica:
         # op -> checksum of the entry being repaired from the others (its sector is damaged).
         self.repairing: dict[int, int] = {}
         self.restart_repair = False  # recovering by repairing the holes of its log only
+        # Repaired holes still to be rewritten after a restart, highest op first, one at a time
+        # (a misdirected write's own sector is above the sector holding its data, so that
+        # evidence outlives the sector it names), each counted pending until then.
+        self.rewrites: list[int] = []
         # slot -> tick of its next write attempt, and its consecutive failures so far.
         self.retry_at: dict[int, int] = {}
         self.write_failures: dict[int, int] = {}
@@ -245,6 +253,7 @@ class Replica:
         """After a restart (and the repair of its holes): a view change, never the old view."""
         self.restart_repair = False
         self._rebuild_logged()
+        self.io.on_resume(self.rid)
         if "rejoin_without_recovery" in self.bugs:
             self.status = NORMAL
             self.io.on_status(self.rid)
@@ -252,6 +261,10 @@ class Replica:
             self._start_view_change(self.view + 1)
 
     def _start_recovery(self) -> None:
+        for op in self.rewrites:  # the install rewrites what it needs
+            self._done_writing(op)
+        self.rewrites = []
+        self.repairing = {}
         self.restart_repair = False
         self.status = RECOVERING
         self.nonce = self.rng.next_u64()
@@ -345,6 +358,7 @@ class Replica:
         for table in (self.retry_at, self.write_failures, self.repairing):
             for slot in [s for s in table if s > same]:
                 del table[slot]
+        self.rewrites = [op for op in self.rewrites if op <= same]
         self.evict_next = min(self.evict_next, same + 1)
         self.log = list(new_log)
         for entry in self.log[same:]:
@@ -463,6 +477,8 @@ class Replica:
     def _on_repair_reply(self, msg: Message) -> None:
         _, _, entry, parent = msg
         op = entry[0]
+        if self.status == RECOVERING and not self.restart_repair:
+            return  # the recovery protocol installs a whole log
         checksum = self.repairing.get(op)
         if (
             checksum is None or entry[5] != checksum or op > len(self.log)
@@ -478,12 +494,29 @@ class Replica:
             self.log[op - 2] = (below[0], -1, -1, -1, EVICTED, parent)
         del self.repairing[op]
         self.log[op - 1] = entry  # cached again until its sector is durable and evicted
-        self._write(entry)
-        if self.restart_repair and self.status == RECOVERING:
-            if op > 1 and self.log[op - 2][4] is EVICTED:
-                self._repair(op - 1)
-            if not self.repairing:
-                self._resume()
+        if not (self.restart_repair and self.status == RECOVERING):
+            self._write(entry)
+            return
+        self.pending[op] = self.pending.get(op, 0) + 1  # rewritten in order, once all are here
+        self.rewrites.append(op)
+        if op > 1 and self.log[op - 2][4] is EVICTED:
+            self._repair(op - 1)
+        if not self.repairing:
+            self.rewrites.sort(reverse=True)
+            self._resume()
+            self._rewrite_next()
+
+    def _rewrite_next(self) -> None:
+        if self.rewrites and not any(op in self.retry_at for op in self.rewrites[:1]):
+            op = self.rewrites[0]
+            self.io.disk_write(self.rid, self.log[op - 1], self._parent(op), self.commit)
+
+    def _done_writing(self, slot: int) -> None:
+        count = self.pending.get(slot, 0)
+        if count <= 1:
+            self.pending.pop(slot, None)
+        else:
+            self.pending[slot] = count - 1
 
     def _retry_write(self, slot: int) -> bool:
         """A write of `slot` failed: retry it (the slot stays pending). False if another write of
@@ -516,6 +549,11 @@ class Replica:
         if reloaded is None:
             return False
         log, (view, last_normal_view, _, head) = reloaded
+        known = self.log
+        if len(log) < len(known) or any(
+            log[i][5] != known[i][5] for i in range(len(known)) if known[i][5] != UNKNOWN
+        ):
+            return False  # less than it read before (evidence of a fault was rewritten since)
         self.recovery_responses = {}
         self.restart(log, max(view, self.view), last_normal_view, False, head)
         return True
@@ -573,10 +611,10 @@ class Replica:
             return  # still pending: retried at once the first time, then with a backoff
         if self.write_failures:
             self.write_failures.pop(slot, None)
-        if count <= 1:
-            del self.pending[slot]
-        else:
-            self.pending[slot] = count - 1
+        self._done_writing(slot)
+        if self.rewrites and self.rewrites[0] == slot:
+            self.rewrites.pop(0)
+            self._rewrite_next()
         self._check_view_log_durable()
         if self.status == NORMAL:
             if self.is_primary():
@@ -618,7 +656,7 @@ class Replica:
                 self._broadcast((START_VIEW_CHANGE, self.rid, self.view))
                 if self.dvc_sent:
                     self._send_dvc()
-        elif self.ticks % REREAD_TICKS == 0 and self._reread():
+        elif not self.restart_repair and self.ticks % REREAD_TICKS == 0 and self._reread():
             return
         elif self.restart_repair:
             if self.ticks >= HOLE_REPAIR_TICKS_MAX:

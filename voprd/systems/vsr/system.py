@@ -65,9 +65,12 @@ def write_superblock(disk: Disk, superblock: Superblock, seq: int, copies: int) 
         disk.write_superblock(seal(superblock_address(copy), data), copy)
 
 
-def read_superblock(disk: Disk, copies: int) -> tuple[Superblock | None, int, bool]:
-    """The newest copy that verifies: (superblock, its sequence number, blank). None if no copy
-    verifies; blank if no copy was ever written (an empty disk)."""
+def read_superblock(
+    disk: Disk, copies: int, *, newest: bool = True
+) -> tuple[Superblock | None, int, bool]:
+    """The newest copy that verifies (`newest`; else the first): (superblock, its sequence
+    number, blank). None if no copy verifies; blank if no copy was ever written (an empty
+    disk)."""
     best: tuple[int, int, int, int, tuple[int, int]] | None = None
     blank = True
     for copy in range(copies):
@@ -81,7 +84,7 @@ def read_superblock(disk: Disk, copies: int) -> tuple[Superblock | None, int, bo
             found = _superblock_decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
-        if best is None or found[0] > best[0]:
+        if best is None or (newest and found[0] > best[0]):
             best = found
     if best is None:
         return None, 0, blank
@@ -97,15 +100,15 @@ def hole(op: int, checksum: int) -> Entry:
 
 
 def load_log(
-    disk: Disk, superblock: Superblock, *, verify: bool = True, anchored: bool = True
+    disk: Disk, superblock: Superblock, *, verify: bool = True
 ) -> tuple[list[Entry], bool]:
     """Read the log back: (log, damaged) (see `read_log`)."""
-    log, why = read_log(disk, superblock, verify=verify, anchored=anchored)
+    log, why = read_log(disk, superblock, verify=verify)
     return log, bool(why)
 
 
 def read_log(
-    disk: Disk, superblock: Superblock, *, verify: bool = True, anchored: bool = True
+    disk: Disk, superblock: Superblock, *, verify: bool = True
 ) -> tuple[list[Entry], str]:
     """Read the log back: (log, why it is damaged, or "").
 
@@ -115,16 +118,14 @@ def read_log(
     its own (decoding, position, its checksum with its stored parent). The log is then checked
     from its end backwards: each entry must be the parent its successor names; the entry at the
     head the superblock records must be that head, and entries after it must be of the last
-    normal view (so a stale sector left by a lost write is caught) (`anchored`). A sector that
-    fails becomes a `hole`, repaired by checksum after the restart: its checksum is known from its
+    normal view (so a stale sector left by a lost write is caught). A sector that fails
+    becomes a `hole`, repaired by checksum after the restart: its checksum is known from its
     successor (or the head), or learned when the hole above it is repaired (-1 until then). The
     log is damaged (returned: its verified prefix) when that cannot work: its last entry is lost,
     it is shorter than the head, or a write went astray past its end."""
     _, last_normal_view, _, (head_op, head_checksum) = superblock
     if last_normal_view == LOST_LOG:
         return [], "lost"
-    if not anchored:
-        head_op = 0
     sectors: list[tuple[Entry, int] | None] = []
     astray: set[int] = set()
     slot = 1
@@ -158,8 +159,7 @@ def read_log(
                 break
             expected = head_checksum
         found = sectors[k - 1]
-        good = found is not None and (k <= head_op or not anchored
-                                      or found[0][1] == last_normal_view)
+        good = found is not None and (k <= head_op or found[0][1] == last_normal_view)
         if found is not None and good and (expected is None or found[0][5] == expected):
             log.append(found[0])
             expected = found[1]
@@ -171,7 +171,7 @@ def read_log(
     if not why and expected not in (None, 0):
         why = "op 1 does not start the chain"
     if why:
-        return _verified_prefix(sectors, last_normal_view, head_op, head_checksum, anchored), why
+        return _verified_prefix(sectors, last_normal_view, head_op, head_checksum), why
     log.reverse()
     disk.truncate(end)
     return log, ""
@@ -179,7 +179,7 @@ def read_log(
 
 def _verified_prefix(
     sectors: list[tuple[Entry, int] | None], last_normal_view: int, head_op: int,
-    head_checksum: int, anchored: bool,
+    head_checksum: int,
 ) -> list[Entry]:
     """The longest prefix that verifies from the start of the chain (recovery keeps it)."""
     log: list[Entry] = []
@@ -187,8 +187,8 @@ def _verified_prefix(
     for k, found in enumerate(sectors, start=1):
         if (
             found is None or found[1] != parent
-            or (anchored and ((k > head_op and found[0][1] != last_normal_view)
-                              or (k == head_op and found[0][5] != head_checksum)))
+            or (k > head_op and found[0][1] != last_normal_view)
+            or (k == head_op and found[0][5] != head_checksum)
         ):
             break
         log.append(found[0])
@@ -299,13 +299,14 @@ class VsrCluster:
         """The superblock and log on replica `index`'s disk: (log, superblock, damaged, note)."""
         disk = self.disks[index]
         bugs = self.env.bugs
-        superblock, seq, blank = read_superblock(disk, self.superblock_copies)
+        superblock, seq, blank = read_superblock(
+            disk, self.superblock_copies, newest="superblock_first_copy" not in bugs
+        )
         self.superblock_seq[index] = seq
         if blank:
             self.view_promised[index] = 0  # its disk was lost (or it is new): promises with it
         if superblock is not None:
-            log, why = read_log(disk, superblock, verify="log_unverified_read" not in bugs,
-                                anchored="stale_log_trusted" not in bugs)
+            log, why = read_log(disk, superblock, verify="log_unverified_read" not in bugs)
             holes = sum(entry[4] is EVICTED for entry in log)
             note = f" ({why})" if why else f" ({holes} to repair)" if holes else ""
             return log, superblock, bool(why), note
@@ -430,6 +431,18 @@ class VsrCluster:
     def on_do_view_change(
         self, replica: int, view: int, last_normal_view: int, log: tuple[Entry, ...]
     ) -> None:
+        self._check_promise(replica, last_normal_view, log, f"sent DoViewChange for view {view}")
+
+    def on_resume(self, replica: int) -> None:
+        rep = self._replica(replica)
+        self._check_promise(replica, rep.last_normal_view, rep.log, "resumed after a restart")
+
+    def _check_promise(
+        self, replica: int, last_normal_view: int, log: tuple[Entry, ...] | list[Entry],
+        action: str,
+    ) -> None:
+        """A replica that takes part with a log (last normal view, ops) keeps every op it voted
+        for in that view (a log of a later view supersedes them)."""
         promised = self.promised.get(replica)
         if promised is None:
             return
@@ -439,9 +452,9 @@ class VsrCluster:
         ):
             raise Violation(
                 "durability",
-                f"replica r{replica} sent DoViewChange for view {view} with last normal view "
-                f"{last_normal_view} and {len(log)} ops, but it had voted for op {op} in view "
-                f"{voted_view}: an acknowledged op was lost",
+                f"replica r{replica} {action} with last normal view {last_normal_view} and "
+                f"{len(log)} ops, but it had voted for op {op} in view {voted_view}: an "
+                "acknowledged op was lost",
             )
 
     def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None:
