@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -63,8 +64,9 @@ def test_verbose_trace_and_trace_file_agree(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("environment: replicas=")
+    assert re.match(r"faults: (none|([a-z_]+=\d+ ?)+)$", lines[1]), lines[1]  # counts per kind
     trace_lines = trace_file.read_text().splitlines()
-    assert lines[1:-1] == trace_lines
+    assert lines[2:-1] == trace_lines
     text = "\n".join(trace_lines)
     for kind in ("deliver", "commit", "call", "return", "phase"):
         assert f" {kind}" in text, kind

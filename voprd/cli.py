@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="run the single seed --seed and exit")
     run.add_argument(
         "--faults", type=_faults,
-        help="fault classes: all (default), none, or a comma list of network,crash,storage,clock",
+        help="fault classes: all (default), none, or a comma list of "
+             "network,crash,storage,clock,disk",
     )
     run.add_argument(
         "--max-events", dest="max_events", type=_int_at_least(1),

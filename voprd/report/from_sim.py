@@ -40,6 +40,7 @@ from voprd.report.model import (
     op_outcome,
 )
 from voprd.sim.engine import Simulation
+from voprd.sim.faults import FAULT_KIND_CLASS
 from voprd.sim.linearizability import (
     INVARIANT,
     INVARIANT_UNKNOWN,
@@ -56,7 +57,9 @@ EXPLAIN_STEPS_MAX = 5_000_000
 _EXPLAIN_SLICE_STEPS = 65_536
 _DROP_CODES = frozenset({K["drop_partition"], K["drop_loss"], K["drop_capacity"]})
 _DUPLICATE_CODE = K["duplicate"]
-_STORAGE_KINDS = frozenset({"disk_write_error", "disk_misdirect", "disk_torn", "disk_read_corrupt"})
+_STORAGE_KINDS = frozenset(
+    kind for kind, fault_class in FAULT_KIND_CLASS.items() if fault_class in ("storage", "disk")
+)
 _NODE_NAME = re.compile(r"^([rc])(\d+)$")
 
 
@@ -80,7 +83,8 @@ class _RecordingSimulation(Simulation):
         super().__init__(seed, options, system, record_trace=True)
         # What the seed drew, before the liveness phase changes any of it.
         plan = self.plan
-        self.drawn = {name: str(getattr(plan, name)) for name in sorted(type(plan).__slots__)}
+        slots = {name for cls in type(plan).__mro__ for name in getattr(cls, "__slots__", ())}
+        self.drawn = {name: str(getattr(plan, name)) for name in sorted(slots)}
 
     def _sender(self) -> Callable[[int, int, Message_], None]:
         network_send = super()._sender()
@@ -313,6 +317,7 @@ def picture_for_seed(seed: int, options: RunOptions, system: System) -> RunPictu
             status=status, kind=kind, invariant=invariant, message=message,
             failure_us=failure_us, events=result.events, simulated_time_us=end_us,
             trace_hash=result.trace_hash, bounds_reached=list(result.bounds_reached),
+            fault_counts=dict(sorted(sim.fault_counts.items())),
         ),
         reproduce=reproduce_command(seed, options),
         nodes=nodes,

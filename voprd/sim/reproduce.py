@@ -74,7 +74,7 @@ def once_main(settings: Settings, command: dict[str, Any]) -> int:
         encoder = msgspec.json.Encoder()
         history_file.write_bytes(b"".join(encoder.encode(op) + b"\n" for op in outcome.history))
     try:
-        _print(settings, options, result, outcome.environment, lines)
+        _print(settings, options, result, outcome.environment, lines, outcome.fault_counts)
     except BrokenPipeError:  # e.g. `voprd --once -v | head`
         sys.stderr.close()
     return 0 if result.status == "ok" else 1
@@ -82,7 +82,7 @@ def once_main(settings: Settings, command: dict[str, Any]) -> int:
 
 def _print(
     settings: Settings, options: RunOptions, result: SeedResult, environment: str,
-    lines: list[str],
+    lines: list[str], fault_counts: dict[str, int],
 ) -> None:
     out = sys.stdout
     if settings.json:
@@ -90,6 +90,8 @@ def _print(
     else:
         if settings.verbose:
             out.write(f"environment: {environment}\n")
+            counts = " ".join(f"{kind}={n}" for kind, n in fault_counts.items())
+            out.write(f"faults: {counts or 'none'}\n")
             out.writelines(line + "\n" for line in lines)
         out.write(summary_line(result) + "\n")
         if result.status == "failed":

@@ -88,6 +88,8 @@ Head = tuple[int, int]
 LOST_LOG = -1
 # The checksum of a hole not known yet (learned when the hole after it is repaired).
 UNKNOWN = -1
+# The view of a hole: a log position whose sector is damaged (`voprd.systems.vsr.system.hole`).
+HOLE_VIEW = -1
 
 
 class ReplicaIO(Protocol):
@@ -345,8 +347,8 @@ class Replica:
         log = self.log
         same = 0
         limit = min(len(log), len(new_log))
-        while same < limit and log[same][5] == new_log[same][5]:
-            same += 1
+        while same < limit and log[same][5] == new_log[same][5] and log[same][1] != HOLE_VIEW:
+            same += 1  # (a hole left by a restart is rewritten: its sector is damaged)
         self.transfer = None
         # Mark the install unfinished before touching the log (the disk keeps the old one).
         self.lnv_base = same if self.lnv_base < 0 else min(self.lnv_base, same)
@@ -491,7 +493,7 @@ class Replica:
             # Restarting: the entry below was a hole not known yet, or a stale sector that looked
             # fine: now its checksum is known, repair it too.
             below = self.log[op - 2]
-            self.log[op - 2] = (below[0], -1, -1, -1, EVICTED, parent)
+            self.log[op - 2] = (below[0], HOLE_VIEW, -1, -1, EVICTED, parent)
         del self.repairing[op]
         self.log[op - 1] = entry  # cached again until its sector is durable and evicted
         if not (self.restart_repair and self.status == RECOVERING):

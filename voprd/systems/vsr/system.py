@@ -46,7 +46,15 @@ from voprd.systems.vsr.messages import (
     encode_entry,
     entry_valid,
 )
-from voprd.systems.vsr.replica import LOST_LOG, NORMAL, STATUS_NAMES, UNKNOWN, Head, Replica
+from voprd.systems.vsr.replica import (
+    HOLE_VIEW,
+    LOST_LOG,
+    NORMAL,
+    STATUS_NAMES,
+    UNKNOWN,
+    Head,
+    Replica,
+)
 from voprd.systems.vsr.state_machine import Result
 
 # The superblock: (view, last normal view, lnv_base, head of the log installed with the last
@@ -96,7 +104,7 @@ def hole(op: int, checksum: int) -> Entry:
     """A log position whose sector is damaged, its entry known by its checksum (the next entry
     names it as parent, or the superblock as head; `UNKNOWN` until the hole above it is
     repaired): repaired from the other replicas after the restart."""
-    return (op, -1, -1, -1, EVICTED, checksum)
+    return (op, HOLE_VIEW, -1, -1, EVICTED, checksum)
 
 
 def load_log(
