@@ -180,14 +180,15 @@ class FaultPlan(DiskFaults):
             return 0 if rng.below(4) == 0 else rng.between(1, high)
 
         # Per nemesis tick (10 ms): a sector at rest rots, goes latent or bad; a disk fills up;
-        # a superblock copy at rest is damaged.
+        # a superblock copy at rest is damaged (a quarter of superblock_damage_ppm).
         self.corrupt_ppm = kind(40_000)
         self.latent_ppm = kind(40_000)
         self.bad_sector_ppm = kind(1_500)
         self.disk_full_ppm = kind(4_000)
         self.disk_full_us_max = rng.between(20_000, 500_000)
         self.superblock_damage_ppm = kind(20_000)
-        # Per completed write that replaces a different version: the write is lost (stale).
+        # Per completed write that replaces a different version: the write is lost (stale); a
+        # tenth of it per superblock copy write.
         self.stale_ppm = kind(1_000_000)
         # Per superblock copy write on a live server: it crashes during that write.
         self.superblock_crash_ppm = kind(10_000)
