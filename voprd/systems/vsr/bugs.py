@@ -40,7 +40,7 @@ BUGS: dict[str, str] = {
         "a restart takes the first superblock copy that verifies instead of the newest (highest "
         "sequence number), so a copy whose last write was lost brings back an older superblock",
     "write_retry_gives_up":
-        "a log write that keeps failing (bad sector, full disk) is retried 8 times, then "
+        "a log write that keeps failing (bad sector, full disk) is retried 6 times, then "
         "counted as durable",
     "superblock_single_copy":
         "the superblock is kept in one copy; when that copy cannot be read back (torn by a crash, "

@@ -78,7 +78,7 @@ HOLE_REPAIR_TICKS_MAX = 48
 # Write retries back off up to this many ticks.
 WRITE_BACKOFF_TICKS_MAX = 32
 # write_retry_gives_up (planted bug): failures of one write before it is counted as durable.
-WRITE_RETRIES_MAX = 8
+WRITE_RETRIES_MAX = 6
 # Why an entry could not be read back (`Replica._read_entry`).
 READ_ERROR = 1  # the device reported an error
 READ_INVALID = 2  # missing, or failed verification (corrupt, stale, misplaced)
