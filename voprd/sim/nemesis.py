@@ -74,7 +74,8 @@ class Nemesis:
             and ((x >> 40) & 0xFFFFF) * 1_000_000 < plan.partition_ppm << 20
         ):
             sim.network.partition(rng)
-        sim.storage.tick()  # the disk class's faults at rest (voprd.sim.storage)
+        if plan.disk:
+            sim.storage.tick()  # the disk class's faults at rest (voprd.sim.storage)
 
     def crash(self, r: int) -> None:
         sim = self.sim

@@ -127,6 +127,7 @@ class Replica:
         "dvcs",
         "evict_next",
         "f",
+        "full_log_cache",
         "head",
         "idle_ticks",
         "io",
@@ -211,6 +212,7 @@ class Replica:
         self.head: Head = (0, 0)
         self.evict_next = 1
         self.dvc_msg: Message | None = None
+        self.full_log_cache: tuple[tuple[int, int], tuple[Entry, ...]] | None = None
         # op -> checksum of the entry being repaired from the others (its sector is damaged).
         self.repairing: dict[int, int] = {}
         self.restart_repair = False  # recovering by repairing the holes of its log only
@@ -414,18 +416,31 @@ class Replica:
 
     def _full_log(self) -> tuple[Entry, ...] | None:
         """The whole log with bodies (read back from the disk where evicted), or None while an
-        entry cannot be read (each such sector is being repaired)."""
+        entry cannot be read (each such sector is being repaired). The last one built is kept
+        while the log is the same (same length and head checksum: the hash chain pins it)."""
+        log = self.log
+        key = (len(log), log[-1][5] if log else 0)
+        cached = self.full_log_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
         entries: list[Entry] = []
         complete = True
-        for op in range(1, len(self.log) + 1):
-            entry = self._read_entry(op)
-            if isinstance(entry, int):
-                if entry == READ_ERROR and "read_error_ends_log" in self.bugs:
-                    return tuple(entries)  # the planted bug: the log "ends" at the error
-                complete = False
-            elif complete:
+        for op, entry in enumerate(log, start=1):
+            if entry[4] is EVICTED:
+                read = self._read_entry(op)
+                if isinstance(read, int):
+                    if read == READ_ERROR and "read_error_ends_log" in self.bugs:
+                        return tuple(entries)  # the planted bug: the log "ends" at the error
+                    complete = False
+                    continue
+                entry = read
+            if complete:
                 entries.append(entry)
-        return tuple(entries) if complete else None
+        if not complete:
+            return None
+        full = tuple(entries)
+        self.full_log_cache = (key, full)
+        return full
 
     def _check_misdirected(self, op: int) -> bool:
         """A sector held op's entry, so the write sent to op's own sector may have landed
@@ -629,8 +644,9 @@ class Replica:
             return  # not a durable member of this view yet (state transfer or install)
         durable = self.durable_op()
         if durable > self.last_ok_sent or (force and durable > 0):
+            if durable > self.last_ok_sent:
+                self.io.on_vote(self.rid, self.view, durable)
             self.last_ok_sent = durable
-            self.io.on_vote(self.rid, self.view, durable)
             self.io.send(
                 self.rid, self.primary_of(self.view), (PREPARE_OK, self.rid, self.view, durable)
             )
