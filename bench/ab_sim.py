@@ -7,9 +7,10 @@ Usage: python bench/ab_sim.py --base REV [--start 0] [--count 150] [--rounds 2]
 The revision's `voprd/` is extracted (git archive) to a temporary directory and imported as the
 package `voprd_base` (its absolute imports rewritten). Each seed runs on both sides, in alternating
 order, history checks off; both sides must agree on every seed's event count (a sanity check that
-they simulate the same runs), unless `--different-runs` (a change of behaviour: then the figure is
-throughput over different runs of the same seeds; `--faults` for this checkout's side). Prints
-events per CPU-second of each and the ratio new/base.
+they simulate the same runs). Prints events per CPU-second of each and the ratio new/base. With
+`--different-runs` the sides may simulate different runs (a change of what a seed draws or does,
+e.g. a new fault class): the figure then compares throughput, events per CPU-second, over the same
+seeds; `--faults` sets this checkout's fault classes (the base always runs its defaults).
 """
 
 from __future__ import annotations

@@ -16,10 +16,14 @@ Clients run the protocol themselves, against any majority:
   before returning it, so no later read can return anything older.
 
 A server adopts any higher tag it is sent, acknowledges a STORE only once the tag is durable on its
-disk (one sector per key, at most one write in flight per sector), and gossips its registers so the
-servers converge. A server whose disk is damaged at a restart (torn or corrupt sector: the engine
-confines those to at most f servers) answers no QUERY for that key until it has repaired it from a
-majority of the others.
+disk (one sealed sector per key, at most one write in flight per sector) and recorded in its
+superblock (an index of the durable tag of every key, in sealed copies with a sequence number: the
+newest copy that verifies wins), and gossips its registers so the servers converge. At a restart a
+key is damaged when its sector fails to read or verify (the seal's checksum catches corruption,
+torn and misplaced data), or holds an older tag than the index (a lost write left a stale
+version); an empty disk (lost, or a late join: no superblock) has every key damaged. A damaged key
+gets no QUERY answer until the server has repaired it from a majority of the others. Failed writes
+(a bad sector, a full disk) are retried on the next tick.
 
 Every message carries a checksum (`voprd.sim.seal` / `unseal`, so `message_checksums = True`: the
 engine may corrupt messages in flight and a corrupted one is dropped as if lost). It runs on 1 to 6
@@ -42,7 +46,19 @@ from typing import Any, Literal
 
 import msgspec
 
-from voprd.sim import Damaged, Env, Recovery, System, Violation, seal, unseal
+from voprd.sim import (
+    SUPERBLOCK_COPIES,
+    Damaged,
+    Env,
+    Recovery,
+    System,
+    Violation,
+    seal,
+    seal_sector,
+    superblock_address,
+    unseal,
+    unseal_sector,
+)
 from voprd.sim.prng import Rng
 
 Tag = tuple[int, int]  # (timestamp, writer node); (0, 0) is the initial tag of every register
@@ -58,6 +74,7 @@ GOSSIP = 4  # (GOSSIP, src, ((key, tag, value), ...))
 MESSAGE_NAMES = ("query", "query_reply", "store", "store_ack", "gossip")
 
 INITIAL: Register = ((0, 0), None)
+UNKNOWN_TAG: Tag = (-1, 0)  # in the superblock index: the key is damaged, repair it
 GOSSIP_TICKS = 5
 REPAIR_TICKS = 8
 
@@ -73,6 +90,9 @@ BUGS: Mapping[str, str] = MappingProxyType({
 })
 
 _register_decoder = msgspec.msgpack.Decoder(tuple[tuple[int, int], str | None])
+# The superblock: (sequence number, durable tag of every key in key order).
+Index = tuple[int, tuple[Tag, ...]]
+_index_decoder = msgspec.msgpack.Decoder(tuple[int, tuple[tuple[int, int], ...]])
 
 
 def majority(servers: int) -> int:
@@ -94,22 +114,86 @@ class Server:
         self.waiting: dict[str, list[tuple[int, int, Tag]]] = {}  # key -> (client, op_id, tag)
         self.damaged: set[str] = set()  # keys not to be served until repaired
         self.repairs: dict[str, dict[int, Register]] = {}  # key -> replies from the others
+        self.failed: set[str] = set()  # keys whose last write failed: written again next tick
+        # The tag the index recorded for each damaged key (kept in the index until repaired).
+        self.expected: dict[str, Tag] = {}
+        self.seq = 0  # the sequence number of the superblock last written
         self.ticks = 0
+
+    # ---- the superblock: the index of durable tags ---------------------------------------
+    def format(self) -> None:
+        """A new cluster: every register is initial."""
+        self._write_index()
+
+    def _write_index(self) -> None:
+        """Record every key's durable tag, one copy at a time (a crash tears one at most)."""
+        self.seq += 1
+        tags = tuple(
+            self.expected.get(k, UNKNOWN_TAG) if k in self.damaged else self.durable[k][0]
+            for k in self.keys
+        )
+        data = msgspec.msgpack.encode((self.seq, tags))
+        for copy in range(SUPERBLOCK_COPIES):
+            self.disk.write_superblock(seal_sector(superblock_address(copy), data), copy)
+
+    def _read_index(self) -> Index | None:
+        """The newest superblock copy that verifies, or None (an empty disk)."""
+        best: Index | None = None
+        for copy in range(SUPERBLOCK_COPIES):
+            data = unseal_sector(superblock_address(copy), self.disk.read_superblock(copy))
+            if data is None or isinstance(data, Damaged):
+                continue
+            try:
+                index: Index = _index_decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            if len(index[1]) == len(self.keys) and (best is None or index[0] > best[0]):
+                best = index
+        return best
 
     # ---- recovery ------------------------------------------------------------------------
     def read_back(self) -> Recovery:
         """Read every register's sector after a crash (before acting: see `restart`)."""
+        index = self._read_index()
+        if index is None:  # an empty disk: lost, or joining late
+            self.damaged = set(self.keys)
+            return Recovery(0, True, "empty disk: every register to repair")
+        self.seq = index[0]
         for slot, key in enumerate(self.keys, start=1):
-            data = self.disk.read(slot)
-            if data is None:
-                continue  # never written: the initial register
-            register = None if isinstance(data, Damaged) else _decode(data)
+            recorded = index[1][slot - 1]
+            register = self._read_register(slot, recorded)
             if register is None:
-                self.damaged.add(key)  # the old value is lost: repair before serving the key
+                self.damaged.add(key)  # lost (or stale): repair before serving the key
+                if recorded != UNKNOWN_TAG:
+                    self.expected[key] = recorded
                 continue
             self.registers[key] = self.durable[key] = register
         detail = f"registers={len(self.keys)} damaged={sorted(self.damaged)}"
         return Recovery(len(self.keys) - len(self.damaged), bool(self.damaged), detail)
+
+    def _read_register(self, slot: int, recorded: Tag) -> Register | None:
+        """The register in `slot` if it verifies and is not older than the index says."""
+        data = self.disk.read_sealed(slot)
+        register = INITIAL if data is None else (
+            None if isinstance(data, Damaged) else _decode(data)
+        )
+        if register is None or recorded == UNKNOWN_TAG or register[0] < recorded:
+            return None
+        return register
+
+    def _reread(self, key: str) -> None:
+        """Read a damaged key's sector again: a read error may have cleared."""
+        recorded = self.expected.get(key)
+        if recorded is None:
+            return
+        register = self._read_register(self.keys.index(key) + 1, recorded)
+        if register is not None:
+            self.damaged.discard(key)
+            self.repairs.pop(key, None)
+            del self.expected[key]
+            self.durable[key] = register
+            self._adopt(key, register)
+            self._flush(key)  # a newer register adopted meanwhile goes to the disk
 
     def restart(self) -> None:
         if self.damaged:
@@ -154,6 +238,7 @@ class Server:
                 self._adopt(key, max(replies.values(), key=lambda r: r[0]))
                 self.damaged.discard(key)
                 self.env.cover("repair")
+                self.expected.pop(key, None)
                 self.env.note(self.index, "repair", self.keys.index(key), 1, f"{key} repaired")
         elif kind == GOSSIP:
             for key, tag, value in msg[2]:
@@ -169,22 +254,30 @@ class Server:
                 self.cluster.send(self.index, peer, (GOSSIP, self.index, known))
         if self.ticks % REPAIR_TICKS == 0:
             for key in sorted(self.repairs):
+                self._reread(key)
+            for key in sorted(self.repairs):
                 self._ask_repair(key)
+        for key in sorted(self.failed):
+            self.failed.discard(key)
+            self._flush(key)
 
     def on_write_done(self, slot: int, ok: bool) -> None:
         key = self.keys[slot - 1]
         written = self.writing.pop(key)
-        if ok:
-            self.durable[key] = written
-            self.env.note(self.index, "durable", slot, written[0][0],
-                          f"{key} {written}" if self.env.record_trace else "")
-            waiting = self.waiting.pop(key, [])
-            for client, op_id, tag in waiting:
-                if tag <= written[0]:
-                    self._ack(client, op_id, key, tag)
-                else:
-                    self.waiting.setdefault(key, []).append((client, op_id, tag))
-        self._flush(key)  # a newer register (or a failed write) goes to the disk next
+        if not ok:
+            self.failed.add(key)  # a bad sector or a full disk: write it again next tick
+            return
+        self.durable[key] = written
+        self._write_index()  # durable once the index has it: a stale sector is then caught
+        self.env.note(self.index, "durable", slot, written[0][0],
+                      f"{key} {written}" if self.env.record_trace else "")
+        waiting = self.waiting.pop(key, [])
+        for client, op_id, tag in waiting:
+            if tag <= written[0]:
+                self._ack(client, op_id, key, tag)
+            else:
+                self.waiting.setdefault(key, []).append((client, op_id, tag))
+        self._flush(key)  # a newer register goes to the disk next
 
     # ---- the register --------------------------------------------------------------------
     def _adopt(self, key: str, register: Register) -> None:
@@ -201,14 +294,16 @@ class Server:
         register = self.registers[key]
         if key in self.writing or register == self.durable[key]:
             return
+        if key in self.damaged and register[0] < self.expected.get(key, INITIAL[0]):
+            return  # never overwrite a damaged key's sector with an older register than it held
         self.writing[key] = register
-        self.disk.write(self.keys.index(key) + 1, msgspec.msgpack.encode(register))
+        self.disk.write_sealed(self.keys.index(key) + 1, msgspec.msgpack.encode(register))
 
 
 def _decode(data: bytes) -> Register | None:
     try:
         register: Register = _register_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None
     return register
 
@@ -330,7 +425,9 @@ class AbdCluster:
         self.acked: dict[str, Tag] = {}  # key -> highest tag a write returned with
 
     def start_server(self, index: int) -> Server:
-        return Server(self, index)
+        server = Server(self, index)
+        server.format()
+        return server
 
     def restart_server(self, index: int, incarnation: int) -> tuple[Server, Recovery]:
         server = Server(self, index)
@@ -359,8 +456,10 @@ class AbdCluster:
             )
 
     def check_ack(self, server: int, key: str, tag: Tag) -> None:
-        """Read the server's sector for `key` back from its disk: it must hold `tag` or newer."""
-        data = self.env.disk(server).read(self.keys.index(key) + 1)
+        """The server's last completed write of `key`'s sector (`Disk.written`: what it made
+        durable, whatever faults did to the medium since) must hold `tag` or newer."""
+        slot = self.keys.index(key) + 1
+        data = unseal_sector(slot, self.env.disk(server).written(slot))
         register: Register | None = INITIAL  # a sector never written holds the initial register
         if data is not None:
             register = None if isinstance(data, Damaged) else _decode(data)

@@ -293,9 +293,11 @@ def test_mismatched_checkpoint_is_refused_naming_the_difference(tmp_path: Path) 
                   "--max-events", "5")
     assert refused.returncode == 2
     message = refused.stderr.decode()
-    assert "faults: ('network', 'crash', 'storage', 'clock') -> ()" in message
+    assert "faults: ('network', 'crash', 'storage', 'clock', 'disk') -> ()" in message
     assert f"max_events: {DEFAULT_MAX_EVENTS} -> 5" in message and "--reset" in message
-    assert checkpoint(state).fingerprint.faults == ("network", "crash", "storage", "clock")
+    assert checkpoint(state).fingerprint.faults == (
+        "network", "crash", "storage", "clock", "disk"
+    )
     reset = run(state, "--target", FLAKY, "-n", "10", "--workers", "1", "--faults", "none",
                 "--reset")
     assert reset.returncode == 1

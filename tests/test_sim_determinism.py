@@ -13,6 +13,7 @@ import pytest
 
 from tests.plugin_support import TARGET
 from voprd.options import RunOptions
+from voprd.sim.faults import FAULT_KIND_CLASS
 from voprd.sim.run import run_seed, simulate
 from voprd.systems.vsr import VSR
 from voprd.targets.loader import load_system
@@ -25,6 +26,7 @@ TARGETS = ("builtin", TARGET)
 _SCRIPT = """
 import json, sys
 from voprd.options import RunOptions
+from voprd.sim.faults import FAULT_KIND_CLASS
 from voprd.sim.run import run_seed
 from voprd.targets.loader import load_system
 system = load_system(sys.argv[3])
@@ -59,6 +61,16 @@ def test_two_processes_with_different_hash_seeds_agree(target: str) -> None:
     for seed in SEEDS[:4]:
         result, _ = run_seed(seed, RunOptions(target=target), system)
         assert [result.trace_hash, result.events, result.status] == first[str(seed)]
+
+
+def test_the_determinism_seeds_exercise_the_disk_faults() -> None:
+    """The seeds compared across processes above run with every fault class, the disk class
+    included: its faults really happen in them (and use their own PRNG stream)."""
+    kinds: set[str] = set()
+    for seed in SEEDS:
+        kinds |= set(simulate(seed, RunOptions(), VSR).fault_counts)
+    disk_kinds = {kind for kind in kinds if FAULT_KIND_CLASS[kind] == "disk"}
+    assert len(disk_kinds) >= 5, disk_kinds
 
 
 def test_different_seeds_give_different_traces() -> None:

@@ -57,7 +57,7 @@ def test_importing_the_engine_loads_no_system_and_no_target() -> None:
     assert proc.stdout.strip() == "[]"
 
 
-def test_disk_checksums_catch_torn_corrupt_and_misdirected_sectors() -> None:
+def test_disk_faults_change_what_a_read_returns() -> None:
     sim = quiet_simulation()
     disk = sim.storage.disks[0]
     write_now(sim, disk, 1, b"one")
@@ -68,15 +68,17 @@ def test_disk_checksums_catch_torn_corrupt_and_misdirected_sectors() -> None:
     assert (disk.read(1), disk.read(2)) == (b"one", DAMAGED)
     write_now(sim, disk, 2, b"two again")
     assert disk.read(2) == b"two again"
-    # A misdirected write: sent to slot 3, it lands on a settled sector (1 or 2) of an atlas
-    # server; the checksum covers the address it was sent to, so that sector reads back damaged.
-    sim.faulty = frozenset({0})
+    # A misdirected write: sent to slot 3, it lands on a settled sector (1 or 2), which then
+    # reads back slot 3's data; slot 3 keeps what it held (nothing). The system was told it
+    # succeeded, and `written` says what it wrote.
+    sim.storage.f = 1  # the atlas of a 3-server cluster
     sim.plan.misdirect_ppm = 1_000_000
     write_now(sim, disk, 3, b"three", settled=2)
     assert sim.fault_counts["disk_misdirect"] == 1 and disk.read(3) is None
-    assert [disk.read(1), disk.read(2)].count(DAMAGED) == 1
+    assert [disk.read(1), disk.read(2)].count(b"three") == 1
+    assert (disk.written(1), disk.written(2), disk.written(3)) == (b"one", b"two again", b"three")
     sim.plan.misdirect_ppm = 0
-    # Torn at a crash: a write in flight on an atlas server.
+    # Torn at a crash: a write in flight reads back as a read error.
     disk.write(4, b"four")
     torn = disk.crash([True])
     assert torn == [4] and disk.read(4) is DAMAGED
@@ -96,7 +98,7 @@ def test_truncate_drops_sectors_and_cancels_writes_in_flight() -> None:
 def test_superblock_and_atomic_updates() -> None:
     sim = quiet_simulation()
     disk = sim.storage.disks[0]
-    assert disk.read_superblock() is None
+    assert sim.storage.disks[0].read_superblock() is not None  # the VSR formats its disks
     write_now(sim, disk, 1, b"old")
     disk.write_superblock(b"sb1")
     disk.begin_atomic()
@@ -107,8 +109,14 @@ def test_superblock_and_atomic_updates() -> None:
     disk.begin_atomic()
     write_now(sim, disk, 1, b"new")
     disk.end_atomic()
+    crash_and_recover(sim, disk)  # complete, but no superblock has switched it in yet
+    assert disk.read(1) == b"old"
+    disk.begin_atomic()
+    write_now(sim, disk, 1, b"new")
+    disk.end_atomic()
+    disk.write_superblock(b"sb2")
     crash_and_recover(sim, disk)
-    assert disk.read(1) == b"new"
+    assert (disk.read(1), disk.read_superblock()) == (b"new", b"sb2")
 
 
 def test_kind_table_refuses_collisions() -> None:

@@ -13,7 +13,7 @@ from voprd.check.history import HistoryOp
 from voprd.options import RunOptions
 from voprd.sim.run import run_seed, simulate
 from voprd.systems.vsr import VSR
-from voprd.systems.vsr.bugs import BUGS
+from voprd.systems.vsr.bugs import BUGS, STORAGE_BUGS
 
 SEED_BUDGET = 60
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,28 @@ def test_planted_bug_is_caught(bug: str) -> None:
             assert clean.status == "ok", (seed, clean.message)
             return
     pytest.fail(f"{bug} survived {SEED_BUDGET} seeds")
+
+
+# Only the `disk` fault class reveals these: caught with it, never with the classic classes.
+CLASSIC_FAULTS = ("network", "crash", "storage", "clock")
+STORAGE_SEED_BUDGET = 120
+CLASSIC_SEEDS = 40
+
+
+@pytest.mark.parametrize("bug", STORAGE_BUGS)
+def test_storage_bug_is_caught_only_with_the_disk_class(bug: str) -> None:
+    caught = None
+    for seed in range(STORAGE_SEED_BUDGET):
+        result, _ = run_seed(seed, RunOptions(bugs=(bug,)), VSR)
+        if result.status == "failed":
+            caught = seed
+            clean, _ = run_seed(seed, RunOptions(), VSR)
+            assert clean.status == "ok", (seed, clean.message)
+            break
+    assert caught is not None, f"{bug} survived {STORAGE_SEED_BUDGET} seeds"
+    for seed in {*range(CLASSIC_SEEDS), caught}:
+        result, _ = run_seed(seed, RunOptions(bugs=(bug,), faults=CLASSIC_FAULTS), VSR)
+        assert result.status == "ok", (bug, seed, result.message)
 
 
 def test_invariants_exercised_by_the_planted_bugs() -> None:

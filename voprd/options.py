@@ -13,7 +13,7 @@ import msgspec
 # The fault classes (`--faults`), in the order the seed draws them (docs/simulator.md).
 FAULT_CLASSES: tuple[str, ...] = (
     "network", "crash", "storage", "clock", "partition", "pause", "time", "gray", "replay",
-    "corrupt", "clients",
+    "corrupt", "clients", "disk",
 )
 DEFAULT_MAX_EVENTS = 60_000
 # Seeds are unsigned 64-bit everywhere (flags, config, the worker protocol, checkpoints, the fleet):

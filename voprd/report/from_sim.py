@@ -40,6 +40,7 @@ from voprd.report.model import (
     op_outcome,
 )
 from voprd.sim.engine import Simulation
+from voprd.sim.faults import FAULT_KIND_CLASS
 from voprd.sim.linearizability import (
     INVARIANT,
     INVARIANT_UNKNOWN,
@@ -58,7 +59,9 @@ _DROP_CODES = frozenset({K["drop_partition"], K["drop_loss"], K["drop_capacity"]
 _DUPLICATE_CODE = K["duplicate"]
 _REPLAY_CODE = K["replay"]  # one more copy, much later
 _CORRUPT_CODE = K["corrupt"]  # what arrives is the corrupted message
-_STORAGE_KINDS = frozenset({"disk_write_error", "disk_misdirect", "disk_torn", "disk_read_corrupt"})
+_STORAGE_KINDS = frozenset(
+    kind for kind, fault_class in FAULT_KIND_CLASS.items() if fault_class in ("storage", "disk")
+)
 _SLOW_KINDS = frozenset({"slow_disk", "slow_link", "slow_node"})
 _NODE_NAME = re.compile(r"^([rc])(\d+)$")
 # An operation number named by a violation message (`lacks acknowledged op 3`; not `2 ops`), and
@@ -87,7 +90,8 @@ class _RecordingSimulation(Simulation):
         super().__init__(seed, options, system, record_trace=True)
         # What the seed drew, before the liveness phase changes any of it.
         plan = self.plan
-        self.drawn = {name: str(getattr(plan, name)) for name in sorted(type(plan).__slots__)
+        slots = {name for cls in type(plan).__mro__ for name in getattr(cls, "__slots__", ())}
+        self.drawn = {name: str(getattr(plan, name)) for name in sorted(slots)
                       if not name.startswith("_")}
 
     def _sender(self) -> Callable[[int, int, Message_], None]:
@@ -395,6 +399,7 @@ def picture_for_seed(seed: int, options: RunOptions, system: System) -> RunPictu
             failure_us=failure_us, cause_us=cause_us, events=result.events,
             simulated_time_us=end_us,
             trace_hash=result.trace_hash, bounds_reached=list(result.bounds_reached),
+            fault_counts=dict(sorted(sim.fault_counts.items())),
         ),
         reproduce=reproduce_command(seed, options),
         nodes=nodes,

@@ -54,6 +54,8 @@ class Verdict(msgspec.Struct, kw_only=True):
     simulated_time_us: int = 0
     trace_hash: str = ""
     bounds_reached: list[str] = msgspec.field(default_factory=list)
+    # Injected faults per trace kind (the `faults:` line of `voprd --once -v`).
+    fault_counts: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Node(msgspec.Struct, kw_only=True):

@@ -154,6 +154,14 @@ def _header(picture: RunPicture) -> str:
         + "".join(f"<tr><td>{_e(k)}</td><td class=mono>{_e(v)}</td></tr>" for k, v in rows)
         + "</table></details>"
     )
+    if verdict.fault_counts:
+        parts.append(
+            '<details id="fault-counts"><summary>Faults injected, per kind</summary>'
+            '<table class="kv">'
+            + "".join(f"<tr><td>{_e(k)}</td><td class=mono>{n}</td></tr>"
+                      for k, n in verdict.fault_counts.items())
+            + "</table></details>"
+        )
     return "<header>" + "".join(parts) + "</header>"
 
 

@@ -31,7 +31,7 @@ from voprd.sim.nemesis import Nemesis
 from voprd.sim.network import Network
 from voprd.sim.phases import DONE, LIVENESS, SAFETY, Phases
 from voprd.sim.prng import Rng, Streams
-from voprd.sim.storage import Disk, Storage
+from voprd.sim.storage import Disk, ServerCrashed, Storage
 from voprd.sim.system import Cluster, Message, Output, System, Violation
 from voprd.sim.trace import (
     NO_PEER,
@@ -50,6 +50,7 @@ from voprd.sim.trace import (
 # The engine's own PRNG streams; systems name theirs anything else.
 ENGINE_STREAMS = frozenset({
     "faults.plan", "network", "storage", "faults", "faults.plan.2", "network.2", "faults.2",
+    "storage.disk",
 })
 # Messages held for a paused (frozen) server, at most (a receive buffer): later ones are dropped.
 HOLD_MAX = 1_000
@@ -94,7 +95,6 @@ class Simulation:
         self.n = n = plan.replicas
         self.nodes_total = n + plan.clients
         self.client_nodes = range(n, self.nodes_total)
-        self.faulty = frozenset(plan.storage_faulty)
         # Scheduling and the trace log.
         self.queue: list[tuple[int, int, int, int, Any]] = []
         self.seq = itertools.count(1)
@@ -129,7 +129,8 @@ class Simulation:
         self.nemesis = Nemesis(self)
         self.phases = Phases(self)
         for r in range(n):
-            self.nodes[r] = self.cluster.start_server(r)
+            if r != plan.join_replica:  # a server that joins later starts absent
+                self.nodes[r] = self.cluster.start_server(r)
         self.client_budgets = budgets = self._split_budget(plan.request_budget, plan.clients)
         for c in range(plan.clients):
             self.nodes[n + c] = self.cluster.client(c, budgets[c])
@@ -256,13 +257,14 @@ class Simulation:
         for c in self.client_nodes:
             self.push(1 + c - self.n, EV_CLIENT_TICK, c, None)
         self.nemesis.start()
+        self.storage.start()
         try:
             # The safety phase gets a share of the events, so a storm in it still leaves the
             # liveness phase room to prove convergence (a bound there is a verdict).
-            self._loop(self.phases.safety_events_max(self.options.max_events))
+            self._run(self.phases.safety_events_max(self.options.max_events))
             if self.phase == SAFETY and self.queue:
                 self.phases.events_exhausted()
-            self._loop(self.options.max_events)
+            self._run(self.options.max_events)
             if self.queue:
                 self.bound("max_events")
         except RunOver:
@@ -273,6 +275,18 @@ class Simulation:
         except Exception:
             self.failure = ("crash", None, traceback.format_exc())
             self.note(NODE_SIM, _K_PHASE, DONE, 2, detail="exception in replica code")
+
+    def _run(self, events_max: int) -> None:
+        """`_loop` to `events_max`, through servers that die inside a handler."""
+        while True:
+            try:
+                self._loop(events_max)
+            except ServerCrashed as crashed:
+                # A server died inside its handler (during a superblock write): crash it and go
+                # on with the next event.
+                self.nemesis.crash(crashed.node)
+                continue
+            return
 
     def _loop(self, events_max: int) -> None:
         """Run events until the queue is empty (the run finished) or `events_max` events ran."""

@@ -4,9 +4,10 @@ Every probability is drawn from the seed's `faults.plan` stream (the fault famil
 and the later additions to older classes, from `faults.plan.2`, so the older draws never move),
 and each selected fault class is switched off entirely in some seeds, so each seed is a different
 environment, not only a different schedule. The cluster size is drawn among the sizes the system
-supports (`System.cluster_sizes`). The fault atlas lives here too: storage damage (torn writes,
-corruption, misdirected writes) is confined to at most `replicas - core` replicas (f for a
-majority core), so every quorum keeps one intact copy of committed data.
+supports (`System.cluster_sizes`). The seed also draws the liveness core (`System.core_size`
+servers, a majority by default, fixed from the start so that faults which must spare it, such as
+whole-disk loss, know it); the storage fault atlas itself is per sector and lives in
+`voprd.sim.storage`.
 
 Swarm families: a fault class (`--faults`) holds fault families (`SWARM_FAMILIES`: every class is
 a family of its own; each new kind of fault registers its family there, append-only). A seed
@@ -48,6 +49,7 @@ SWARM_FAMILIES: dict[str, str] = {
     "replay": "replay",
     "corrupt": "corrupt",
     "clients": "clients",
+    "disk": "disk",
 }
 
 FOCUS_SEED_BASE = 1 << 62
@@ -133,21 +135,56 @@ FAULT_KIND_CLASS: dict[str, str] = {
     "corrupt": "corrupt",
     "client_crash": "clients",
     "client_restart": "clients",
+    # The disk class (issue 16): failures of the disk itself beyond the classic storage faults.
+    "disk_corrupt": "disk",
+    "disk_latent_error": "disk",
+    "disk_bad_sector": "disk",
+    "disk_stale": "disk",
+    "disk_full": "disk",
+    "superblock_torn": "disk",
+    "superblock_damage": "disk",
+    "disk_lost": "disk",
+    "disk_join": "disk",
 }
 
 
-class FaultPlan:
+class DiskFaults:
+    """The fields of `FaultPlan` drawn for the liveness core and the `disk` class (issue 16):
+    `FaultPlan._draw_disk` fills them after every other draw."""
+
+    __slots__ = (
+        "bad_sector_ppm", "core", "corrupt_ppm", "disk", "disk_full_ppm", "disk_full_us_max",
+        "disk_loss_ppm", "join_replica", "join_us", "latent_ppm", "stale_ppm",
+        "superblock_crash_ppm", "superblock_damage_ppm",
+    )
+
+    core: tuple[int, ...]
+    disk: bool
+    corrupt_ppm: int
+    latent_ppm: int
+    bad_sector_ppm: int
+    disk_full_ppm: int
+    disk_full_us_max: int
+    stale_ppm: int
+    superblock_crash_ppm: int
+    superblock_damage_ppm: int
+    disk_loss_ppm: int
+    join_replica: int
+    join_us: int
+
+
+class FaultPlan(DiskFaults):
     __slots__ = (
         "_classes", "_streams", "bridge_ppm", "client_crash_ppm", "client_restart_us_max",
         "clients", "clients_faults", "clock", "clock_drift_ppm", "clock_jump_ppm",
-        "clock_jump_us_max", "core", "corrupt", "corrupt_q20", "crash", "crash_ppm",
+        "clock_jump_us_max", "corrupt", "corrupt_q20", "crash", "crash_ppm",
         "delay_base_us", "delay_jitter_us", "drift_ppm", "drift_spread_ppm", "dup_q20", "families",
         "focus", "gray", "loss_q20", "misdirect_ppm", "network", "offset_us", "partition",
         "partition_clients_ppm", "partition_ppm", "partition_us_max", "partitions_max",
         "path_capacity", "pause", "pause_ppm", "pause_us_max", "read_corrupt_ppm", "replay",
         "replay_q20", "replay_us_max", "replicas", "request_budget", "restart_us_max",
         "slow_factor_max", "slow_ppm", "slow_us_max", "spike_q20", "spike_us_max", "storage",
-        "storage_faulty", "switched_off", "time", "timeout_base_ticks", "torn_ppm",
+        "switched_off", "time", "timeout_base_ticks", "torn_ppm",
         "write_error_ppm", "write_latency_us_max", "write_latency_us_min",
     )
 
@@ -175,8 +212,9 @@ class FaultPlan:
             # A focus needs replication: the smallest supported size that has it, if any.
             self.replicas = min((s for s in sizes if s >= FOCUS_REPLICAS_MIN),
                                 default=self.replicas)
-        # The liveness core (the servers healed in the liveness phase), as the system requires.
-        self.core = core_size(self.replicas)
+        # The size of the liveness core (the servers healed in the liveness phase), as the
+        # system requires; which servers it holds is drawn last (_draw_disk).
+        core_n = core_size(self.replicas)
         self.clients = rng.between(1, 5)
         self.request_budget = rng.between(40, 240)
         self.timeout_base_ticks = rng.between(10, 25)
@@ -226,20 +264,20 @@ class FaultPlan:
         self.write_latency_us_min = 20
         self.write_latency_us_max = 20
         self.write_error_ppm = self.misdirect_ppm = self.read_corrupt_ppm = self.torn_ppm = 0
-        self.storage_faulty: tuple[int, ...] = ()
-        f = self.replicas - self.core
+        f = self.replicas - core_n
         if self.storage:
             self.write_latency_us_min = rng.between(5, 200)
             self.write_latency_us_max = self.write_latency_us_min + rng.between(0, 20_000)
             self.write_error_ppm = self.level("storage", rng, 0, 50_000)
         if f > 0 and (self.storage or self.crash):
-            # The atlas: at most f replicas may have their disk damaged.
-            count = rng.between(1, f)
-            order = rng.shuffled(range(self.replicas))
-            self.storage_faulty = tuple(sorted(order[:count]))
+            # These two draws chose the replicas of a per-replica atlas before issue 16; the atlas
+            # is per sector now (voprd.sim.storage), and they are kept so later draws keep their
+            # order.
+            rng.between(1, f)
+            rng.shuffled(range(self.replicas))
             if self.storage:
                 self.misdirect_ppm = self.level("storage", rng, 0, 20_000)
-                self.read_corrupt_ppm = self.level("storage", rng, 0, 200_000)
+                self.read_corrupt_ppm = self.level("storage", rng, 0, 50_000)
             if self.crash:
                 self.torn_ppm = self.level("crash", rng, 0, 500_000)
 
@@ -253,6 +291,7 @@ class FaultPlan:
                 self.offset_us[replica] = rng.below(tick_us)
         self._draw_later(rng2 if rng2 is not None else rng, classes, switched)
         self.switched_off = tuple(switched)
+        self._draw_disk(rng, classes, core_n)
 
     def _draw_later(self, rng: Rng, classes: tuple[str, ...], switched: list[str]) -> None:
         """The fault families added after the first four classes, and the later additions to
@@ -359,12 +398,55 @@ class FaultPlan:
     def families_on(self) -> list[str]:
         return [name for name, enabled in self.families.items() if enabled]
 
+    def _draw_disk(self, rng: Rng, classes: tuple[str, ...], core_n: int) -> None:
+        """The liveness core and the `disk` class (issue 16). Drawn after everything else, so
+        the draws above keep their order. Each disk fault kind is also off on its own in about
+        one seed in four where the class is on (swarm testing per kind)."""
+        n = self.replicas
+        self.core = tuple(sorted(rng.shuffled(range(n))[:core_n]))
+        self.disk = "disk" in classes and (rng.below(SWARM_OFF_ONE_IN) != 0 or self.focus == "disk")
+        if "disk" in classes:
+            self.families["disk"] = self.disk
+            if not self.disk:
+                self.switched_off = (*self.switched_off, "disk")
+        self.corrupt_ppm = self.latent_ppm = self.bad_sector_ppm = self.disk_full_ppm = 0
+        self.disk_full_us_max = self.stale_ppm = self.superblock_crash_ppm = 0
+        self.superblock_damage_ppm = self.disk_loss_ppm = self.join_us = 0
+        self.join_replica = -1
+        if not self.disk:
+            return
+
+        def kind(high: int) -> int:
+            return 0 if rng.below(4) == 0 else self.level("disk", rng, 1, high)
+
+        # Per nemesis tick (10 ms): a sector at rest rots, goes latent or bad; a disk fills up;
+        # a superblock copy at rest is damaged (a quarter of superblock_damage_ppm).
+        self.corrupt_ppm = kind(40_000)
+        self.latent_ppm = kind(40_000)
+        self.bad_sector_ppm = kind(1_500)
+        self.disk_full_ppm = kind(4_000)
+        self.disk_full_us_max = rng.between(20_000, 500_000)
+        self.superblock_damage_ppm = kind(20_000)
+        # Per completed write that replaces a different version: the write is lost (stale); a
+        # tenth of it per superblock copy write.
+        self.stale_ppm = kind(1_000_000)
+        # Per superblock copy write on a live server: it crashes during that write.
+        self.superblock_crash_ppm = kind(10_000)
+        # Per crash of a server outside the core: its disk is lost (replaced by an empty one).
+        outside = [r for r in range(n) if r not in self.core]
+        self.disk_loss_ppm = kind(1_000_000) if outside else 0
+        # A server outside the core is absent at the start and joins from an empty disk.
+        if outside and rng.below(3) == 0:
+            self.join_replica = rng.pick(outside)
+            self.join_us = rng.between(50_000, 5_000_000)
+
     def describe(self) -> str:
         on = [n for n in FAULT_CLASSES if getattr(self, _CLASS_FLAG.get(n, n))]
         return (
             f"replicas={self.replicas} clients={self.clients} budget={self.request_budget} "
             f"faults={','.join(on) or 'none'} off={','.join(self.switched_off) or '-'} "
-            f"storage_faulty={list(self.storage_faulty)}"
+            f"core={list(self.core)}"
+            + (f" join=r{self.join_replica}" if self.join_replica >= 0 else "")
             + ("" if self.focus is None else f" focus={self.focus}")
         )
 

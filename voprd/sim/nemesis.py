@@ -89,6 +89,8 @@ class Nemesis:
             and ((x >> 40) & 0xFFFFF) * 1_000_000 < plan.partition_ppm << 20
         ):
             sim.network.partition(rng)
+        if plan.disk:
+            sim.storage.tick()  # the disk class's faults at rest (voprd.sim.storage)
         if self.later:
             self._later_faults()
 

@@ -73,21 +73,19 @@ class Phases:
             self.start_liveness()
 
     def start_liveness(self) -> None:
-        """Heal a quorum core: restart and reconnect it, stop storage faults on it."""
+        """Heal a quorum core: restart and reconnect it, stop storage faults on it and lift the
+        damage on its disks."""
         sim = self.sim
         assert sim.phase == SAFETY
         sim.phase = LIVENESS
-        n = sim.n
-        quorum = sim.plan.core
-        healthy = [r for r in range(n) if r not in sim.faulty]
-        order = sim.nemesis.rng.shuffled(healthy)
-        sim.core = tuple(sorted(order[:quorum]))
-        assert len(sim.core) == quorum
+        # The core is drawn with the seed (FaultPlan.core): faults that must spare it know it.
+        sim.core = sim.plan.core
         self.liveness_deadline_us = sim.now + LIVENESS_TIME_US_MAX
         sim.note(NODE_SIM, _K_PHASE, LIVENESS, len(sim.core),
                  detail=f"liveness core={[f'r{r}' for r in sim.core]}")
         sim.network.calm()
         sim.slowdowns.calm()
+        sim.storage.heal(sim.core)
         for r in sim.core:
             sim.nemesis.resume(r)
             if sim.nodes[r] is None:

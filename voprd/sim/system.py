@@ -16,7 +16,8 @@ is four small pieces (docs/writing-a-plugin.md walks through a complete one):
   `converged` in the liveness phase); the system's own nodes report anything else (commits,
   status changes) to it directly, and it raises `Violation` when an invariant fails.
 - `Server` (node ids 0..replicas-1): `on_message`, `on_tick`, `on_write_done` and, after a crash,
-  `restart`. It reads its durable state back from its `Disk` (`env.disk(index)`).
+  `restart`. It reads its durable state back from its `Disk` (`env.disk(index)`), which returns
+  raw, unverified bytes (or use the disk's sealed helpers).
 - `Client` (node ids replicas..replicas+clients-1): `on_message`, `on_tick(may_start)`, `idle` and
   `done`. It records each operation it issues with `env.history_call` / `env.history_return`.
 
@@ -52,7 +53,9 @@ class Violation(Exception):
 
 
 class Damaged:
-    """The type of `DAMAGED`: what `Disk.read` returns for a sector that fails its checksum."""
+    """The type of `DAMAGED`: what a disk read returns when the device reports a read error (a
+    torn write, a latent sector error, a bad sector), and what a sealed read returns for a sector
+    that fails its checksum."""
 
     _instance: Damaged | None = None
 
@@ -69,14 +72,20 @@ DAMAGED = Damaged()
 
 
 class Disk(Protocol):
-    """One server's simulated disk (it outlives the server's crashes): numbered sectors of opaque
-    bytes, each checksummed with its address by the engine, plus a superblock.
+    """One server's simulated disk (it outlives the server's crashes): numbered sectors of raw
+    bytes plus a superblock area of `SUPERBLOCK_COPIES` copies (`voprd.sim.storage`).
+
+    The engine stores exactly what is written and returns what the medium holds: it verifies
+    nothing. Faults change what a read returns: silent corruption (other bytes), a stale version of
+    the sector, another sector's data (a misdirected write), nothing (a lost write), or `DAMAGED`
+    (the device reports a read error). A system verifies what it reads itself, or uses the sealed
+    helpers (`write_sealed`/`read_sealed`), which add a checksum over the data and its address.
 
     `write` is asynchronous: the server's `on_write_done(slot, ok)` follows after a latency (ok is
-    False on a write error: write again). Until then the write is unsynced: a crash loses it (or
-    tears it). `read`, `truncate`, the superblock and the atomic-update marks are synchronous and
-    durable at once. Faults (write errors, torn and misdirected writes, corrupt reads) are the
-    engine's, confined by the fault atlas to at most f servers of the seed.
+    False on a write error, a full disk or a bad sector: write again later). Until then the write is
+    unsynced: a crash loses it (or tears it). `read`, `truncate`, the superblock and the
+    atomic-update marks are synchronous and durable at once. The fault atlas spreads damage per
+    sector across servers, at most f = (servers - 1) // 2 damaged copies of a sector at a time.
     """
 
     def write(self, slot: int, data: bytes, settled: int = 0) -> None:
@@ -86,27 +95,51 @@ class Disk(Protocol):
         ...
 
     def read(self, slot: int) -> bytes | Damaged | None:
-        """The sector's data; None if never written (or truncated); `DAMAGED` if it fails its
-        checksum (torn, corrupt, or a misdirected write that landed there)."""
+        """What the medium returns for sector `slot`, unverified: bytes (possibly corrupt, stale
+        or another sector's), None if never written (or truncated, or the write never reached
+        it), `DAMAGED` on a read error."""
+        ...
+
+    def write_sealed(self, slot: int, data: bytes, settled: int = 0) -> None:
+        """`write` of `data` framed with a checksum over the data and the address `slot`."""
+        ...
+
+    def read_sealed(self, slot: int) -> bytes | Damaged | None:
+        """`read` of a sealed sector: its data, None if never written, `DAMAGED` on a read error
+        or a checksum mismatch (corrupt, torn, misdirected). A stale version still verifies."""
         ...
 
     def truncate(self, slot_count: int) -> None:
         """Drop every sector after `slot_count` and cancel the writes in flight to them."""
         ...
 
-    def read_superblock(self) -> bytes | None: ...
+    def read_superblock(self, copy: int = 0) -> bytes | Damaged | None:
+        """Superblock copy `copy` (0..SUPERBLOCK_COPIES-1), raw like `read`."""
+        ...
 
-    def write_superblock(self, data: bytes) -> None:
-        """Replace the superblock, atomically and synchronously."""
+    def write_superblock(self, data: bytes, copy: int = 0) -> None:
+        """Replace superblock copy `copy`, synchronously. A crash may interrupt it (the server
+        dies inside this call: the copy is torn or not written, the rest of the handler never
+        runs), so keep several copies, write them one at a time, and read back the newest copy
+        that verifies."""
         ...
 
     def begin_atomic(self) -> None:
-        """Start (or continue) an atomic update: until `end_atomic`, a crash reverts every sector
-        to its state at the first `begin_atomic` (as a log written to a second area and switched
-        by the superblock)."""
+        """Start (or continue) an atomic update: until it is switched in, a crash reverts every
+        sector to its state at the first `begin_atomic` (as a log written to a second area and
+        switched by the superblock)."""
         ...
 
-    def end_atomic(self) -> None: ...
+    def end_atomic(self) -> None:
+        """The atomic update is complete: the next superblock copy that is written intact
+        switches it in (a crash before that still reverts it), so the superblock and the sectors
+        it describes change together."""
+        ...
+
+    def written(self, slot: int) -> bytes | None:
+        """The data of the last write to `slot` that completed ok, whatever faults did to the
+        medium since: for invariant checks only (did the system make it durable?)."""
+        ...
 
 
 class Env(Protocol):
@@ -215,12 +248,14 @@ class Recovery(NamedTuple):
 
 class Cluster(Protocol):
     def start_server(self, index: int) -> Server:
-        """The server `index` at the start of the run (empty disk)."""
+        """The server `index` at the start of the run, when the cluster is formed (empty disk:
+        format it here if the system needs to tell a new cluster from a lost disk later)."""
         ...
 
     def restart_server(self, index: int, incarnation: int) -> tuple[Server, Recovery]:
         """A new server object for `index` after a crash, from what its disk holds (read it
-        here; act on it only in `Server.restart`)."""
+        here; act on it only in `Server.restart`). Also for a server that joins late or whose
+        disk was lost: its disk is then empty (no superblock), unlike at `start_server`."""
         ...
 
     def client(self, index: int, budget: int) -> Client:

@@ -34,6 +34,10 @@ ENGINE_KINDS: dict[str, int] = {
     "replay": 48, "corrupt": 49, "slow_disk": 50, "slow_link": 51, "slow_node": 52,
     "slow_end": 53, "clock_jump": 54, "clock_drift": 55, "client_crash": 56,
     "client_restart": 57, "hold": 58,
+    # The disk class (voprd.sim.storage): failures of the disk itself (31-40).
+    "disk_corrupt": 31, "disk_latent_error": 32, "disk_bad_sector": 33, "disk_stale": 34,
+    "disk_full": 35, "superblock_torn": 36, "superblock_damage": 37, "disk_lost": 38,
+    "disk_join": 39, "disk_heal": 40,
 }
 SYSTEM_KIND_CODE_MIN = 64
 KIND_CODE_MAX = 255

@@ -1,7 +1,8 @@
 """Planted bugs: realistic mistakes in the reference VSR, each switched on only by `--bug NAME`.
 
 They prove the simulator and its invariants can find bugs (`voprd selftest`). Off by default;
-`VsrSystem.bugs` (validated by `System.validate_bugs`).
+`VsrSystem.bugs` (validated by `System.validate_bugs`). `STORAGE_BUGS` are the ones only the `disk`
+fault class can reveal.
 """
 
 from __future__ import annotations
@@ -63,4 +64,30 @@ BUGS: dict[str, str] = {
     "fsync_watchdog_wall_clock":
         "[time; pause, gray] as fsync_watchdog_ticks, timed with the wall clock: a forward jump "
         "makes a fresh write look old",
+    # Storage bugs: each is caught only with the `disk` fault class on.
+    "log_unverified_read":
+        "[disk] log entries read from the disk are decoded and trusted without verifying their "
+        "checksum and hash chain (silent corruption is executed)",
+    "read_error_ends_log":
+        "[disk] when a replica reads its log back from the disk to send it (view change, "
+        "recovery, state transfer), a read error is taken for the end of the log",
+    "superblock_first_copy":
+        "[disk] a restart takes the first superblock copy that verifies instead of the newest "
+        "(highest sequence number), so a copy whose last write was lost brings back an older "
+        "superblock",
+    "write_retry_gives_up":
+        "[disk] a log write that keeps failing (bad sector, full disk) is retried 6 times, then "
+        "counted as durable",
+    "superblock_single_copy":
+        "[disk] the superblock is kept in one copy; when that copy cannot be read back (torn by "
+        "a crash, damaged), the replica takes its disk for a blank one and rejoins as a new "
+        "member",
+    "empty_disk_rejoins":
+        "[disk] a replica restarting from an empty disk (lost, or a late join) rejoins as a new "
+        "member (view 0, empty log, voting) instead of recovering through state transfer",
 }
+
+STORAGE_BUGS: tuple[str, ...] = (
+    "log_unverified_read", "read_error_ends_log", "superblock_first_copy", "write_retry_gives_up",
+    "superblock_single_copy", "empty_disk_rejoins",
+)

@@ -41,11 +41,14 @@ RECOVERY_RESPONSE = 9  # (RECOVERY_RESPONSE, src, view, nonce, log | None, commi
 GET_ENTRIES = 10  # (GET_ENTRIES, src, view, after_op)
 ENTRIES = 11  # (ENTRIES, src, view, entries, commit, op_number)
 EVICTED = 12  # (EVICTED, src, view, client_id): the session is not in the client table
+# Repair of one damaged sector of the log by checksum: any replica holding that entry answers.
+REPAIR_REQUEST = 13  # (REPAIR_REQUEST, src, op, checksum)
+REPAIR_REPLY = 14  # (REPAIR_REPLY, src, entry, parent checksum)
 
 MESSAGE_NAMES: tuple[str, ...] = (
     "request", "reply", "prepare", "prepare_ok", "commit", "start_view_change",
     "do_view_change", "start_view", "recovery", "recovery_response", "get_entries", "entries",
-    "evicted",
+    "evicted", "repair_request", "repair_reply",
 )
 # A client id (session) is its node id plus CLIENT_NODE_MASK + 1 times a session counter.
 CLIENT_NODE_MASK = 0xFF
@@ -63,6 +66,10 @@ def session_text(client_id: int) -> str:
 
 # Bound on entries carried by one ENTRIES message (message size bound).
 ENTRIES_PER_MESSAGE_MAX = 64
+
+# The operation of an entry whose body is not in memory (evicted from the replica's cache: read it
+# from the disk). Compared by identity; never a real operation.
+BODY_EVICTED: Operation = ("", "", None, None)
 
 
 def entry_checksum(
@@ -85,21 +92,24 @@ def entry_valid(entry: Entry, parent: int) -> bool:
     return entry_checksum(op, view, client_id, request, operation, parent) == checksum
 
 
-# Entries at rest on the simulated disk (opaque bytes to the engine): msgpack, decoded typed.
-_entry_decoder = msgspec.msgpack.Decoder(Entry)
+# Entries at rest on the simulated disk (raw bytes to the engine): msgpack of the entry's fields
+# followed by its parent's checksum, so a sector verifies on its own (`entry_valid` with the
+# stored parent) and names its predecessor: the checksum of a damaged sector is known from the
+# sector after it, which lets a replica repair it by checksum.
+_sector_decoder = msgspec.msgpack.Decoder(tuple[int, int, int, int, Operation, int, int])
 
 
-def encode_entry(entry: Entry) -> bytes:
-    return msgspec.msgpack.encode(entry)
+def encode_entry(entry: Entry, parent: int) -> bytes:
+    return msgspec.msgpack.encode((*entry, parent))
 
 
-def decode_entry(data: bytes) -> Entry | None:
-    """The entry stored in `data`, or None if the bytes do not decode as one."""
+def decode_entry(data: bytes) -> tuple[Entry, int] | None:
+    """(entry, parent checksum) stored in `data`, or None if the bytes do not decode as one."""
     try:
-        entry: Entry = _entry_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return entry
+        op, view, client, request, operation, checksum, parent = _sector_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None  # garbage (msgspec reports invalid UTF-8 in a string as UnicodeDecodeError)
+    return (op, view, client, request, operation, checksum), parent
 
 
 def describe(msg: Message) -> str:
@@ -135,4 +145,8 @@ def describe(msg: Message) -> str:
         return f"{name} v{msg[2]} after={msg[3]}"
     if kind == EVICTED:
         return f"{name} v{msg[2]} c{session_text(msg[3])}"
+    if kind == REPAIR_REQUEST:
+        return f"{name} op={msg[2]}"
+    if kind == REPAIR_REPLY:
+        return f"{name} op={msg[2][0]}"
     return f"{name} v{msg[2]} n={len(msg[3])} commit={msg[4]} op={msg[5]}"

@@ -34,6 +34,17 @@ sessions: a client registers (request number 0, a `register` operation in the lo
 requests; the client table is bounded (`clients_max`): executing a registration when it is full
 evicts the session that executed least recently, and a request of a session not in the table is
 answered EVICTED (never executed again), so an evicted client learns it and starts a new session.
+
+Storage: the disk returns raw bytes and may lie, so the replica verifies everything it
+reads (position, checksum, hash chain) and anchors its log in the superblock: the superblock
+(written in several copies by the IO layer) records the head (op, checksum) of the log installed
+with the last normal view, and entries after that head must be of that view, so a stale sector (a
+lost write) is detected too. Only the bodies of recent entries stay in memory (`CACHE_OPS`);
+older, committed ones are read back from the disk when the replica sends its log (view change,
+recovery, state transfer, repair). A sector that fails to read or verify while running is repaired
+by checksum from any replica holding that entry (REPAIR_REQUEST/REPAIR_REPLY) and rewritten;
+failed writes are retried with a backoff (a bad sector or a full disk keeps failing); a recovering
+replica re-reads its disk now and then (a fault may have cleared).
 """
 
 from __future__ import annotations
@@ -42,7 +53,9 @@ from typing import Protocol
 
 from voprd.sim.clock import TICK_US
 from voprd.sim.prng import Rng
+from voprd.sim.system import Damaged
 from voprd.systems.vsr.messages import (
+    BODY_EVICTED,
     COMMIT,
     DO_VIEW_CHANGE,
     ENTRIES,
@@ -53,6 +66,8 @@ from voprd.systems.vsr.messages import (
     PREPARE_OK,
     RECOVERY,
     RECOVERY_RESPONSE,
+    REPAIR_REPLY,
+    REPAIR_REQUEST,
     REPLY,
     REQUEST,
     START_VIEW,
@@ -60,6 +75,8 @@ from voprd.systems.vsr.messages import (
     Entry,
     Message,
     client_node,
+    decode_entry,
+    entry_valid,
     make_entry,
 )
 from voprd.systems.vsr.state_machine import KvStore, Result
@@ -84,6 +101,27 @@ class _Evicted:
 
 
 EVICTED_RESULT = _Evicted()
+# Entry bodies kept in memory: the last CACHE_OPS of the log (older, committed ones are evicted).
+CACHE_OPS = 32
+# A recovering replica re-reads its disk every REREAD_TICKS.
+REREAD_TICKS = 64
+# A restarted replica repairs the holes of its log for at most this many ticks, then recovers.
+HOLE_REPAIR_TICKS_MAX = 48
+# Write retries back off up to this many ticks.
+WRITE_BACKOFF_TICKS_MAX = 32
+# write_retry_gives_up (planted bug): failures of one write before it is counted as durable.
+WRITE_RETRIES_MAX = 6
+# Why an entry could not be read back (`Replica._read_entry`).
+READ_ERROR = 1  # the device reported an error
+READ_INVALID = 2  # missing, or failed verification (corrupt, stale, misplaced)
+# (op count, checksum of that op): the head of the log installed with the last normal view.
+Head = tuple[int, int]
+# The last normal view of a replica that lost its log (an empty disk) until it has recovered.
+LOST_LOG = -1
+# The checksum of a hole not known yet (learned when the hole after it is repaired).
+UNKNOWN = -1
+# The view of a hole: a log position whose sector is damaged (`voprd.systems.vsr.system.hole`).
+HOLE_VIEW = -1
 
 
 class ReplicaIO(Protocol):
@@ -91,9 +129,21 @@ class ReplicaIO(Protocol):
     # The replica's clocks (the reference VSR reads none; only planted bugs do).
     def monotonic_us(self, replica: int) -> int: ...
     def wall_clock_us(self, replica: int) -> int: ...
-    def disk_write(self, replica: int, entry: Entry, commit: int) -> None: ...
+    def disk_write(self, replica: int, entry: Entry, parent: int, commit: int) -> None: ...
     def disk_truncate(self, replica: int, op_count: int) -> None: ...
-    def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
+    def disk_read(self, replica: int, op: int) -> bytes | Damaged | None: ...
+    def persist(
+        self, replica: int, view: int, last_normal_view: int, lnv_base: int, head: Head
+    ) -> None: ...
+    def reload(self, replica: int) -> tuple[list[Entry], tuple[int, int, int, Head]] | None:
+        """Re-read the log and superblock: None if damaged (or no superblock)."""
+        ...
+    def on_vote(self, replica: int, view: int, op: int) -> None: ...
+    def on_do_view_change(
+        self, replica: int, view: int, last_normal_view: int, log: tuple[Entry, ...]
+    ) -> None: ...
+    def on_resume(self, replica: int) -> None:
+        """A restarted replica takes part again with the log it read back."""
         ...
     def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None: ...
     def on_status(self, replica: int) -> None: ...
@@ -112,9 +162,13 @@ class Replica:
         "client_table",
         "clients_max",
         "commit",
+        "dvc_msg",
         "dvc_sent",
         "dvcs",
+        "evict_next",
         "f",
+        "full_log_cache",
+        "head",
         "heard",
         "idle_ticks",
         "io",
@@ -133,6 +187,11 @@ class Replica:
         "recovery_responses",
         "repair_backoff",
         "repair_due",
+        "repair_tick",
+        "repairing",
+        "restart_repair",
+        "retry_at",
+        "rewrites",
         "rid",
         "rng",
         "status",
@@ -144,6 +203,7 @@ class Replica:
         "transfer_base",
         "view",
         "watchdog",
+        "write_failures",
         "write_times",
     )
 
@@ -210,27 +270,72 @@ class Replica:
         self.repair_backoff = 0
         self.last_ok_sent = 0
         self.timeout_ticks = self._draw_timeout()
+        self.head: Head = (0, 0)
+        self.evict_next = 1
+        self.dvc_msg: Message | None = None
+        self.full_log_cache: tuple[tuple[int, int], tuple[Entry, ...]] | None = None
+        # op -> checksum of the entry being repaired from the others (its sector is damaged).
+        self.repairing: dict[int, int] = {}
+        self.restart_repair = False  # recovering by repairing the holes of its log only
+        # Repaired holes still to be rewritten after a restart, highest op first, one at a time
+        # (a misdirected write's own sector is above the sector holding its data, so that
+        # evidence outlives the sector it names), each counted pending until then.
+        self.rewrites: list[int] = []
+        # slot -> tick of its next write attempt, and its consecutive failures so far.
+        self.retry_at: dict[int, int] = {}
+        self.write_failures: dict[int, int] = {}
 
     # ---- start-up -------------------------------------------------------------------------
-    def restart(self, log: list[Entry], view: int, last_normal_view: int, damaged: bool) -> None:
-        """Resume after a crash from the durable log and superblock."""
+    def restart(
+        self, log: list[Entry], view: int, last_normal_view: int, damaged: bool,
+        head: Head = (0, 0),
+    ) -> None:
+        """Resume after a crash from the durable log and superblock. A damaged log runs the
+        recovery protocol; a log with holes (damaged sectors whose entries are known by checksum)
+        is repaired from the others first, as a recovering replica that does not vote."""
         self.log = log
         self.view = view
         self.last_normal_view = self.persisted_lnv = last_normal_view
         self.lnv_base = -1
+        self.head = head
+        self.evict_next = 1
         self._persist()
         self._rebuild_logged()
+        holes = [entry[0] for entry in log if entry[4] is BODY_EVICTED]
         if damaged and "rejoin_without_recovery" not in self.bugs:
             self.io.cover("damaged_restart")
+            self._start_recovery()
+        elif holes and not damaged:
             self.status = RECOVERING
-            self.nonce = self.rng.next_u64()
-            self._broadcast((RECOVERY, self.rid, self.nonce))
+            self.restart_repair = True
             self.io.on_status(self.rid)
-        elif "rejoin_without_recovery" in self.bugs:
+            for op in holes:
+                if log[op - 1][5] != UNKNOWN:
+                    self._repair(op)
+        else:
+            self._resume()
+
+    def _resume(self) -> None:
+        """After a restart (and the repair of its holes): a view change, never the old view."""
+        self.restart_repair = False
+        self._rebuild_logged()
+        self.io.on_resume(self.rid)
+        if "rejoin_without_recovery" in self.bugs:
             self.status = NORMAL
             self.io.on_status(self.rid)
         else:
-            self._start_view_change(view + 1)
+            self._start_view_change(self.view + 1)
+
+    def _start_recovery(self) -> None:
+        for op in self.rewrites:  # the install rewrites what it needs
+            self._done_writing(op)
+        self.rewrites = []
+        self.repairing = {}
+        self.restart_repair = False
+        self.status = RECOVERING
+        self.nonce = self.rng.next_u64()
+        self._broadcast((RECOVERY, self.rid, self.nonce))
+        self.io.on_status(self.rid)
 
     # ---- helpers --------------------------------------------------------------------------
     def _draw_timeout(self) -> int:
@@ -278,7 +383,11 @@ class Replica:
         self.pending[slot] = self.pending.get(slot, 0) + 1
         if self.watchdog:
             self.write_times[slot] = self._watchdog_now()
-        self.io.disk_write(self.rid, entry, self.commit)
+        self.io.disk_write(self.rid, entry, self._parent(slot), self.commit)
+
+    def _parent(self, op: int) -> int:
+        """The checksum entry `op` chains to."""
+        return self.log[op - 2][5] if op > 1 else 0
 
     def _chains(self, entry: Entry, parent: int) -> bool:
         """True if `entry` is intact and follows the entry whose checksum is `parent`."""
@@ -295,11 +404,12 @@ class Replica:
         return True
 
     def _common_prefix(self, new_log: list[Entry] | tuple[Entry, ...]) -> int:
-        """How many leading entries `new_log` shares with our log."""
+        """How many leading entries `new_log` shares with our log (a hole left by a restart is
+        not shared: its sector is damaged, so the install rewrites it)."""
         log = self.log
         same = 0
         limit = min(len(log), len(new_log))
-        while same < limit and log[same][5] == new_log[same][5]:
+        while same < limit and log[same][5] == new_log[same][5] and log[same][1] != HOLE_VIEW:
             same += 1
         return same
 
@@ -313,7 +423,7 @@ class Replica:
         self.logged = logged
 
     def _persist(self) -> None:
-        self.io.persist(self.rid, self.view, self.persisted_lnv, self.lnv_base)
+        self.io.persist(self.rid, self.view, self.persisted_lnv, self.lnv_base, self.head)
 
     def _finish_install(self) -> None:
         """The in-memory log is now this view's log; the superblock follows once it is durable."""
@@ -329,6 +439,8 @@ class Replica:
         ):
             self.persisted_lnv = self.view
             self.lnv_base = -1
+            target = self.lnv_target
+            self.head = (target, self.log[target - 1][5] if target else 0)
             self._persist()
 
     def _voting(self) -> bool:
@@ -347,12 +459,221 @@ class Replica:
         self.io.disk_truncate(self.rid, same)
         for slot in [s for s in self.pending if s > same]:
             del self.pending[slot]
+        for table in (self.retry_at, self.write_failures, self.repairing):
+            for slot in [s for s in table if s > same]:
+                del table[slot]
+        self.rewrites = [op for op in self.rewrites if op <= same]
+        self.evict_next = min(self.evict_next, same + 1)
         self.log = list(new_log)
         for entry in self.log[same:]:
             self._write(entry)
         self._rebuild_logged()
         self.last_ok_sent = min(self.last_ok_sent, same)
         return same
+
+    # ---- storage: the entry cache, reading back, repair, write retries --------------------
+    def _evict(self) -> None:
+        """Drop the bodies of committed, durable entries older than the last CACHE_OPS."""
+        log = self.log
+        limit = min(self.commit, len(log) - CACHE_OPS)
+        op = self.evict_next
+        while op <= limit:
+            if op in self.pending:
+                break  # not durable yet: keep its body
+            entry = log[op - 1]
+            if entry[4] is not BODY_EVICTED:
+                log[op - 1] = (entry[0], entry[1], entry[2], entry[3], BODY_EVICTED, entry[5])
+            op += 1
+        self.evict_next = op
+
+    def _read_entry(self, op: int) -> Entry | int:
+        """Entry `op` of the log, from memory or read back from the disk and verified against its
+        header (position, checksum, hash chain). On failure (READ_ERROR or READ_INVALID) the
+        sector is repaired from the others."""
+        header = self.log[op - 1]
+        if header[4] is not BODY_EVICTED:
+            return header
+        raw = self.io.disk_read(self.rid, op)
+        if isinstance(raw, Damaged):
+            self._repair(op)
+            return READ_ERROR
+        found = None if raw is None else decode_entry(raw)
+        if (
+            found is not None and found[0][0] != op and 1 <= found[0][0] <= len(self.log)
+            and not self._check_misdirected(found[0][0])
+        ):
+            # The sector holds the entry of a write that went astray: keep that evidence until
+            # the sector the write was meant for is rewritten, then repair this one.
+            return READ_INVALID
+        if (
+            found is None or found[0][0] != op or found[0][5] != header[5]
+            or ("log_unverified_read" not in self.bugs
+                and (found[1] != self._parent(op) or not entry_valid(*found)))
+        ):
+            self._repair(op)
+            return READ_INVALID
+        return found[0]
+
+    def _full_log(self) -> tuple[Entry, ...] | None:
+        """The whole log with bodies (read back from the disk where evicted), or None while an
+        entry cannot be read (each such sector is being repaired). The last one built is kept
+        while the log is the same (same length and head checksum: the hash chain pins it)."""
+        log = self.log
+        key = (len(log), log[-1][5] if log else 0)
+        cached = self.full_log_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        entries: list[Entry] = []
+        complete = True
+        for op, entry in enumerate(log, start=1):
+            if entry[4] is BODY_EVICTED:
+                read = self._read_entry(op)
+                if isinstance(read, int):
+                    if read == READ_ERROR and "read_error_ends_log" in self.bugs:
+                        return tuple(entries)  # the planted bug: the log "ends" at the error
+                    complete = False
+                    continue
+                entry = read
+            if complete:
+                entries.append(entry)
+        if not complete:
+            return None
+        full = tuple(entries)
+        self.full_log_cache = (key, full)
+        return full
+
+    def _check_misdirected(self, op: int) -> bool:
+        """A sector held op's entry, so the write sent to op's own sector may have landed
+        elsewhere: check it, and rewrite it (from memory) or repair it if it does not verify.
+        True if op's sector is fine."""
+        if op in self.pending or op in self.repairing:
+            return False  # being rewritten
+        header = self.log[op - 1]
+        raw = self.io.disk_read(self.rid, op)
+        found = None if raw is None or isinstance(raw, Damaged) else decode_entry(raw)
+        if found is not None and found[0][0] == op and found[0][5] == header[5]:
+            return True
+        if header[4] is BODY_EVICTED:
+            self._repair(op)
+        else:
+            self._write(header)
+        return False
+
+    def _repair(self, op: int) -> None:
+        """Ask every other replica for entry `op` (by checksum) to rewrite a damaged sector."""
+        checksum = self.log[op - 1][5]
+        if op in self.repairing or op in self.pending or checksum == UNKNOWN:
+            return  # already asked, a rewrite is in flight, or not known yet
+        self.repairing[op] = checksum
+        self._broadcast((REPAIR_REQUEST, self.rid, op, checksum))
+
+    def _retry_repairs(self) -> None:
+        """Every RESEND_TICKS: drop repairs the log no longer needs or the disk now satisfies
+        (a fault may have cleared), and ask again for the others."""
+        for op, checksum in list(self.repairing.items()):
+            if op > len(self.log) or self.log[op - 1][5] != checksum:
+                del self.repairing[op]
+                continue
+            del self.repairing[op]
+            if not isinstance(self._read_entry(op), int):
+                continue  # readable again
+            if op not in self.repairing:
+                self._repair(op)
+            else:
+                self._broadcast((REPAIR_REQUEST, self.rid, op, checksum))
+
+    def _on_repair_request(self, msg: Message) -> None:
+        _, src, op, checksum = msg
+        if op > len(self.log) or self.log[op - 1][5] != checksum or op in self.repairing:
+            return
+        entry = self._read_entry(op)
+        parent = self._parent(op)
+        if not isinstance(entry, int) and parent != UNKNOWN:
+            self.io.send(self.rid, src, (REPAIR_REPLY, self.rid, entry, parent))
+
+    def _on_repair_reply(self, msg: Message) -> None:
+        _, _, entry, parent = msg
+        op = entry[0]
+        if self.status == RECOVERING and not self.restart_repair:
+            return  # the recovery protocol installs a whole log
+        checksum = self.repairing.get(op)
+        if (
+            checksum is None or entry[5] != checksum or op > len(self.log)
+            or not entry_valid(entry, parent)
+        ):
+            return
+        if parent != self._parent(op):
+            if not self.restart_repair:
+                return  # not our chain
+            # Restarting: the entry below was a hole not known yet, or a stale sector that looked
+            # fine: now its checksum is known, repair it too.
+            below = self.log[op - 2]
+            self.log[op - 2] = (below[0], HOLE_VIEW, -1, -1, BODY_EVICTED, parent)
+        del self.repairing[op]
+        self.log[op - 1] = entry  # cached again until its sector is durable and evicted
+        if not (self.restart_repair and self.status == RECOVERING):
+            self._write(entry)
+            return
+        self.pending[op] = self.pending.get(op, 0) + 1  # rewritten in order, once all are here
+        self.rewrites.append(op)
+        if op > 1 and self.log[op - 2][4] is BODY_EVICTED:
+            self._repair(op - 1)
+        if not self.repairing:
+            self.rewrites.sort(reverse=True)
+            self._resume()
+            self._rewrite_next()
+
+    def _rewrite_next(self) -> None:
+        if self.rewrites and not any(op in self.retry_at for op in self.rewrites[:1]):
+            op = self.rewrites[0]
+            self.io.disk_write(self.rid, self.log[op - 1], self._parent(op), self.commit)
+
+    def _done_writing(self, slot: int) -> None:
+        count = self.pending.get(slot, 0)
+        if count <= 1:
+            self.pending.pop(slot, None)
+        else:
+            self.pending[slot] = count - 1
+
+    def _retry_write(self, slot: int) -> bool:
+        """A write of `slot` failed: retry it (the slot stays pending). False if another write of
+        the slot is in flight (it covers this one), or if the planted bug gives up on it."""
+        if self.pending[slot] > 1:
+            return False
+        failures = self.write_failures.get(slot, 0) + 1
+        if "write_retry_gives_up" in self.bugs and failures >= WRITE_RETRIES_MAX:
+            return False
+        self.write_failures[slot] = failures
+        if failures == 1:
+            self.io.disk_write(self.rid, self.log[slot - 1], self._parent(slot), self.commit)
+        else:
+            self.retry_at[slot] = self.ticks + min(1 << (failures - 2), WRITE_BACKOFF_TICKS_MAX)
+        return True
+
+    def _retry_writes(self) -> None:
+        ticks = self.ticks
+        for slot, due in list(self.retry_at.items()):
+            if due <= ticks:
+                del self.retry_at[slot]
+                if slot in self.pending and slot <= len(self.log):
+                    self.io.disk_write(self.rid, self.log[slot - 1], self._parent(slot),
+                                       self.commit)
+
+    def _reread(self) -> bool:
+        """A recovering replica re-reads its disk: if its log now reads back intact, it restarts
+        from it as after a clean crash. True if it did."""
+        reloaded = self.io.reload(self.rid)
+        if reloaded is None:
+            return False
+        log, (view, last_normal_view, _, head) = reloaded
+        known = self.log
+        if len(log) < len(known) or any(
+            log[i][5] != known[i][5] for i in range(len(known)) if known[i][5] != UNKNOWN
+        ):
+            return False  # less than it read before (evidence of a fault was rewritten since)
+        self.recovery_responses = {}
+        self.restart(log, max(view, self.view), last_normal_view, False, head)
+        return True
 
     # ---- commit / execute -----------------------------------------------------------------
     def _commit_upto(self, target: int) -> None:
@@ -374,6 +695,7 @@ class Replica:
                 else:
                     self.io.send(self.rid, client_node(client),
                                  (REPLY, self.rid, self.view, client, entry[3], result, op))
+        self._evict()
 
     def _tell_evicted(self, client: int) -> None:
         self.io.send(self.rid, client_node(client), (EVICTED, self.rid, self.view, client))
@@ -415,6 +737,9 @@ class Replica:
             votes.append(own)
             votes.sort(reverse=True)
             candidate = votes[self.quorum - 1]
+        if own > self.last_ok_sent:
+            self.last_ok_sent = own
+            self.io.on_vote(self.rid, self.view, own)
         self._commit_upto(candidate)
 
     # ---- events ---------------------------------------------------------------------------
@@ -422,13 +747,14 @@ class Replica:
         count = self.pending.get(slot)
         if count is None:
             return  # truncated away while in flight
-        if count <= 1:
-            del self.pending[slot]
-        else:
-            self.pending[slot] = count - 1
-        if not ok and slot <= len(self.log):
-            self._write(self.log[slot - 1])  # retry after a write error
-            return
+        if not ok and slot <= len(self.log) and self._retry_write(slot):
+            return  # still pending: retried at once the first time, then with a backoff
+        if self.write_failures:
+            self.write_failures.pop(slot, None)
+        self._done_writing(slot)
+        if self.rewrites and self.rewrites[0] == slot:
+            self.rewrites.pop(0)
+            self._rewrite_next()
         self._check_view_log_durable()
         if self.status == NORMAL:
             if self.is_primary():
@@ -441,6 +767,8 @@ class Replica:
             return  # not a durable member of this view yet (state transfer or install)
         durable = self.durable_op()
         if durable > self.last_ok_sent or (force and durable > 0):
+            if durable > self.last_ok_sent:
+                self.io.on_vote(self.rid, self.view, durable)
             self.last_ok_sent = durable
             self.io.send(
                 self.rid, self.primary_of(self.view), (PREPARE_OK, self.rid, self.view, durable)
@@ -448,6 +776,10 @@ class Replica:
 
     def on_tick(self) -> None:
         self.ticks += 1
+        if self.retry_at:
+            self._retry_writes()
+        if self.repairing and self.ticks % RESEND_TICKS == 0:
+            self._retry_repairs()
         status = self.status
         if status == NORMAL:
             if self.is_primary():
@@ -469,6 +801,11 @@ class Replica:
                 self._broadcast((START_VIEW_CHANGE, self.rid, self.view))
                 if self.dvc_sent:
                     self._send_dvc()
+        elif not self.restart_repair and self.ticks % REREAD_TICKS == 0 and self._reread():
+            return
+        elif self.restart_repair:
+            if self.ticks >= HOLE_REPAIR_TICKS_MAX:
+                self._start_recovery()  # nobody had the entries: the full recovery protocol
         elif self.ticks % RESEND_TICKS == 0:
             self._broadcast((RECOVERY, self.rid, self.nonce))
 
@@ -496,6 +833,10 @@ class Replica:
             self._on_recovery(msg)
         elif kind == RECOVERY_RESPONSE:
             self._on_recovery_response(msg)
+        elif kind == REPAIR_REQUEST:
+            self._on_repair_request(msg)
+        elif kind == REPAIR_REPLY:
+            self._on_repair_reply(msg)
 
     # ---- normal operation -----------------------------------------------------------------
     def _on_request(self, msg: Message) -> None:
@@ -679,10 +1020,20 @@ class Replica:
         _, src, view, after = msg
         if view != self.view or self.status != NORMAL or not self.is_primary():
             return
-        after = min(after, len(self.log))
-        chunk = tuple(self.log[after:after + ENTRIES_PER_MESSAGE_MAX])
+        op_number = len(self.log)
+        after = min(after, op_number)
+        chunk: list[Entry] = []
+        for op in range(after + 1, min(after + ENTRIES_PER_MESSAGE_MAX, op_number) + 1):
+            entry = self._read_entry(op)
+            if isinstance(entry, int):
+                if entry == READ_ERROR and "read_error_ends_log" in self.bugs:
+                    op_number = op - 1
+                break
+            chunk.append(entry)
+        if not chunk and after < op_number:
+            return  # nothing readable yet (repairing): the backup asks again
         self.io.send(
-            self.rid, src, (ENTRIES, self.rid, view, chunk, self.commit, len(self.log))
+            self.rid, src, (ENTRIES, self.rid, view, tuple(chunk), self.commit, op_number)
         )
 
     def _on_entries(self, msg: Message) -> None:
@@ -716,6 +1067,7 @@ class Replica:
         self.svc_mask = 1 << self.rid
         self.dvcs = {}
         self.dvc_sent = False
+        self.dvc_msg = None
         self.idle_ticks = 0
         self.timeout_ticks = self._draw_timeout()
         self._persist()  # the promise not to accept older views must survive a crash
@@ -729,8 +1081,14 @@ class Replica:
             self._send_dvc()
 
     def _send_dvc(self) -> None:
-        msg = (DO_VIEW_CHANGE, self.rid, self.view, tuple(self.log), self.last_normal_view,
-               self.commit)
+        msg = self.dvc_msg
+        if msg is None:
+            log = self._full_log()
+            if log is None:
+                return  # an entry is being repaired: sent again on a later resend
+            msg = (DO_VIEW_CHANGE, self.rid, self.view, log, self.last_normal_view, self.commit)
+            self.io.on_do_view_change(self.rid, self.view, self.last_normal_view, log)
+            self.dvc_msg = msg
         primary = self.primary_of(self.view)
         if primary == self.rid:
             self._on_dvc(msg)
@@ -818,7 +1176,9 @@ class Replica:
             return
         log = None
         if self.is_primary():
-            log = tuple(self.log)
+            log = self._full_log()
+            if log is None:
+                return  # an entry is being repaired: the recovering replica asks again
             self.acked[src] = 0  # its old votes may refer to entries it has lost
         self.io.send(
             self.rid, src, (RECOVERY_RESPONSE, self.rid, self.view, nonce, log, self.commit)

@@ -3,17 +3,20 @@
 `VsrSystem` describes it (planted bugs, the `kv` model, its messages, its trace kind
 `log_installed`). `VsrCluster` is one run's harness: the replicas' `ReplicaIO` and the clients'
 `ClientIO`. It stores log entries on the engine's disks as bytes (`encode_entry`) and reads them
-back at a restart, verifying positions and the hash chain, and it checks the invariants:
-`log_chain` (every entry a replica writes chains to the entry before it in its log: a backup never
-holds a log that diverged from the primary's), `agreement` (same op number -> same committed
-entry, also when a log is replaced),
+back at a restart, verifying positions, checksums and the hash chain against the head recorded in
+the superblock (kept in `SUPERBLOCK_COPIES` sealed copies, written one at a time; the newest copy
+that verifies wins). It checks the invariants: `log_chain` (every entry a replica writes chains to
+the entry before it in its log: a backup never holds a log that diverged from the primary's),
+`agreement` (same op number -> same committed entry, also when a log is replaced),
 `commit_monotonic` (per replica incarnation, after every event), `durability` (no PrepareOk for
 an op whose write is still in flight; a reply only for a committed op; a new primary's log holds
-every op acknowledged in an earlier view; no installed log shorter than the commit number),
-`convergence` (same state hash after the same op, and across the core at the end) and
-`view_monotonic` (a replica never goes back below a view it persisted: it may have promised
-it). Messages are sealed with a checksum here (`voprd.sim.checksum`), verified by `VsrServer`
-for its replica and by the client.
+every op acknowledged in an earlier view; no installed log shorter than the commit number; a vote
+(PrepareOk, or the primary counting itself) only for ops whose writes completed; a DoViewChange
+never lacks an op the replica voted for in its last normal view), `view_promise` (a replica never
+persists a lower view than it persisted before, unless its disk was lost: it may have promised
+it) and `convergence` (same state hash after the same op, and across the core at the end).
+Messages are sealed with a checksum here (`voprd.sim.checksum`), verified by `VsrServer` for its
+replica and by the client.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import msgspec
 
 from voprd.sim.checksum import seal, unseal
+from voprd.sim.storage import SUPERBLOCK_COPIES, seal_sector, superblock_address, unseal_sector
 from voprd.sim.system import (
     Damaged,
     Disk,
@@ -38,6 +42,7 @@ from voprd.sim.system import (
 from voprd.systems.vsr.bugs import BUGS
 from voprd.systems.vsr.client import Client, Workload
 from voprd.systems.vsr.messages import (
+    BODY_EVICTED,
     MESSAGE_NAMES,
     PREPARE_OK,
     Entry,
@@ -47,7 +52,15 @@ from voprd.systems.vsr.messages import (
     encode_entry,
     entry_valid,
 )
-from voprd.systems.vsr.replica import NORMAL, STATUS_NAMES, Replica
+from voprd.systems.vsr.replica import (
+    HOLE_VIEW,
+    LOST_LOG,
+    NORMAL,
+    STATUS_NAMES,
+    UNKNOWN,
+    Head,
+    Replica,
+)
 from voprd.systems.vsr.state_machine import Result
 
 # The protocol paths a seed may exercise (`Env.cover`, the seed's coverage).
@@ -66,39 +79,151 @@ COVERAGE_PATHS: tuple[str, ...] = (
 )
 
 
-# The superblock at rest: (view, last normal view, lnv_base); never written: (0, 0, -1).
-Superblock = tuple[int, int, int]
-_superblock_decoder = msgspec.msgpack.Decoder(Superblock)
-SUPERBLOCK_EMPTY: Superblock = (0, 0, -1)
+# The superblock: (view, last normal view, lnv_base, head of the log installed with the last
+# normal view). Last normal view -1 marks a replica that lost its log (an empty disk): until it
+# has recovered, a restart must not take its (empty) log for a valid one.
+Superblock = tuple[int, int, int, Head]
+SUPERBLOCK_FORMATTED: Superblock = (0, 0, -1, (0, 0))
+# A copy at rest: (sequence number, *Superblock), sealed with its copy's address.
+_superblock_decoder = msgspec.msgpack.Decoder(tuple[int, int, int, int, tuple[int, int]])
 
 
-def load_log(disk: Disk) -> tuple[list[Entry], bool]:
-    """Read the log back. Returns (valid prefix, damaged). A gap ends the log (later sectors were
-    never acknowledged, so they are dropped); a sector that fails verification (the engine's
-    checksum, its position, or the hash chain) marks the log damaged."""
-    log: list[Entry] = []
-    parent = 0
-    damaged = False
+def write_superblock(disk: Disk, superblock: Superblock, seq: int, copies: int) -> None:
+    """Write the superblock's copies one at a time (a crash tears at most the one in progress)."""
+    data = msgspec.msgpack.encode((seq, *superblock))
+    for copy in range(copies):
+        disk.write_superblock(seal_sector(superblock_address(copy), data), copy)
+
+
+def read_superblock(
+    disk: Disk, copies: int, *, newest: bool = True
+) -> tuple[Superblock | None, int, bool]:
+    """The newest copy that verifies (`newest`; else the first): (superblock, its sequence
+    number, blank). None if no copy verifies; blank if no copy was ever written (an empty
+    disk)."""
+    best: tuple[int, int, int, int, tuple[int, int]] | None = None
+    blank = True
+    for copy in range(copies):
+        raw = disk.read_superblock(copy)
+        if raw is not None:
+            blank = False
+        data = unseal_sector(superblock_address(copy), raw)
+        if data is None or isinstance(data, Damaged):
+            continue
+        try:
+            found = _superblock_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if best is None or (newest and found[0] > best[0]):
+            best = found
+    if best is None:
+        return None, 0, blank
+    seq, view, last_normal_view, lnv_base, head = best
+    return (view, last_normal_view, lnv_base, head), seq, False
+
+
+def hole(op: int, checksum: int) -> Entry:
+    """A log position whose sector is damaged, its entry known by its checksum (the next entry
+    names it as parent, or the superblock as head; `UNKNOWN` until the hole above it is
+    repaired): repaired from the other replicas after the restart."""
+    return (op, HOLE_VIEW, -1, -1, BODY_EVICTED, checksum)
+
+
+def load_log(
+    disk: Disk, superblock: Superblock, *, verify: bool = True
+) -> tuple[list[Entry], bool]:
+    """Read the log back: (log, damaged) (see `read_log`)."""
+    log, why = read_log(disk, superblock, verify=verify)
+    return log, bool(why)
+
+
+def read_log(
+    disk: Disk, superblock: Superblock, *, verify: bool = True
+) -> tuple[list[Entry], str]:
+    """Read the log back: (log, why it is damaged, or "").
+
+    Sectors are read from op 1 up to the first gap; a gap ends the log (later sectors were written
+    but never acknowledged: writes lost at a crash) unless a misplaced entry seen before names it
+    (a misdirected write: the sector kept nothing, the data landed elsewhere). A sector verifies on
+    its own (decoding, position, its checksum with its stored parent). The log is then checked
+    from its end backwards: each entry must be the parent its successor names; the entry at the
+    head the superblock records must be that head, and entries after it must be of the last
+    normal view (so a stale sector left by a lost write is caught). A sector that fails
+    becomes a `hole`, repaired by checksum after the restart: its checksum is known from its
+    successor (or the head), or learned when the hole above it is repaired (-1 until then). The
+    log is damaged (returned: its verified prefix) when that cannot work: its last entry is lost,
+    it is shorter than the head, or a write went astray past its end."""
+    _, last_normal_view, _, (head_op, head_checksum) = superblock
+    if last_normal_view == LOST_LOG:
+        return [], "lost"
+    sectors: list[tuple[Entry, int] | None] = []
+    astray: set[int] = set()
     slot = 1
     while True:
         data = disk.read(slot)
-        if data is None:
+        if data is None and slot not in astray:
             break
-        entry = None if isinstance(data, Damaged) else decode_entry(data)
-        if entry is None or entry[0] != slot or not entry_valid(entry, parent):
-            damaged = True
-            break
-        log.append(entry)
-        parent = entry[5]
+        found = None if data is None or isinstance(data, Damaged) else decode_entry(data)
+        if found is not None:
+            if found[0][0] != slot:
+                astray.add(found[0][0])  # a write meant for another sector
+                found = None
+            elif verify and not entry_valid(*found):
+                found = None
+        sectors.append(found)
         slot += 1
-    if not damaged:
-        disk.truncate(len(log))
-    return log, damaged
+    end = len(sectors)
+    log: list[Entry] = []
+    why = ""
+    if astray and max(astray) > end:
+        why = f"op {max(astray)}'s write went astray"
+    elif head_op > end:
+        why = f"log ends at {end}, before its head {head_op}"
+    expected: int | None = None
+    for k in range(end, 0, -1):
+        if why:
+            break
+        if k == head_op:
+            if expected is not None and expected != head_checksum:
+                why = f"op {k + 1} does not chain to the head"
+                break
+            expected = head_checksum
+        found = sectors[k - 1]
+        good = found is not None and (k <= head_op or found[0][1] == last_normal_view)
+        if found is not None and good and (expected is None or found[0][5] == expected):
+            log.append(found[0])
+            expected = found[1]
+        elif k == end and expected is None:
+            why = f"op {k} lost"  # the last entry: nothing names it
+        else:
+            log.append(hole(k, UNKNOWN if expected is None else expected))
+            expected = None
+    if not why and expected not in (None, 0):
+        why = "op 1 does not start the chain"
+    if why:
+        return _verified_prefix(sectors, last_normal_view, head_op, head_checksum), why
+    log.reverse()
+    disk.truncate(end)
+    return log, ""
 
 
-def read_superblock(disk: Disk) -> Superblock:
-    data = disk.read_superblock()
-    return SUPERBLOCK_EMPTY if data is None else _superblock_decoder.decode(data)
+def _verified_prefix(
+    sectors: list[tuple[Entry, int] | None], last_normal_view: int, head_op: int,
+    head_checksum: int,
+) -> list[Entry]:
+    """The longest prefix that verifies from the start of the chain (recovery keeps it)."""
+    log: list[Entry] = []
+    parent = 0
+    for k, found in enumerate(sectors, start=1):
+        if (
+            found is None or found[1] != parent
+            or (k > head_op and found[0][1] != last_normal_view)
+            or (k == head_op and found[0][5] != head_checksum)
+        ):
+            break
+        log.append(found[0])
+        parent = found[0][5]
+    return log
 
 
 class VsrServer:
@@ -146,9 +271,9 @@ class VsrServer:
 
     def restart(self) -> None:
         assert self.recovered is not None
-        log, (view, last_normal_view, _), damaged = self.recovered
+        log, (view, last_normal_view, _, head), damaged = self.recovered
         self.recovered = None
-        self.replica.restart(log, view, last_normal_view, damaged)
+        self.replica.restart(log, view, last_normal_view, damaged, head)
         self.commit_seen = self.replica.commit
 
     def _regressed(self) -> None:
@@ -179,14 +304,23 @@ class VsrCluster:
         # Per replica: slot -> writes issued and not yet completed (as the harness sees them,
         # whatever the replica believes).
         self.unsynced: list[dict[int, int]] = [{} for _ in range(n)]
-        # Per replica: the highest view it persisted (view_monotonic).
-        self.views = [0] * n
         # Entry checksum -> its bytes at rest (each entry is written on every replica, and
         # checksums identify entries: see voprd.systems.vsr.messages).
         self.encoded: dict[int, bytes] = {}
         # Entry checksum -> (the entry, its parent's checksum), once verified (log_chain).
         self.parents: dict[int, tuple[Entry, int]] = {}
         self.cover = env.cover
+        # The storage layer of each replica: superblock copies and the next sequence number (the
+        # newest copy's, read back at a restart).
+        self.superblock_copies = 1 if "superblock_single_copy" in env.bugs else SUPERBLOCK_COPIES
+        self.superblock_seq = [0] * n
+        # Invariant state for votes: per replica, the latest vote (replica object, view, op) whose
+        # ops were checked durable, and the highest (view, op, checksum) it ever voted for.
+        self.voted: dict[int, tuple[Replica, int, int]] = {}
+        self.promised: dict[int, tuple[int, int, int]] = {}
+        # The highest view each replica persisted (promised not to go below), until its disk is
+        # lost.
+        self.view_promised = [0] * n
 
     def _replica(self, r: int) -> Replica:
         server: VsrServer | None = self.env.nodes[r]
@@ -200,18 +334,41 @@ class VsrCluster:
 
     # ---- the engine's Cluster hooks ------------------------------------------------------
     def start_server(self, index: int) -> VsrServer:
+        self._write_superblock(index, SUPERBLOCK_FORMATTED)  # the cluster is formed: format
         return VsrServer(self, self._new_replica(index, 0))
 
     def restart_server(self, index: int, incarnation: int) -> tuple[VsrServer, Recovery]:
         self.unsynced[index].clear()  # the crash lost (or landed) every write in flight
-        disk = self.disks[index]
-        log, damaged = load_log(disk)
-        superblock = read_superblock(disk)
-        self.views[index] = superblock[0]  # the view it may have promised: never below it
+        log, superblock, damaged, why = self._read_back(index)
         server = VsrServer(self, self._new_replica(index, incarnation))
         server.recovered = (log, superblock, damaged)
-        detail = f"log ops={len(log)} damaged={damaged} view={superblock[0]}"
+        detail = f"log ops={len(log)} damaged={damaged} view={superblock[0]}{why}"
         return server, Recovery(len(log), damaged, detail)
+
+    def _read_back(self, index: int) -> tuple[list[Entry], Superblock, bool, str]:
+        """The superblock and log on replica `index`'s disk: (log, superblock, damaged, note)."""
+        disk = self.disks[index]
+        bugs = self.env.bugs
+        superblock, seq, blank = read_superblock(
+            disk, self.superblock_copies, newest="superblock_first_copy" not in bugs
+        )
+        self.superblock_seq[index] = seq
+        if blank:
+            self.view_promised[index] = 0  # its disk was lost (or it is new): promises with it
+        if superblock is not None:
+            log, why = read_log(disk, superblock, verify="log_unverified_read" not in bugs)
+            holes = sum(entry[4] is BODY_EVICTED for entry in log)
+            note = f" ({why})" if why else f" ({holes} to repair)" if holes else ""
+            return log, superblock, bool(why), note
+        if ("empty_disk_rejoins" in bugs and blank) or (
+            "superblock_single_copy" in bugs and not blank
+        ):
+            # The planted bugs: a blank (or unreadable) disk taken for a new member's.
+            disk.truncate(0)
+            self._write_superblock(index, SUPERBLOCK_FORMATTED)
+            return [], SUPERBLOCK_FORMATTED, False, " (formatted as new)"
+        # A lost disk, a late join (or every superblock copy damaged): recover from nothing.
+        return [], (0, LOST_LOG, -1, (0, 0)), True, " (empty disk)" if blank else " (no superblock)"
 
     def client(self, index: int, budget: int) -> Client:
         return Client(self.n + index, self.n, self, self.env.stream(f"client.{index}"),
@@ -276,11 +433,11 @@ class VsrCluster:
         return self.env.wall_clock_us(replica)
 
     # ---- ReplicaIO: storage --------------------------------------------------------------
-    def disk_write(self, replica: int, entry: Entry, commit: int) -> None:
-        self._check_chain(replica, entry)
+    def disk_write(self, replica: int, entry: Entry, parent: int, commit: int) -> None:
+        self._check_chain(replica, entry, parent)
         data = self.encoded.get(entry[5])
         if data is None:
-            data = self.encoded[entry[5]] = encode_entry(entry)
+            data = self.encoded[entry[5]] = encode_entry(entry, parent)
         # Committed entries are never rewritten: the only sectors a misdirected write may hit.
         self.disks[replica].write(entry[0], data, commit)
         unsynced = self.unsynced[replica]
@@ -305,11 +462,10 @@ class VsrCluster:
             return True
         return False
 
-    def _check_chain(self, replica: int, entry: Entry) -> None:
-        """log_chain: the entry follows the replica's previous one."""
+    def _check_chain(self, replica: int, entry: Entry, parent: int) -> None:
+        """log_chain: the entry follows the replica's previous one (whose checksum is `parent`)."""
         op = entry[0]
-        log = self._replica(replica).log
-        if self.entry_chains(entry, log[op - 2][5] if op > 1 else 0):
+        if self.entry_chains(entry, parent):
             return
         raise Violation(
             "log_chain",
@@ -324,22 +480,93 @@ class VsrCluster:
         for slot in [s for s in unsynced if s > op_count]:
             del unsynced[slot]
 
-    def persist(self, replica: int, view: int, last_normal_view: int, lnv_base: int) -> None:
-        if view < self.views[replica]:
-            raise Violation(
-                "view_monotonic",
-                f"replica r{replica} went back to view {view} after persisting view "
-                f"{self.views[replica]} (a view it may have promised to others)",
-            )
-        self.views[replica] = view
+    def disk_read(self, replica: int, op: int) -> bytes | Damaged | None:
+        return self.disks[replica].read(op)
+
+    def persist(
+        self, replica: int, view: int, last_normal_view: int, lnv_base: int, head: Head
+    ) -> None:
         disk = self.disks[replica]
-        disk.write_superblock(msgspec.msgpack.encode((view, last_normal_view, lnv_base)))
+        if lnv_base < 0:
+            # The install (if any) is complete: the first superblock copy written intact switches
+            # it in, so a crash leaves the previous log with the previous superblock or the new
+            # log with the new one.
+            disk.end_atomic()
+        self._write_superblock(replica, (view, last_normal_view, lnv_base, head))
         if lnv_base >= 0:
             disk.begin_atomic()  # the install is unfinished: a restart reads the previous log
-        else:
-            disk.end_atomic()
+        if view < self.view_promised[replica]:
+            raise Violation(
+                "view_promise",
+                f"replica r{replica} went back to view {view} after persisting view "
+                f"{self.view_promised[replica]} (a promise not to take part in lower views)",
+            )
+        self.view_promised[replica] = view
+
+    def _write_superblock(self, replica: int, superblock: Superblock) -> None:
+        self.superblock_seq[replica] += 1
+        write_superblock(self.disks[replica], superblock, self.superblock_seq[replica],
+                         self.superblock_copies)
+
+    def reload(self, replica: int) -> tuple[list[Entry], Superblock] | None:
+        log, superblock, damaged, _ = self._read_back(replica)
+        return None if damaged else (log, superblock)
 
     # ---- ReplicaIO: invariants -----------------------------------------------------------
+    def on_vote(self, replica: int, view: int, op: int) -> None:
+        """A replica votes for ops 1..op in `view` (PrepareOk, or a primary counting itself):
+        each of them must be on its disk (a write of it completed), and it promises to keep them
+        (checked at its next DoViewChange)."""
+        rep = self._replica(replica)
+        log = rep.log
+        start = 1
+        last = self.voted.get(replica)
+        if last is not None and last[0] is rep and last[1] == view:
+            start = last[2] + 1
+        written = self.disks[replica].written
+        encoded = self.encoded
+        for k in range(start, op + 1):
+            if written(k) != encoded.get(log[k - 1][5]):
+                raise Violation(
+                    "durability",
+                    f"replica r{replica} voted for op {op} in view {view}, but its write of op "
+                    f"{k} never completed",
+                )
+        if start <= op:
+            self.voted[replica] = (rep, view, op)
+        promised = self.promised.get(replica)
+        if promised is None or (view, op) > promised[:2]:
+            self.promised[replica] = (view, op, log[op - 1][5])
+
+    def on_do_view_change(
+        self, replica: int, view: int, last_normal_view: int, log: tuple[Entry, ...]
+    ) -> None:
+        self._check_promise(replica, last_normal_view, log, f"sent DoViewChange for view {view}")
+
+    def on_resume(self, replica: int) -> None:
+        rep = self._replica(replica)
+        self._check_promise(replica, rep.last_normal_view, rep.log, "resumed after a restart")
+
+    def _check_promise(
+        self, replica: int, last_normal_view: int, log: tuple[Entry, ...] | list[Entry],
+        action: str,
+    ) -> None:
+        """A replica that takes part with a log (last normal view, ops) keeps every op it voted
+        for in that view (a log of a later view supersedes them)."""
+        promised = self.promised.get(replica)
+        if promised is None:
+            return
+        voted_view, op, checksum = promised
+        if last_normal_view < voted_view or (
+            last_normal_view == voted_view and (len(log) < op or log[op - 1][5] != checksum)
+        ):
+            raise Violation(
+                "durability",
+                f"replica r{replica} {action} with last normal view {last_normal_view} and "
+                f"{len(log)} ops, but it had voted for op {op} in view {voted_view}: an "
+                "acknowledged op was lost",
+            )
+
     def on_commit(self, replica: int, entry: Entry, state_hash: int) -> None:
         op = entry[0]
         env = self.env
