@@ -3,8 +3,9 @@
 A disk stores exactly the bytes a system writes and returns what the medium holds: the engine does
 not verify anything on a read. A system checks what it reads itself (its own checksums, positions,
 hash chains), or uses the sealed helpers (`write_sealed`/`read_sealed`,
-`seal_sector`/`unseal_sector`), which frame data with a checksum over the data and the address it was written to. So code that forgets
-to verify can read garbage, a stale version of a sector or another sector's data.
+`seal_sector`/`unseal_sector`), which frame data with a checksum over the data and the address
+it was written to. So code that forgets to verify can read garbage, a stale version of a sector or
+another sector's data.
 
 Every disk keeps, per sector, the bytes of the last write that completed ok (what the system made
 durable: `written`, for invariant checks only) and an overlay of what the medium returns instead
