@@ -83,6 +83,9 @@ def seed_focus(seed: int) -> str | None:
 
 # The classes drawn from the first plan stream (before the later families were added).
 _FIRST_CLASSES = ("network", "crash", "storage", "clock")
+# The classes drawn from the second plan stream (`FaultPlan._draw_later`); `disk` is drawn last
+# from the first stream (`FaultPlan._draw_disk`).
+_LATER_CLASSES = ("partition", "pause", "time", "gray", "replay", "corrupt", "clients")
 
 # Cluster sizes the engine can run, and each size's weight in the seed's draw among the sizes a
 # system supports (for the sizes 1, 3, 5 the draw is the one made before other sizes existed).
@@ -299,7 +302,7 @@ class FaultPlan(DiskFaults):
         jumps), from their own stream. Each class is off in about one seed in six, too."""
         enabled: dict[str, bool] = {}
         focus_class = SWARM_FAMILIES[self.focus] if self.focus is not None else None
-        for name in FAULT_CLASSES[len(_FIRST_CLASSES):]:
+        for name in _LATER_CLASSES:
             on = name in classes and (rng.below(SWARM_OFF_ONE_IN) != 0 or name == focus_class)
             enabled[name] = on
             if name in classes:
