@@ -14,6 +14,15 @@ def quiet_simulation(seed: int = 0) -> Simulation:
     return Simulation(seed, RunOptions(faults=()), VSR)
 
 
+def quiet_simulation_of(replicas: int) -> Simulation:
+    """A quiet simulation of the first seed that draws `replicas` servers."""
+    for seed in range(1000):
+        sim = quiet_simulation(seed)
+        if sim.n == replicas:
+            return sim
+    raise AssertionError(f"no seed below 1000 draws {replicas} servers")
+
+
 def write_now(sim: Simulation, disk: Disk, slot: int, data: bytes, settled: int = 0) -> int:
     """Submit a write and complete it at once; returns its write id."""
     disk.write(slot, data, settled)

@@ -66,8 +66,9 @@ def test_verbose_trace_and_trace_file_agree(tmp_path: Path) -> None:
     # The injected faults by kind, as the run counted them.
     counts = simulate(3, RunOptions(), VSR).fault_counts
     assert counts and lines[1] == "faults: " + " ".join(f"{k}={v}" for k, v in counts.items())
+    assert lines[-2].startswith("coverage: ")  # the protocol paths the seed exercised
     trace_lines = trace_file.read_text().splitlines()
-    assert lines[2:-1] == trace_lines
+    assert lines[2:-2] == trace_lines
     text = "\n".join(trace_lines)
     for kind in ("deliver", "commit", "call", "return", "phase"):
         assert f" {kind}" in text, kind

@@ -29,7 +29,7 @@ from voprd.systems.vsr.system import COVERAGE_PATHS
 
 def _plan(seed: int, classes: tuple[str, ...] = FAULT_CLASSES) -> FaultPlan:
     streams = Streams(seed)
-    return FaultPlan(streams.stream("faults.plan"), classes, TICK_US, streams)
+    return FaultPlan(streams.stream("faults.plan"), classes, TICK_US, streams=streams)
 
 
 def test_family_codes_are_distinct_and_focus_seeds_round_trip() -> None:
@@ -72,7 +72,7 @@ def test_families_switch_off_in_some_seeds_from_their_own_stream() -> None:
         assert not _plan(1, ("network",)).family("test_family")  # class not selected
         focused = focus_seed("test_family", 1)
         streams = Streams(focused)
-        plan = FaultPlan(streams.stream("faults.plan"), FAULT_CLASSES, TICK_US, streams)
+        plan = FaultPlan(streams.stream("faults.plan"), FAULT_CLASSES, TICK_US, streams=streams)
         assert plan.storage and plan.family("test_family")  # a focus forces it (and its class)
     finally:
         del SWARM_FAMILIES["test_family"]
@@ -81,13 +81,16 @@ def test_families_switch_off_in_some_seeds_from_their_own_stream() -> None:
 
 @pytest.mark.parametrize("family", list(SWARM_FAMILIES))
 def test_a_focus_seed_forces_its_family_on_and_raises_its_levels(family: str) -> None:
-    plans = [_plan(focus_seed(family, serial)) for serial in range(40)]
-    assert all(plan.focus == family and getattr(plan, family) for plan in plans)
+    flag = {"clients": "clients_faults"}.get(family, family)  # `clients` is the client count
+    plans = [_plan(focus_seed(family, serial)) for serial in range(200)]
+    assert all(plan.focus == family and getattr(plan, flag) for plan in plans)
     assert all(plan.replicas >= FOCUS_REPLICAS_MIN for plan in plans)
     assert all(f"focus={family}" in plan.describe() for plan in plans)
-    unfocused = [_plan(seed) for seed in range(40)]
-    knob = {"network": "partition_ppm", "crash": "crash_ppm", "storage": "write_error_ppm",
-            "clock": "drift_ppm"}[family]
+    unfocused = [_plan(seed) for seed in range(200)]
+    knob = {"network": "loss_q20", "crash": "crash_ppm", "storage": "write_error_ppm",
+            "clock": "drift_ppm", "partition": "bridge_ppm", "pause": "pause_ppm",
+            "time": "clock_jump_ppm", "gray": "slow_ppm", "replay": "replay_q20",
+            "corrupt": "corrupt_q20", "clients": "client_crash_ppm", "disk": "latent_ppm"}[family]
 
     def mean(values: list[int]) -> float:
         return sum(values) / len(values)
@@ -96,7 +99,7 @@ def test_a_focus_seed_forces_its_family_on_and_raises_its_levels(family: str) ->
         raw = getattr(plan, knob)
         return max(abs(d) for d in raw) if isinstance(raw, list) else raw
 
-    on = [value(p) for p in unfocused if getattr(p, family)]
+    on = [value(p) for p in unfocused if getattr(p, flag)]
     assert mean([value(p) for p in plans]) > 1.3 * mean(on)
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.sim_support import crash_and_recover, quiet_simulation, write_now
+from tests.sim_support import crash_and_recover, quiet_simulation, quiet_simulation_of, write_now
 from voprd.options import RunOptions
 from voprd.sim.engine import Simulation
 from voprd.sim.run import simulate
@@ -142,8 +142,8 @@ def test_an_atomic_update_is_switched_in_by_the_next_superblock_copy() -> None:
 
 
 def test_the_atlas_allows_at_most_f_damaged_copies_per_sector() -> None:
-    sim = Simulation(2, RunOptions(faults=()), VSR)  # 3 servers: f = 1
-    assert sim.n == 3 and sim.storage.f == 1
+    sim = quiet_simulation_of(3)  # f = 1
+    assert sim.storage.f == 1
     storage = sim.storage
     a, b, c = storage.disks
     for disk in (a, b, c):
@@ -164,8 +164,8 @@ def test_the_atlas_allows_at_most_f_damaged_copies_per_sector() -> None:
 
 
 def test_one_server_is_never_damaged() -> None:
-    sim = quiet_simulation()
-    assert sim.n == 1 and not sim.storage.may_damage(0, 1)
+    sim = quiet_simulation_of(1)
+    assert not sim.storage.may_damage(0, 1)
 
 
 def test_the_liveness_heal_lifts_damage_on_the_core() -> None:

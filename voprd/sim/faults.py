@@ -333,8 +333,8 @@ class FaultPlan(DiskFaults):
                 self.partition_ppm = self.level("partition", rng, 0, 25_000)
                 self.partition_us_max = rng.between(50_000, 2_000_000)
             self.partitions_max = self.level("partition", rng, 1, 3)
-            self.bridge_ppm = rng.between(0, 400_000)
-            self.partition_clients_ppm = rng.between(0, 400_000)
+            self.bridge_ppm = self.level("partition", rng, 0, 400_000)
+            self.partition_clients_ppm = self.level("partition", rng, 0, 400_000)
         # time: the drift changes mid-run (within the seed's spread); the wall clock jumps.
         self.clock_drift_ppm = self.clock_jump_ppm = self.clock_jump_us_max = 0
         if self.time:
