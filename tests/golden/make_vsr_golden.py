@@ -1,7 +1,9 @@
 """Generate `vsr_golden.jsonl`: the builtin VSR's exact results on a fixed set of (seed, options).
 
-Written from the code before the engine/system split (issue 12), regenerated when the later fault
-families, even cluster sizes, client sessions and message checksums landed (issue 16): any later
+Written from the code before the engine/system split (issue 12), regenerated when issue 16 landed
+(the later fault families, even cluster sizes, client sessions and message checksums; bounds as
+verdicts, hash-chain checks and bounded repair; the raw-byte disk with the disk class and the
+VSR's storage design; the three branches merged): any later
 refactoring of the engine must reproduce every entry bit for bit (status, events, simulated time,
 trace hash, history, and for some entries the readable `-v` trace). `tests/test_sim_golden.py`
 checks it. Regenerate only for a deliberate, explained change of the VSR's behaviour:
@@ -69,7 +71,9 @@ def entry(seed: int, options: RunOptions, verbose: bool) -> dict[str, object]:
         row["verbose_trace_hash"] = digest(lines.encode())
         row["fault_counts"] = outcome.fault_counts
     if result.status != "ok":
-        row["message"] = result.message
+        # A crash's message is a traceback naming this checkout's paths: keep its last line.
+        message = result.message or ""
+        row["message"] = message.strip().splitlines()[-1] if result.kind == "crash" else message
     return row
 
 
