@@ -306,6 +306,7 @@ class Replica:
             self.io.cover("damaged_restart")
             self._start_recovery()
         elif holes and not damaged:
+            self.io.cover("hole_repair")
             self.status = RECOVERING
             self.restart_repair = True
             self.io.on_status(self.rid)
@@ -565,6 +566,7 @@ class Replica:
         if op in self.repairing or op in self.pending or checksum == UNKNOWN:
             return  # already asked, a rewrite is in flight, or not known yet
         self.repairing[op] = checksum
+        self.io.cover("sector_repair")
         self._broadcast((REPAIR_REQUEST, self.rid, op, checksum))
 
     def _retry_repairs(self) -> None:
@@ -645,6 +647,7 @@ class Replica:
             return False
         self.write_failures[slot] = failures
         if failures == 1:
+            self.io.cover("write_retry")
             self.io.disk_write(self.rid, self.log[slot - 1], self._parent(slot), self.commit)
         else:
             self.retry_at[slot] = self.ticks + min(1 << (failures - 2), WRITE_BACKOFF_TICKS_MAX)

@@ -76,6 +76,9 @@ COVERAGE_PATHS: tuple[str, ...] = (
     "transfer_mismatch",  # a state-transfer entry did not chain to the committed prefix
     "log_rejected",  # an installed log (StartView, DoViewChange, recovery) did not chain
     "repair_backoff",  # repair requests reached the longest backoff
+    "hole_repair",  # a restart found damaged sectors known by checksum and repaired them first
+    "sector_repair",  # a sector that failed to read or verify was fetched by checksum
+    "write_retry",  # a log write failed and was retried
 )
 
 
