@@ -45,6 +45,7 @@ from voprd.systems.vsr.messages import (
     BODY_EVICTED,
     MESSAGE_NAMES,
     PREPARE_OK,
+    RECOVERY,
     Entry,
     Operation,
     decode_entry,
@@ -304,6 +305,9 @@ class VsrCluster:
         # Op number -> the lowest view in which a primary committed it (a primary replies to the
         # client in the view it commits in): a new primary of a later view must hold it.
         self.commit_views: dict[int, int] = {}
+        # Per recovering replica: how many ops the cluster had committed when it began recovering
+        # (its first RECOVERY); the log it recovers with must hold all of them.
+        self.recovery_floor: dict[int, int] = {}
         # Per replica: slot -> writes issued and not yet completed (as the harness sees them,
         # whatever the replica believes).
         self.unsynced: list[dict[int, int]] = [{} for _ in range(n)]
@@ -342,6 +346,7 @@ class VsrCluster:
 
     def restart_server(self, index: int, incarnation: int) -> tuple[VsrServer, Recovery]:
         self.unsynced[index].clear()  # the crash lost (or landed) every write in flight
+        self.recovery_floor.pop(index, None)  # a recovery cut short by the crash: starts again
         log, superblock, damaged, why = self._read_back(index)
         server = VsrServer(self, self._new_replica(index, incarnation))
         server.recovered = (log, superblock, damaged)
@@ -427,6 +432,8 @@ class VsrCluster:
                 f"replica r{src} acknowledged op {msg[3]} (PrepareOk) while its write of that "
                 "op was still in flight",
             )
+        if msg[0] == RECOVERY and src not in self.recovery_floor:
+            self.recovery_floor[src] = len(self.committed)
         self.env_send(src, dst, seal(msg))  # every message carries its checksum
 
     def monotonic_us(self, replica: int) -> int:
@@ -623,6 +630,18 @@ class VsrCluster:
                     "agreement",
                     f"replica r{replica} replaced committed op {op} at view {rep.view}",
                 )
+        floor = self.recovery_floor.get(replica)
+        if floor is not None and rep.status == NORMAL:
+            # The recovery protocol's promise: f+1 answers include the primary of the latest
+            # view, whose log holds every op committed before the recovery began.
+            del self.recovery_floor[replica]
+            for op in range(1, floor + 1):
+                if op > len(log) or log[op - 1][5] != committed[op - 1]:
+                    raise Violation(
+                        "durability",
+                        f"replica r{replica} recovered in view {rep.view} with {len(log)} ops, "
+                        f"lacking op {op}, committed before its recovery began",
+                    )
         if as_primary:
             # Every op acknowledged in an earlier view (a primary of an older view may still form
             # from late DoViewChanges, after a later view committed more: it can commit nothing).
