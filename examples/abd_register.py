@@ -7,29 +7,31 @@ Run it with voprd's simulation engine (examples/ must be importable, e.g. PYTHON
     voprd selftest --target abd_register:AbdRegister
 
 It is deliberately unlike the builtin VSR: no leader, no log, no view changes. Each key is a
-register replicated on every server as a (tag, value) pair, where a tag is (timestamp, writer).
-Clients run the protocol themselves, against any majority:
+register replicated on every server as a (tag, value) pair, where a tag is (timestamp, writer node,
+writer incarnation). Clients run the protocol themselves, against any majority:
 
 - write(v): ask a majority for their tags (QUERY), pick the highest timestamp t, then STORE
-  ((t + 1, me), v) until a majority has acknowledged it;
+  ((t + 1, my node, my incarnation), v) until a majority has acknowledged it;
 - read: QUERY a majority, take the highest (tag, value), and write it back (STORE) to a majority
   before returning it, so no later read can return anything older.
 
 A server adopts any higher tag it is sent, acknowledges a STORE only once the tag is durable on its
 disk (one sealed sector per key, at most one write in flight per sector) and recorded in its
-superblock (an index of the durable tag of every key, in sealed copies with a sequence number: the
-newest copy that verifies wins), and gossips its registers so the servers converge. At a restart a
-key is damaged when its sector fails to read or verify (the seal's checksum catches corruption,
-torn and misplaced data), or holds an older tag than the index (a lost write left a stale
-version); an empty disk (lost, or a late join: no superblock) has every key damaged. A damaged key
-gets no QUERY answer until the server has repaired it from a majority of the others. Failed writes
-(a bad sector, a full disk) are retried on the next tick.
+superblock (an index of every key's floor: the oldest tag its sector may hold, which never goes
+down; in sealed copies with a sequence number: the newest copy that verifies wins), and gossips its
+registers so the servers converge. At a restart a key is damaged when its sector fails to read or
+verify (the seal's checksum catches corruption, torn and misplaced data), or holds an older tag
+than its floor (a lost write left a stale version); an empty disk (lost, or a late join: no
+superblock) has every key damaged. A damaged key gets no QUERY answer until the server has
+repaired it from a majority of the others (or re-read it intact). Failed writes (a bad sector, a
+full disk) are retried on the next tick.
 
 Every message carries a checksum (`voprd.sim.seal` / `unseal`, so `message_checksums = True`: the
 engine may corrupt messages in flight and a corrupted one is dropped as if lost). It runs on 1 to 6
 servers (majorities intersect for even counts too). A crashed client restarts as a new session:
 its operation ids start at `incarnation << 20`, so a late reply to its previous incarnation never
-matches.
+matches, and its tags carry its incarnation, so its writes never share a tag with a write its
+previous incarnation left in flight.
 
 Invariants: `durability` (a server acknowledges a STORE only once its disk holds that tag or a
 newer one), `agreement` (one value per (key, tag), wherever it is sent), `integrity` (a read returns
@@ -61,7 +63,10 @@ from voprd.sim import (
 )
 from voprd.sim.prng import Rng
 
-Tag = tuple[int, int]  # (timestamp, writer node); (0, 0) is the initial tag of every register
+# (timestamp, writer node, writer incarnation). The writer makes tags unique per write: two writers
+# (or two incarnations of one client) that read the same highest timestamp store different values
+# under different tags. (0, 0, 0) is the initial tag of every register.
+Tag = tuple[int, int, int]
 Register = tuple[Tag, str | None]
 Message = tuple[Any, ...]
 
@@ -73,8 +78,8 @@ STORE_ACK = 3  # (STORE_ACK, src, op_id, key, tag)
 GOSSIP = 4  # (GOSSIP, src, ((key, tag, value), ...))
 MESSAGE_NAMES = ("query", "query_reply", "store", "store_ack", "gossip")
 
-INITIAL: Register = ((0, 0), None)
-UNKNOWN_TAG: Tag = (-1, 0)  # in the superblock index: the key is damaged, repair it
+INITIAL: Register = ((0, 0, 0), None)
+UNKNOWN_TAG: Tag = (-1, 0, 0)  # in the superblock index: nothing known (an empty disk), repair it
 GOSSIP_TICKS = 5
 REPAIR_TICKS = 8
 
@@ -89,10 +94,10 @@ BUGS: Mapping[str, str] = MappingProxyType({
         "different values under the same tag",
 })
 
-_register_decoder = msgspec.msgpack.Decoder(tuple[tuple[int, int], str | None])
+_register_decoder = msgspec.msgpack.Decoder(tuple[tuple[int, int, int], str | None])
 # The superblock: (sequence number, durable tag of every key in key order).
 Index = tuple[int, tuple[Tag, ...]]
-_index_decoder = msgspec.msgpack.Decoder(tuple[int, tuple[tuple[int, int], ...]])
+_index_decoder = msgspec.msgpack.Decoder(tuple[int, tuple[tuple[int, int, int], ...]])
 
 
 def majority(servers: int) -> int:
@@ -102,7 +107,7 @@ def majority(servers: int) -> int:
 class Server:
     """One incarnation of a server: registers in memory, on disk (one sector per key), in flight."""
 
-    def __init__(self, cluster: AbdCluster, index: int) -> None:
+    def __init__(self, cluster: AbdCluster, index: int, incarnation: int = 0) -> None:
         self.cluster = cluster
         self.env = cluster.env
         self.index = index
@@ -113,10 +118,19 @@ class Server:
         self.writing: dict[str, Register] = {}  # key -> what is in flight to its sector
         self.waiting: dict[str, list[tuple[int, int, Tag]]] = {}  # key -> (client, op_id, tag)
         self.damaged: set[str] = set()  # keys not to be served until repaired
-        self.repairs: dict[str, dict[int, Register]] = {}  # key -> replies from the others
+        # key -> (id of the current repair round, replies from the others). Every round has a
+        # fresh id, unique across this server's incarnations too: a reply replayed from an earlier
+        # round may predate a write this server acknowledged, so only the current round counts.
+        self.repairs: dict[str, tuple[int, dict[int, Register]]] = {}
+        self.repair_rounds = incarnation << 20
         self.failed: set[str] = set()  # keys whose last write failed: written again next tick
-        # The tag the index recorded for each damaged key (kept in the index until repaired).
-        self.expected: dict[str, Tag] = {}
+        # What the index records for each key: the oldest tag its sector may hold. It never goes
+        # down (a completed write raises it, and so does a repair, to the repaired tag), so every
+        # tag this server acknowledged stays at or below it, across restarts: a restart that finds
+        # less (a lost write left a stale version) repairs the key before serving it. UNKNOWN_TAG
+        # (an empty disk) stays until the key is repaired: what the lost disk had acknowledged is
+        # unknown, whatever has been written since.
+        self.floor: dict[str, Tag] = dict.fromkeys(self.keys, INITIAL[0])
         self.seq = 0  # the sequence number of the superblock last written
         self.ticks = 0
 
@@ -126,12 +140,9 @@ class Server:
         self._write_index()
 
     def _write_index(self) -> None:
-        """Record every key's durable tag, one copy at a time (a crash tears one at most)."""
+        """Record every key's floor, one copy at a time (a crash tears one at most)."""
         self.seq += 1
-        tags = tuple(
-            self.expected.get(k, UNKNOWN_TAG) if k in self.damaged else self.durable[k][0]
-            for k in self.keys
-        )
+        tags = tuple(self.floor[k] for k in self.keys)
         data = msgspec.msgpack.encode((self.seq, tags))
         for copy in range(SUPERBLOCK_COPIES):
             self.disk.write_superblock(seal_sector(superblock_address(copy), data), copy)
@@ -157,15 +168,14 @@ class Server:
         index = self._read_index()
         if index is None:  # an empty disk: lost, or joining late
             self.damaged = set(self.keys)
+            self.floor = dict.fromkeys(self.keys, UNKNOWN_TAG)
             return Recovery(0, True, "empty disk: every register to repair")
         self.seq = index[0]
         for slot, key in enumerate(self.keys, start=1):
-            recorded = index[1][slot - 1]
+            self.floor[key] = recorded = index[1][slot - 1]
             register = self._read_register(slot, recorded)
             if register is None:
                 self.damaged.add(key)  # lost (or stale): repair before serving the key
-                if recorded != UNKNOWN_TAG:
-                    self.expected[key] = recorded
                 continue
             self.registers[key] = self.durable[key] = register
         detail = f"registers={len(self.keys)} damaged={sorted(self.damaged)}"
@@ -183,14 +193,12 @@ class Server:
 
     def _reread(self, key: str) -> None:
         """Read a damaged key's sector again: a read error may have cleared."""
-        recorded = self.expected.get(key)
-        if recorded is None:
-            return
-        register = self._read_register(self.keys.index(key) + 1, recorded)
+        if self.floor[key] == UNKNOWN_TAG:
+            return  # an empty disk: nothing on it to find
+        register = self._read_register(self.keys.index(key) + 1, self.floor[key])
         if register is not None:
             self.damaged.discard(key)
             self.repairs.pop(key, None)
-            del self.expected[key]
             self.durable[key] = register
             self._adopt(key, register)
             self._flush(key)  # a newer register adopted meanwhile goes to the disk
@@ -203,10 +211,12 @@ class Server:
             self._ask_repair(key)
 
     def _ask_repair(self, key: str) -> None:
-        self.repairs[key] = {}
+        self.repair_rounds += 1
+        round_id = -self.repair_rounds  # negative: never a client's operation id
+        self.repairs[key] = (round_id, {})
         for server in range(self.env.replicas):
             if server != self.index:
-                self.cluster.send(self.index, server, (QUERY, self.index, -1, key))
+                self.cluster.send(self.index, server, (QUERY, self.index, round_id, key))
 
     # ---- events --------------------------------------------------------------------------
     def on_message(self, sealed: Message) -> None:
@@ -227,18 +237,23 @@ class Server:
                 self._ack(src, op_id, key, tag)
             else:
                 self.waiting.setdefault(key, []).append((src, op_id, tag))
-        elif kind == QUERY_REPLY and msg[2] == -1:  # an answer to our repair
-            _, _, _, key, tag, value = msg
-            replies = self.repairs.get(key)
-            if replies is None:
-                return
+        elif kind == QUERY_REPLY:  # an answer to a repair (servers query only to repair)
+            _, _, round_id, key, tag, value = msg
+            repair = self.repairs.get(key)
+            if repair is None or repair[0] != round_id:
+                return  # a late or replayed answer to an earlier round
+            replies = repair[1]
             replies[src] = (tag, value)
+            # A majority of the others meets every majority this server was part of in one
+            # server at least, so the highest reply covers every write it acknowledged.
             if len(replies) >= majority(self.env.replicas):
                 del self.repairs[key]
                 self._adopt(key, max(replies.values(), key=lambda r: r[0]))
                 self.damaged.discard(key)
+                # It serves the repaired register from now on: until that is durable, a restart
+                # must find the sector older than the index and repair the key again.
+                self.floor[key] = max(self.floor[key], self.registers[key][0])
                 self.env.cover("repair")
-                self.expected.pop(key, None)
                 self.env.note(self.index, "repair", self.keys.index(key), 1, f"{key} repaired")
         elif kind == GOSSIP:
             for key, tag, value in msg[2]:
@@ -268,6 +283,8 @@ class Server:
             self.failed.add(key)  # a bad sector or a full disk: write it again next tick
             return
         self.durable[key] = written
+        if self.floor[key] != UNKNOWN_TAG:
+            self.floor[key] = max(self.floor[key], written[0])
         self._write_index()  # durable once the index has it: a stale sector is then caught
         self.env.note(self.index, "durable", slot, written[0][0],
                       f"{key} {written}" if self.env.record_trace else "")
@@ -294,7 +311,7 @@ class Server:
         register = self.registers[key]
         if key in self.writing or register == self.durable[key]:
             return
-        if key in self.damaged and register[0] < self.expected.get(key, INITIAL[0]):
+        if key in self.damaged and register[0] < self.floor[key]:
             return  # never overwrite a damaged key's sector with an older register than it held
         self.writing[key] = register
         self.disk.write_sealed(self.keys.index(key) + 1, msgspec.msgpack.encode(register))
@@ -319,6 +336,7 @@ class Client:
         self.node = node
         self.rng = rng
         self.budget = budget
+        self.incarnation = incarnation
         self.op_id = incarnation << 20  # a new session's ids never meet an older one's
         self.phase = ""  # "", "query" or "store"
         self.op: tuple[Literal["read", "write"], str, str | None] = ("read", "", None)
@@ -385,8 +403,12 @@ class Client:
             if name == "read" and len({reply[0] for reply in self.replies.values()}) > 1:
                 self.env.cover("read_write_back")  # the quorum disagreed: the write-back matters
             if name == "write":
-                writer = 0 if "writer_not_in_tag" in self.env.bugs else self.node
-                tag, value = (tag[0] + 1, writer), new_value
+                # The writer is this session, not just this node: a crashed incarnation's write
+                # may still be in flight with the same timestamp (it read the same quorum state).
+                writer: tuple[int, int] = (self.node, self.incarnation)
+                if "writer_not_in_tag" in self.env.bugs:
+                    writer = (0, 0)
+                tag, value = (tag[0] + 1, *writer), new_value
             elif "read_without_write_back" in self.env.bugs:
                 self._finish(value, tag)
                 return
@@ -404,7 +426,7 @@ class Client:
     def _finish(self, output: str | None, tag: Tag) -> None:
         name, key, _ = self.op
         if name == "write":
-            self.cluster.acked[key] = max(self.cluster.acked.get(key, (0, 0)), tag)
+            self.cluster.acked[key] = max(self.cluster.acked.get(key, INITIAL[0]), tag)
         self.phase = ""
         self.think_ticks = self.rng.between(0, self.cluster.think_ticks_max)
         self.env.history_return(self.history_index, output, tag[0], f"tag {tag}")
@@ -430,7 +452,7 @@ class AbdCluster:
         return server
 
     def restart_server(self, index: int, incarnation: int) -> tuple[Server, Recovery]:
-        server = Server(self, index)
+        server = Server(self, index, incarnation)
         return server, server.read_back()
 
     def client(self, index: int, budget: int) -> Client:
