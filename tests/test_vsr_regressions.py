@@ -111,6 +111,9 @@ class FakeIO:
     def cover(self, path: str) -> None:
         self.paths.append(path)
 
+    def on_recovered(self, replica: int) -> None:
+        pass
+
     def entry_chains(self, entry: Entry, parent: int) -> bool:
         return entry_valid(entry, parent)
 

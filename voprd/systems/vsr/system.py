@@ -630,18 +630,6 @@ class VsrCluster:
                     "agreement",
                     f"replica r{replica} replaced committed op {op} at view {rep.view}",
                 )
-        floor = self.recovery_floor.get(replica)
-        if floor is not None and rep.status == NORMAL:
-            # The recovery protocol's promise: f+1 answers include the primary of the latest
-            # view, whose log holds every op committed before the recovery began.
-            del self.recovery_floor[replica]
-            for op in range(1, floor + 1):
-                if op > len(log) or log[op - 1][5] != committed[op - 1]:
-                    raise Violation(
-                        "durability",
-                        f"replica r{replica} recovered in view {rep.view} with {len(log)} ops, "
-                        f"lacking op {op}, committed before its recovery began",
-                    )
         if as_primary:
             # Every op acknowledged in an earlier view (a primary of an older view may still form
             # from late DoViewChanges, after a later view committed more: it can commit nothing).
@@ -653,6 +641,22 @@ class VsrCluster:
                         f"new primary r{replica} of view {rep.view} lacks acknowledged op {op} "
                         f"(log has {len(log)} ops)",
                     )
+
+    def on_recovered(self, replica: int) -> None:
+        """The recovery protocol's promise: its quorum of answers includes the primary of the
+        latest view, whose log holds every op committed before the recovery began (the first
+        RECOVERY of this incarnation: an attempt given up for a re-read of the disk leaves an
+        earlier, weaker floor)."""
+        floor = self.recovery_floor.pop(replica, 0)
+        rep = self._replica(replica)
+        log, committed = rep.log, self.committed
+        for op in range(1, floor + 1):
+            if op > len(log) or log[op - 1][5] != committed[op - 1]:
+                raise Violation(
+                    "durability",
+                    f"replica r{replica} recovered in view {rep.view} with {len(log)} ops, "
+                    f"lacking op {op}, committed before its recovery began",
+                )
 
     def on_bound(self, name: str) -> None:
         self.env.bound(name)
