@@ -481,6 +481,34 @@ def test_holes_are_repaired_backwards_then_rewritten_highest_first() -> None:
     assert [e[0] for e in io.writes] == [7, 6, 3] and not replica.pending
 
 
+def test_an_install_that_cancels_the_rewrite_in_flight_starts_the_next() -> None:
+    """Seed 103203: a replica restarted with holes, repaired them and was rewriting them (highest
+    first, one at a time, each started by the completion of the one before) when it installed a
+    view's log that differed above the lower holes. The install's truncate cancelled the rewrite
+    in flight, so the next one never started: the lower holes stayed pending, the replica never
+    voted again, and as primary of a 2-of-3 core it could commit nothing. The install now starts
+    the next rewrite itself."""
+    io = FakeIO()
+    replica = _replica(io)
+    log = _log(8)
+    damaged = list(log)
+    damaged[6] = hole(7, log[6][5])
+    damaged[2] = hole(3, log[2][5])
+    replica.restart(damaged, 0, 0, False)
+    replica.on_message((REPAIR_REPLY, 0, log[6], log[5][5]))
+    replica.on_message((REPAIR_REPLY, 0, log[2], log[1][5]))
+    assert replica.status == VIEW_CHANGE and replica.view == 1
+    assert [e[0] for e in io.writes] == [7]  # op 7 in flight, op 3 waits for it
+    new_log = _fork(log, 4, 4, "new")  # view 1's log keeps ops 1-4: the truncate cancels op 7
+    replica.on_message((START_VIEW, 1, 1, tuple(new_log), 0))
+    assert replica.status == NORMAL and io.truncated[-1] == 4
+    assert [e[0] for e in io.writes] == [7, 3, 5, 6, 7, 8]  # the rewrite of op 3 is started
+    for op in (3, 5, 6, 7, 8):
+        replica.on_write_done(op, True)
+    assert not replica.pending and replica.durable_op() == 8
+    assert (1, (PREPARE_OK, 2, 1, 8)) in io.sent
+
+
 def test_a_wrong_repair_reply_is_refused() -> None:
     io = FakeIO()
     replica = _replica(io)
@@ -532,7 +560,7 @@ def test_storage_seeds_pass() -> None:
     changed since, so the scenarios above are the real regression tests)."""
     for seed, faults in ((57, None), (107, None), (33, None), (990, None), (2785, None),
                          (103, OLD_CLASSES), (127, OLD_CLASSES), (192, None),
-                         (209, OLD_CLASSES)):
+                         (209, OLD_CLASSES), (103203, None)):
         options = RunOptions() if faults is None else RunOptions(faults=faults)
         result, _ = run_seed(seed, options, VSR)
         assert result.status == "ok", (seed, result.message)

@@ -464,9 +464,15 @@ class Replica:
         for table in (self.retry_at, self.write_failures, self.repairing):
             for slot in [s for s in table if s > same]:
                 del table[slot]
+        in_flight = self.rewrites[:1]
         self.rewrites = [op for op in self.rewrites if op <= same]
         self.evict_next = min(self.evict_next, same + 1)
         self.log = list(new_log)
+        if self.rewrites and self.rewrites[:1] != in_flight:
+            # The rewrite in flight was past `same`: the truncate cancelled it, so its completion,
+            # which starts the next one, never comes. Start it here, else the holes left stay
+            # pending and the replica never votes again.
+            self._rewrite_next()
         for entry in self.log[same:]:
             self._write(entry)
         self._rebuild_logged()
