@@ -163,6 +163,37 @@ def test_the_atlas_allows_at_most_f_damaged_copies_per_sector() -> None:
     assert storage.may_damage(0, 2)
 
 
+def test_a_restart_draws_read_damage_on_the_sectors_it_reverts_to() -> None:
+    # Seed 102992: a misdirected write left op 64's data on sector 3; an install then rewrote
+    # sector 3 in an atomic update that a crash cut short. The restart drew its read damage on
+    # the discarded update (sector 3 looked clean) and then reverted: sector 3 was damaged again
+    # and the evidence of op 64 was gone (the log silently ended at op 63).
+    sim, disk = _cluster_disk()
+    for slot in (1, 2, 3):
+        write_now(sim, disk, slot, b"x%d" % slot)
+    disk.overlay[3] = b"evidence"  # a misdirected write's data
+    disk.begin_atomic()
+    write_now(sim, disk, 3, b"new")  # the update rewrites it: clean until reverted
+    sim.plan.read_corrupt_ppm = 1_000_000  # every sector the atlas allows reads back damaged
+    sim.storage.before_restart(0)
+    assert disk.read(3) == b"evidence"  # damaged already: not damaged again
+    assert disk.read(1) is DAMAGED and disk.read(2) is DAMAGED
+
+
+def test_the_atlas_counts_the_sectors_an_unfinished_update_would_revert_to() -> None:
+    sim = quiet_simulation_of(3)  # f = 1
+    storage = sim.storage
+    a, b, _ = storage.disks
+    for disk in storage.disks:
+        write_now(sim, disk, 1, b"x")
+    a.overlay[1] = DAMAGED
+    a.begin_atomic()
+    write_now(sim, a, 1, b"y")  # clean now, damaged again if a restart reverts the update
+    assert not storage.may_damage(1, 1) and not storage.may_damage(0, 1)
+    storage.before_restart(0)  # reverted: the one damaged copy is a's
+    assert a.read(1) is DAMAGED and b.read(1) == b"x"
+
+
 def test_one_server_is_never_damaged() -> None:
     sim = quiet_simulation_of(1)
     assert not sim.storage.may_damage(0, 1)

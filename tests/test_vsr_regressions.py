@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.sim_support import crash_and_recover, quiet_simulation, write_now
 from voprd.options import RunOptions
 from voprd.sim.prng import Rng
 from voprd.sim.run import run_seed
-from voprd.sim.storage import UNWRITTEN, Disk
-from voprd.sim.system import Damaged, Violation
+from voprd.sim.storage import (
+    SUPERBLOCK_COPIES,
+    UNWRITTEN,
+    Disk,
+    ServerCrashed,
+    Storage,
+    seal_sector,
+    superblock_address,
+)
+from voprd.sim.system import DAMAGED, Damaged, Violation
 from voprd.systems.vsr import VSR, VsrSystem
 from voprd.systems.vsr.messages import (
     BODY_EVICTED,
@@ -45,6 +54,8 @@ from voprd.systems.vsr.system import (
     hole,
     load_log,
     read_log,
+    read_superblock,
+    write_superblock,
 )
 
 
@@ -555,12 +566,48 @@ def test_a_recovering_replica_keeps_what_it_read_over_a_shorter_re_read() -> Non
     assert replica._reread() and replica.status == VIEW_CHANGE and replica.log == log
 
 
+def test_a_superblock_write_overwrites_the_newest_copy_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seed 100355: a crash cut a superblock write short after copy 0 (copy 1 torn), so the
+    newest superblock (the one that switched a StartView install in) was on copy 0 only. The
+    restart's superblock write began with copy 0 and a second crash tore it: the replica read
+    back the superblock of the unfinished install (last normal view 0) over the new view's
+    log, without the op it had voted for in view 0. The copies that do not hold the newest
+    version are written first, so one that does survives a crash during the write."""
+    sim = quiet_simulation()
+    disk = sim.storage.disks[0]
+    old: tuple[int, int, int, Head] = (2, 0, 2, (0, 0))  # the install begun (view 2, lnv 0)
+    new: tuple[int, int, int, Head] = (2, 2, -1, (2, 7))  # the install switched in (lnv 2)
+    write_superblock(disk, old, 5, SUPERBLOCK_COPIES)
+    # Seq 6's write reached copy 0, then a crash tore copy 1.
+    disk.write_superblock(seal_sector(superblock_address(0), msgspec.msgpack.encode((6, *new))))
+    disk.superblock_overlay[1] = DAMAGED
+    assert read_superblock(disk, SUPERBLOCK_COPIES) == (new, 6, False)
+    order: list[int] = []
+    sim.plan.disk = True
+    sim.plan.superblock_crash_ppm = 1_000_000  # the restart's write crashes on its first copy
+    sim.nodes[0] = object()  # type: ignore[call-overload]
+    write_copy = Storage.write_superblock
+
+    def record(storage: Storage, disk: Disk, copy: int, data: bytes) -> None:
+        order.append(copy)
+        write_copy(storage, disk, copy, data)
+
+    monkeypatch.setattr(Storage, "write_superblock", record)
+    with pytest.raises(ServerCrashed):
+        write_superblock(disk, new, 7, SUPERBLOCK_COPIES)
+    assert order == [1]  # the torn copy first, the only copy of seq 6 last
+    assert read_superblock(disk, SUPERBLOCK_COPIES)[0] == new
+
+
 def test_storage_seeds_pass() -> None:
     """The seeds that found the bugs above (with the code of that time; the environment draws
     changed since, so the scenarios above are the real regression tests)."""
     for seed, faults in ((57, None), (107, None), (33, None), (990, None), (2785, None),
                          (103, OLD_CLASSES), (127, OLD_CLASSES), (192, None),
-                         (209, OLD_CLASSES), (103203, None)):
+                         (209, OLD_CLASSES), (103203, None), (100355, None),
+                         (102992, None)):
         options = RunOptions() if faults is None else RunOptions(faults=faults)
         result, _ = run_seed(seed, options, VSR)
         assert result.status == "ok", (seed, result.message)

@@ -252,8 +252,11 @@ class Disk:
         return max(self.sectors, default=0)
 
     def damaged(self, slot: int) -> bool:
-        """The atlas' view: this disk's copy of `slot` is not what was written last."""
-        return slot in self.overlay or slot in self.lost
+        """The atlas' view: this disk's copy of `slot` is not what was written last, or is
+        damaged in the sectors an unfinished atomic update keeps (a restart reverts to them)."""
+        shadow = self.shadow
+        return (slot in self.overlay or slot in self.lost
+                or (shadow is not None and slot in shadow[1]))
 
     def store(self, slot: int, data: bytes) -> None:
         """A write completed ok on `slot` (the sector it was sent to and landed on)."""
@@ -285,14 +288,18 @@ class Disk:
         self.pending.clear()
         return torn_slots
 
-    def recover(self, corrupt_reads: set[int]) -> None:
-        """At a restart: an unfinished atomic update reverts; these sectors read back damaged."""
+    def revert(self) -> None:
+        """At a restart: an unfinished atomic update reverts to the sectors it started from."""
         self.switch_pending = False
         if self.shadow is not None:
             self.sectors, self.overlay = self.shadow
             self.shadow = None
             for slot in self.bad:
                 self.overlay[slot] = DAMAGED
+
+    def recover(self, corrupt_reads: set[int]) -> None:
+        """At a restart: an unfinished atomic update reverts; these sectors read back damaged."""
+        self.revert()
         for slot in corrupt_reads:
             self.overlay[slot] = DAMAGED
 
@@ -544,6 +551,11 @@ class Storage:
         sim = self.sim
         plan = self.plan
         disk = self.disks[r]
+        # Revert first: the sectors that read back damaged are drawn on (and the atlas checks)
+        # the sectors this restart reads, not those of an update it discards (else a sector
+        # damaged in the reverted version, such as a misdirected write's evidence, is damaged
+        # again and more than f copies of a sector can be damaged; seed 102992).
+        disk.revert()
         corrupt: set[int] = set()
         if plan.read_corrupt_ppm and self.f and sim.phase == SAFETY:
             for slot in range(1, disk.slot_max() + 1):

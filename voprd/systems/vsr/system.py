@@ -93,10 +93,33 @@ _superblock_decoder = msgspec.msgpack.Decoder(tuple[int, int, int, int, tuple[in
 
 
 def write_superblock(disk: Disk, superblock: Superblock, seq: int, copies: int) -> None:
-    """Write the superblock's copies one at a time (a crash tears at most the one in progress)."""
+    """Write the superblock's copies one at a time (a crash tears at most the one in progress).
+    A crash that cut the previous write short may have left the newest version (the one that
+    switched an install in) on a single copy: that copy is written last. Written over first, a
+    crash tearing it would leave an older superblock over the installed log (seed 100355: the
+    superblock of the unfinished install, with the log that replaced it). With two copies of it
+    or more, one survives whichever copy a crash tears."""
     data = msgspec.msgpack.encode((seq, *superblock))
-    for copy in range(copies):
+    held = [_read_copy(disk, copy) for copy in range(copies)]
+    newest = max((found[0] for found in held if found is not None), default=None)
+    holders = [c for c, found in enumerate(held) if found is not None and found[0] == newest]
+    order = list(range(copies))
+    if len(holders) == 1 and copies > 1:
+        order.remove(holders[0])
+        order.append(holders[0])
+    for copy in order:
         disk.write_superblock(seal_sector(superblock_address(copy), data), copy)
+
+
+def _read_copy(disk: Disk, copy: int) -> tuple[int, int, int, int, tuple[int, int]] | None:
+    """Superblock copy `copy` if it verifies: (sequence number, *Superblock)."""
+    data = unseal_sector(superblock_address(copy), disk.read_superblock(copy))
+    if data is None or isinstance(data, Damaged):
+        return None
+    try:
+        return _superblock_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def read_superblock(
@@ -108,15 +131,10 @@ def read_superblock(
     best: tuple[int, int, int, int, tuple[int, int]] | None = None
     blank = True
     for copy in range(copies):
-        raw = disk.read_superblock(copy)
-        if raw is not None:
+        if disk.read_superblock(copy) is not None:
             blank = False
-        data = unseal_sector(superblock_address(copy), raw)
-        if data is None or isinstance(data, Damaged):
-            continue
-        try:
-            found = _superblock_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        found = _read_copy(disk, copy)
+        if found is None:
             continue
         if best is None or (newest and found[0] > best[0]):
             best = found
