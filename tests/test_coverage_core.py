@@ -87,9 +87,9 @@ def test_a_bound_recurs_per_configuration() -> None:
     assert (row.first_seed, row.last_seed) == (0, 7)
 
 
-def _progress(end_seed: int | None) -> RunProgress:
-    fingerprint = RunFingerprint(first_seed=0, target="builtin", exec_cmd=None, faults=(),
-                                 max_events=1000, bugs=(), check_determinism=False,
+def _progress(end_seed: int | None, first_seed: int = 0) -> RunProgress:
+    fingerprint = RunFingerprint(first_seed=first_seed, target="builtin", exec_cmd=None,
+                                 faults=(), max_events=1000, bugs=(), check_determinism=False,
                                  voprd_version="0")
     return RunProgress(run_id="r", fingerprint=fingerprint, end_seed=end_seed)
 
@@ -113,6 +113,23 @@ def test_focus_seeds_interleave_without_touching_the_exact_progress() -> None:
     assert not source.dispatch_exhausted
     again = source.dispatch(10)
     assert again == [focus[0], 5]
+    # Results name their focus family once; the run's own seeds are not focus seeds.
+    assert source.take(focus[0]) == seed_focus(focus[0]) and source.take(focus[0]) is None
+    assert source.take(5) is None
     for seed in main:
         progress.record(JournalRecord(seed=seed, failed=False))
     assert progress.watermark == 40 and progress.total_iterations == 40
+
+
+def test_a_run_inside_the_focus_space_gets_no_focus_seeds() -> None:
+    """Seeds are u64 everywhere: a run may start at or above the focus space (2^62). Its seeds
+    are its own (never taken for focus seeds, so they count in its progress) and no focus seed
+    is added that could be one of them."""
+    first = focus_seed(FAMILIES[0], 0)
+    progress = _progress(end_seed=first + 20, first_seed=first)
+    source = FocusSource(progress, CoverageTally(PATHS, FAMILIES), every=4)
+    dispatched: list[int] = []
+    while not source.dispatch_exhausted:
+        dispatched += source.dispatch(6)
+    assert dispatched == list(range(first, first + 20))
+    assert all(source.take(seed) is None for seed in dispatched)

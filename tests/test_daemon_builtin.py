@@ -15,12 +15,16 @@ import msgspec
 from tests.aws_fixtures import ROOT, AwsWorld, boto, sns_messages
 from tests.aws_fixtures import daemon_env as aws_daemon_env
 from tests.test_daemon_e2e import checkpoint, env_with, events, start, wait_for
+from voprd.core.coverage import BoundTally
 from voprd.core.records import read_failure
 from voprd.events import StatusData
+from voprd.options import RunOptions
 from voprd.service.status_cli import render
-from voprd.sim.faults import is_focus_seed, seed_focus
+from voprd.sim.faults import SWARM_FAMILIES, is_focus_seed, seed_focus
+from voprd.sim.run import run_seed
+from voprd.systems.vsr import VSR
 
-BUG = "ack_before_fsync"  # seed 0 fails at once (durability); seeds 1..3 pass
+BUG = "ack_before_fsync"  # every seed fails at its first vote (durability): the runs use seed 0
 REPORT_WINDOW_S = 120
 
 
@@ -30,7 +34,7 @@ def read_status(data: bytes) -> StatusData:
 
 def run_daemon(state: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "voprd", "--state-dir", str(state), "--seed", "0", "-n", "2",
+        [sys.executable, "-m", "voprd", "--state-dir", str(state), "--seed", "0", "-n", "1",
          "--workers", "2", "--bug", BUG, *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
@@ -125,32 +129,42 @@ def test_unknown_bug_is_refused_at_start_naming_the_flag(tmp_path: Path) -> None
 
 
 def test_bounds_reached_recurring_and_coverage_in_iterations_and_status(tmp_path: Path) -> None:
-    # 3,000 events and no faults: 16 of seeds 0..23 use up the safety phase's share (2,250), are
-    # healed and pass (a bound in the safety phase is reported, not a failure); seeds 0..23 hold
-    # two configurations with 3 such seeds each: recurring.
+    # 3,000 events and no faults: many of seeds 0..39 use up the safety phase's share (2,250),
+    # are healed and pass (a bound in the safety phase is reported, not a failure); what the
+    # daemon reports must be what those seeds do, counted per configuration.
     state = tmp_path / "state"
     done = subprocess.run(
-        [sys.executable, "-m", "voprd", "--state-dir", str(state), "-n", "24", "--workers", "2",
+        [sys.executable, "-m", "voprd", "--state-dir", str(state), "-n", "40", "--workers", "2",
          "--faults", "none", "--max-events", "3000", "--json"],
         cwd=ROOT, env=env_with(), capture_output=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
+    expected = BoundTally()
+    expected_limited = []
+    for seed in range(40):
+        result, _ = run_seed(seed, RunOptions(faults=(), max_events=3000), VSR)
+        expected.observe(seed, result.config, result.bounds_reached)
+        if result.bounds_reached:
+            expected_limited.append(seed)
+    recurring_expected = [(row.config, row.seeds) for row in expected.recurring()]
+    assert len(expected_limited) >= 6 and recurring_expected  # else this would prove nothing
     iterations = [data for kind, data in events(done.stdout) if kind == "iteration"]
-    assert len(iterations) == 24 and all(data["status"] == "ok" for data in iterations)
+    assert len(iterations) == 40 and all(data["status"] == "ok" for data in iterations)
     limited = [data for data in iterations if data.get("bounds_reached")]
-    assert len(limited) == 16
+    assert sorted(int(data["seed"]) for data in limited) == expected_limited  # type: ignore[call-overload]
     assert all(data["bounds_reached"] == ["safety_events_limit"] for data in limited)
     assert not any("focus" in data for data in iterations)  # a bounded run has no focus seeds
     status = read_status((state / "status.json").read_bytes())
-    assert status.bounds_reached == {"safety_events_limit": 16}
-    recurring = {(row.config, row.seeds) for row in status.bounds_recurring}
-    assert recurring == {("replicas=3 clients=1 on=none", 3), ("replicas=3 clients=5 on=none", 3)}
-    assert status.coverage is not None and status.coverage.seeds == 24
+    assert status.bounds_reached == {"safety_events_limit": len(expected_limited)}
+    assert [(row.config, row.seeds) for row in status.bounds_recurring] == recurring_expected
+    assert status.coverage is not None and status.coverage.seeds == 40
     assert status.coverage.focus_seeds == 0 and status.coverage.paths["repair"] > 0
     text = render(status)
-    assert "safety_events_limit 16" in text
-    assert "recurring: safety_events_limit in 3 of 3 seeds of replicas=3 clients=1 on=none" in text
-    assert "coverage (seeds per path, of 24):" in text
+    assert f"safety_events_limit {len(expected_limited)}" in text
+    first = status.bounds_recurring[0]
+    assert (f"recurring: safety_events_limit in {first.seeds} of {first.config_seeds} seeds of "
+            f"{first.config}") in text
+    assert "coverage (seeds per path, of 40):" in text
 
 
 def test_an_unbounded_run_adds_focus_seeds_outside_its_exact_progress(tmp_path: Path) -> None:
@@ -178,8 +192,7 @@ def test_an_unbounded_run_adds_focus_seeds_outside_its_exact_progress(tmp_path: 
     status = read_status((state / "status.json").read_bytes())
     assert status.coverage is not None and status.coverage.focus_seeds == len(focus)
     assert status.coverage.seeds == len(iterations)
-    assert {arm.family for arm in status.coverage.focus_arms} == {"network", "crash", "storage",
-                                                                  "clock"}
+    assert {arm.family for arm in status.coverage.focus_arms} == set(SWARM_FAMILIES)
     assert "focus seeds:" in render(status)
     replay = subprocess.run(
         [sys.executable, "-m", "voprd", "--once", "--seed", str(focus[0]["seed"]), "--json"],

@@ -19,7 +19,7 @@ import pytest
 
 from voprd.core.records import read_checkpoint, read_failure, read_journal
 from voprd.events import StatusData, decode_event
-from voprd.options import DEFAULT_MAX_EVENTS
+from voprd.options import DEFAULT_MAX_EVENTS, FAULT_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAKY = "tests.targets_for_tests:Flaky"
@@ -293,11 +293,9 @@ def test_mismatched_checkpoint_is_refused_naming_the_difference(tmp_path: Path) 
                   "--max-events", "5")
     assert refused.returncode == 2
     message = refused.stderr.decode()
-    assert "faults: ('network', 'crash', 'storage', 'clock', 'disk') -> ()" in message
+    assert f"faults: {FAULT_CLASSES} -> ()" in message
     assert f"max_events: {DEFAULT_MAX_EVENTS} -> 5" in message and "--reset" in message
-    assert checkpoint(state).fingerprint.faults == (
-        "network", "crash", "storage", "clock", "disk"
-    )
+    assert checkpoint(state).fingerprint.faults == FAULT_CLASSES
     reset = run(state, "--target", FLAKY, "-n", "10", "--workers", "1", "--faults", "none",
                 "--reset")
     assert reset.returncode == 1

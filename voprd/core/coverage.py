@@ -163,6 +163,10 @@ class FocusSource:
         self.current: str | None = None
         self._since = 0
         self._requeued: list[int] = []
+        # Focus seeds dispatched and not yet taken back (`take`), with their family: a seed is a
+        # focus seed because this source made it one, not by its number (a run may start
+        # anywhere in the u64 seed space, the focus space included).
+        self._outstanding: dict[int, str] = {}
 
     def dispatch(self, count_max: int) -> list[int]:
         seeds = self._requeued[:count_max]
@@ -170,17 +174,24 @@ class FocusSource:
         for seed in self.inner.dispatch(count_max - len(seeds)):
             seeds.append(seed)
             self._since += 1
-            if self._since >= self.every:
+            # A run inside the focus space itself gets no focus seeds (they could be its own).
+            if self._since >= self.every and not is_focus_seed(seed):
                 self._since = 0
                 family = self.tally.choose_focus()
                 if family is not None:
                     self.current = family
-                    seeds.append(focus_seed(family, seed))
+                    extra = focus_seed(family, seed)
+                    self._outstanding[extra] = family
+                    seeds.append(extra)
         return seeds
 
     def requeue(self, seeds: list[int]) -> None:
-        self._requeued.extend(seed for seed in seeds if is_focus_seed(seed))
-        self.inner.requeue([seed for seed in seeds if not is_focus_seed(seed)])
+        self._requeued.extend(seed for seed in seeds if seed in self._outstanding)
+        self.inner.requeue([seed for seed in seeds if seed not in self._outstanding])
+
+    def take(self, seed: int) -> str | None:
+        """The family of focus seed `seed` whose result came back (None: a seed of the run)."""
+        return self._outstanding.pop(seed, None)
 
     @property
     def dispatch_exhausted(self) -> bool:

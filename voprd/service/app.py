@@ -80,7 +80,7 @@ from voprd.service.notify import Notifier
 from voprd.service.protocol import WorkerConfig
 from voprd.service.report_worker import ReportJob
 from voprd.service.supervisor import SeedSource, Supervisor, WorkerStartupError
-from voprd.sim.faults import SWARM_FAMILIES, is_focus_seed, seed_focus
+from voprd.sim.faults import SWARM_FAMILIES
 from voprd.sinks.base import Backend
 from voprd.sinks.factory import make_backend, resolve_state_dir
 from voprd.sinks.local import (
@@ -450,7 +450,7 @@ class Daemon:
         record = with_metrics(record, result, time.time())
         # A focus seed is extra: alerted and archived, never in the run's exact progress (nor in
         # the journal: its metrics are counted at once, not exactly across a crash).
-        focus = (seed_focus(seed) or "?") if is_focus_seed(seed) else None
+        focus = self.focus.take(seed) if self.focus is not None else None
         if focus is None:
             self.journal.append(record)
             if not self.progress.record(record):
@@ -463,7 +463,7 @@ class Daemon:
             self.metrics.add(record.minute_unix, failed=record.failed, events=record.events,
                              duration_s=record.duration_s)
         self.done_this_start += 1
-        self._observe(result)
+        self._observe(result, focus)
         iteration = IterationData(
             seed=seed, status=result.status, events=result.events,
             simulated_time_ms=result.simulated_time_ms, trace_hash=result.trace_hash,
@@ -714,13 +714,14 @@ class Daemon:
                           seeds_done=self.progress.total_iterations, rate_per_s=self.rate())
                 last_progress_s = now
 
-    def _observe(self, result: SeedResult) -> None:
-        """A seed counted for the status: its bounds (per configuration) and coverage."""
+    def _observe(self, result: SeedResult, focus: str | None) -> None:
+        """A seed counted for the status: its bounds (per configuration) and coverage (`focus`:
+        the family of a focus seed, else None)."""
         for bound in result.bounds_reached:
             self.bounds_reached[bound] = self.bounds_reached.get(bound, 0) + 1
         self.bound_tally.observe(result.seed, result.config, result.bounds_reached)
         if self.coverage is not None:
-            self.coverage.observe(result, seed_focus(result.seed))
+            self.coverage.observe(result, focus)
 
     def _seed_source(self, source: SeedSource) -> SeedSource:
         """Coverage for an engine target; with it, in an unbounded run without a fleet, focus
