@@ -39,9 +39,11 @@ from voprd.systems.vsr.messages import (
     make_entry,
 )
 from voprd.systems.vsr.replica import (
+    HOLE_REPAIR_TICKS_MAX,
     NORMAL,
     RECOVERING,
     REPAIR_BACKOFF_TICKS_MAX,
+    REREAD_TICKS,
     UNKNOWN,
     VIEW_CHANGE,
     WRITE_BACKOFF_TICKS_MAX,
@@ -566,6 +568,39 @@ def test_a_recovering_replica_keeps_what_it_read_over_a_shorter_re_read() -> Non
     assert replica._reread() and replica.status == VIEW_CHANGE and replica.log == log
 
 
+def test_a_re_read_corrects_a_stale_sector_below_a_hole() -> None:
+    """Seed 100859 (liveness): a restart read back a stale sector (op 5, of an older view) below
+    a hole (op 6): it verified on its own and named a stale parent (hole op 4). Nobody could
+    supply the holes, so the replica fell back to the recovery protocol; with the other replicas
+    recovering or in a view change that was stuck, and once the liveness phase healed its disk,
+    every re-read was refused as knowing less, because it differed from the stale op 5. Only
+    what the chain pins (the head down to the highest hole below it) must now match."""
+    io = FakeIO()
+    replica = _replica(io)
+    old = _log(8)
+    log = _fork(old, 2, 6, "new")  # view 1's log: ops 3-8 replaced view 0's
+    head: Head = (8, log[7][5])
+    damaged = list(log)
+    damaged[5] = hole(6, log[5][5])  # named by op 7
+    damaged[4] = old[4]  # stale: a lost write left view 0's op 5, which verifies on its own
+    damaged[3] = hole(4, old[3][5])  # named by the stale op 5
+    replica.restart(damaged, 1, 1, False, head)
+    assert replica.restart_repair
+    for _ in range(HOLE_REPAIR_TICKS_MAX):
+        replica.on_tick()
+    assert replica.status == RECOVERING and not replica.restart_repair  # nobody had them
+    io.reloaded = (log, (1, 1, -1, head))  # the healed disk reads back view 1's log
+    while replica.ticks % REREAD_TICKS:
+        replica.on_tick()
+    assert replica.status == VIEW_CHANGE and replica.log == log
+    # What the chain pins still counts: a re-read with another op 6 (the hole) is refused.
+    replica = _replica(io)
+    replica.restart(damaged, 1, 1, False, head)
+    replica._start_recovery()
+    io.reloaded = (_fork(log, 5, 3, "other"), (1, 1, -1, head))
+    assert not replica._reread() and replica.status == RECOVERING
+
+
 def test_a_superblock_write_overwrites_the_newest_copy_last(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -607,7 +642,7 @@ def test_storage_seeds_pass() -> None:
     for seed, faults in ((57, None), (107, None), (33, None), (990, None), (2785, None),
                          (103, OLD_CLASSES), (127, OLD_CLASSES), (192, None),
                          (209, OLD_CLASSES), (103203, None), (100355, None),
-                         (102992, None)):
+                         (102992, None), (100859, None)):
         options = RunOptions() if faults is None else RunOptions(faults=faults)
         result, _ = run_seed(seed, options, VSR)
         assert result.status == "ok", (seed, result.message)

@@ -677,8 +677,17 @@ class Replica:
             return False
         log, (view, last_normal_view, _, head) = reloaded
         known = self.log
+        # A checksum it knows counts only where the hash chain pins it: the head down to the
+        # highest hole at or below it (that hole's checksum is named by its successor), and
+        # entries above the head (of the last normal view). Below that hole an entry was read
+        # back verified on its own only: a stale sector there passes (and names a stale parent),
+        # and the healed disk's read-back, chained from its head, corrects it (seed 100859).
+        pinned = max(
+            (entry[0] for entry in known[: self.head[0]] if entry[1] == HOLE_VIEW), default=1
+        )
         if len(log) < len(known) or any(
-            log[i][5] != known[i][5] for i in range(len(known)) if known[i][5] != UNKNOWN
+            log[i][5] != known[i][5]
+            for i in range(pinned - 1, len(known)) if known[i][5] != UNKNOWN
         ):
             return False  # less than it read before (evidence of a fault was rewritten since)
         self.recovery_responses = {}
