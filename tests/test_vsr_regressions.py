@@ -601,6 +601,52 @@ def test_a_re_read_corrects_a_stale_sector_below_a_hole() -> None:
     assert not replica._reread() and replica.status == RECOVERING
 
 
+def test_a_re_read_ends_at_a_torn_sector_once_it_reads_back_never_written() -> None:
+    """Seed 309542 (liveness): a crash tore op 15's first write while op 16's had completed. The
+    restart read a hole at 15 (named by op 16); nobody held it, so the replica fell back to the
+    recovery protocol, which could not finish (the third replica was recovering, the second in
+    a view change). The liveness heal showed sector 15 as it is, never written, so every re-read
+    ended at op 14 and was refused as knowing less: the core never converged. A sector that read
+    back something that failed and now reads back nothing never completed a write, so nothing
+    from it up was voted: the re-read is taken. A gap a misplaced entry named is still refused
+    (its write completed; the evidence may have been rewritten since)."""
+    log = _log(6)
+    sim, disk = _disk_with(log[:4])
+    write_now(sim, disk, 6, encode_entry(log[5], log[4][5]))
+    disk.overlay[5] = DAMAGED  # op 5's first write torn at the crash
+    damaged, why = read_log(disk, SUPERBLOCK_FORMATTED)
+    assert why == "" and damaged[4] == hole(5, log[4][5]) and damaged[5] == log[5]
+    io = FakeIO()
+    replica = _replica(io)
+    replica.restart(damaged, 0, 0, False)
+    assert replica.restart_repair
+    for _ in range(HOLE_REPAIR_TICKS_MAX):
+        replica.on_tick()
+    assert replica.status == RECOVERING and not replica.restart_repair  # nobody had op 5
+    disk.heal()  # the liveness heal: sector 5 reads back its last good write, none
+    healed, why = read_log(disk, SUPERBLOCK_FORMATTED)
+    assert why == "" and healed == log[:4]
+    io.reloaded = (healed, SUPERBLOCK_FORMATTED)
+    while replica.ticks % REREAD_TICKS:
+        replica.on_tick()
+    assert replica.status == VIEW_CHANGE and replica.log == log[:4]
+    # A gap that a misplaced entry named (op 5's write landed on sector 2, sector 5 kept
+    # nothing): once that evidence is rewritten, the re-read ending at op 4 is still refused.
+    sim, disk = _disk_with(log)
+    disk.overlay[2] = disk.sectors[5]
+    disk.overlay[5] = UNWRITTEN
+    damaged, why = read_log(disk, SUPERBLOCK_FORMATTED)
+    assert why == "" and [e[0] for e in damaged if e[4] is BODY_EVICTED] == [2, 5]
+    replica = _replica(io)
+    replica.restart(damaged, 0, 0, False)
+    replica._start_recovery()
+    del disk.overlay[2]  # sector 2 rewritten: no entry names the gap at 5 any more
+    short, why = read_log(disk, SUPERBLOCK_FORMATTED)
+    assert why == "" and short == log[:4]
+    io.reloaded = (short, SUPERBLOCK_FORMATTED)
+    assert not replica._reread() and replica.status == RECOVERING
+
+
 def test_a_superblock_write_overwrites_the_newest_copy_last(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -642,7 +688,8 @@ def test_storage_seeds_pass() -> None:
     for seed, faults in ((57, None), (107, None), (33, None), (990, None), (2785, None),
                          (103, OLD_CLASSES), (127, OLD_CLASSES), (192, None),
                          (209, OLD_CLASSES), (103203, None), (100355, None),
-                         (102992, None), (100859, None)):
+                         (102992, None), (100859, None),
+                         (309542, None)):
         options = RunOptions() if faults is None else RunOptions(faults=faults)
         result, _ = run_seed(seed, options, VSR)
         assert result.status == "ok", (seed, result.message)

@@ -122,6 +122,9 @@ LOST_LOG = -1
 UNKNOWN = -1
 # The view of a hole: a log position whose sector is damaged (`voprd.systems.vsr.system.hole`).
 HOLE_VIEW = -1
+# The client field of a hole whose sector read back nothing (a gap a misplaced entry names);
+# the other holes' sectors read back something that failed (damaged, torn, stale, misplaced).
+HOLE_EMPTY = -2
 
 
 class ReplicaIO(Protocol):
@@ -168,6 +171,7 @@ class Replica:
         "dvcs",
         "evict_next",
         "f",
+        "failed_reads",
         "full_log_cache",
         "head",
         "heard",
@@ -282,6 +286,8 @@ class Replica:
         # (a misdirected write's own sector is above the sector holding its data, so that
         # evidence outlives the sector it names), each counted pending until then.
         self.rewrites: list[int] = []
+        # Holes whose sectors read back something that failed at the restart (`_reread`).
+        self.failed_reads: set[int] = set()
         # slot -> tick of its next write attempt, and its consecutive failures so far.
         self.retry_at: dict[int, int] = {}
         self.write_failures: dict[int, int] = {}
@@ -303,6 +309,9 @@ class Replica:
         self._persist()
         self._rebuild_logged()
         holes = [entry[0] for entry in log if entry[4] is BODY_EVICTED]
+        self.failed_reads = {
+            entry[0] for entry in log if entry[1] == HOLE_VIEW and entry[2] != HOLE_EMPTY
+        }
         if damaged and "rejoin_without_recovery" not in self.bugs:
             self.io.cover("damaged_restart")
             self._start_recovery()
@@ -685,9 +694,17 @@ class Replica:
         pinned = max(
             (entry[0] for entry in known[: self.head[0]] if entry[1] == HOLE_VIEW), default=1
         )
-        if len(log) < len(known) or any(
+        # A re-read that ends (at a gap) before the known log knows less, unless that gap is a
+        # sector that read back something that failed (a torn write) and now reads back nothing:
+        # no write to it ever completed, so this replica voted for nothing from it up (votes
+        # need every op up to them durable) and lost no promise. The liveness heal shows such a
+        # sector as it is, never written; refusing it left a healed core replica recovering
+        # forever (seed 309542). A gap a misplaced entry named (HOLE_EMPTY) is not one: its
+        # write completed, and the evidence that said so may have been rewritten since.
+        end = len(log)
+        if (end < len(known) and end + 1 not in self.failed_reads) or any(
             log[i][5] != known[i][5]
-            for i in range(pinned - 1, len(known)) if known[i][5] != UNKNOWN
+            for i in range(pinned - 1, min(end, len(known))) if known[i][5] != UNKNOWN
         ):
             return False  # less than it read before (evidence of a fault was rewritten since)
         self.recovery_responses = {}

@@ -54,6 +54,7 @@ from voprd.systems.vsr.messages import (
     entry_valid,
 )
 from voprd.systems.vsr.replica import (
+    HOLE_EMPTY,
     HOLE_VIEW,
     LOST_LOG,
     NORMAL,
@@ -144,11 +145,12 @@ def read_superblock(
     return (view, last_normal_view, lnv_base, head), seq, False
 
 
-def hole(op: int, checksum: int) -> Entry:
+def hole(op: int, checksum: int, empty: bool = False) -> Entry:
     """A log position whose sector is damaged, its entry known by its checksum (the next entry
     names it as parent, or the superblock as head; `UNKNOWN` until the hole above it is
-    repaired): repaired from the other replicas after the restart."""
-    return (op, HOLE_VIEW, -1, -1, BODY_EVICTED, checksum)
+    repaired): repaired from the other replicas after the restart. `empty`: the sector read
+    back nothing (a gap a misplaced entry names), not something that failed."""
+    return (op, HOLE_VIEW, HOLE_EMPTY if empty else -1, -1, BODY_EVICTED, checksum)
 
 
 def load_log(
@@ -180,11 +182,14 @@ def read_log(
         return [], "lost"
     sectors: list[tuple[Entry, int] | None] = []
     astray: set[int] = set()
+    empty: set[int] = set()  # gaps read past (a misplaced entry names them)
     slot = 1
     while True:
         data = disk.read(slot)
-        if data is None and slot not in astray:
-            break
+        if data is None:
+            if slot not in astray:
+                break
+            empty.add(slot)
         found = None if data is None or isinstance(data, Damaged) else decode_entry(data)
         if found is not None:
             if found[0][0] != slot:
@@ -218,7 +223,7 @@ def read_log(
         elif k == end and expected is None:
             why = f"op {k} lost"  # the last entry: nothing names it
         else:
-            log.append(hole(k, UNKNOWN if expected is None else expected))
+            log.append(hole(k, UNKNOWN if expected is None else expected, k in empty))
             expected = None
     if not why and expected not in (None, 0):
         why = "op 1 does not start the chain"
