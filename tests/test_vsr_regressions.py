@@ -693,3 +693,20 @@ def test_storage_seeds_pass() -> None:
         options = RunOptions() if faults is None else RunOptions(faults=faults)
         result, _ = run_seed(seed, options, VSR)
         assert result.status == "ok", (seed, result.message)
+
+
+def test_a_refused_re_read_leaves_the_disk_as_it_was() -> None:
+    """A recovering replica's re-read (`VsrCluster.reload`) may be refused; it must not cut the
+    disk at the log's end as a restart's read-back does, or a refused re-read would destroy the
+    sectors past that end (evidence of what the replica wrote). A taken re-read is cut by the
+    replica itself, like a restart."""
+    log = _log(6)
+    sim, disk = _disk_with(log)
+    del disk.sectors[5]  # a gap: the log reads back as ops 1..4, sector 6 lies past its end
+    cluster = sim.cluster
+    assert isinstance(cluster, VsrCluster)
+    reloaded = cluster.reload(0)
+    assert reloaded is not None and len(reloaded[0]) == 4
+    assert disk.read(6) is not None  # still there
+    got, why = read_log(disk, SUPERBLOCK_FORMATTED)  # a restart's read-back
+    assert why == "" and len(got) == 4 and disk.read(6) is None

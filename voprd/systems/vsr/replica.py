@@ -708,6 +708,9 @@ class Replica:
         ):
             return False  # less than it read before (evidence of a fault was rewritten since)
         self.recovery_responses = {}
+        # Taken: what lies past it on the disk is junk, as at a restart (the re-read left it, in
+        # case the replica refused it).
+        self.io.disk_truncate(self.rid, len(log))
         self.restart(log, max(view, self.view), last_normal_view, False, head)
         return True
 

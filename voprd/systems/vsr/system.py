@@ -162,7 +162,7 @@ def load_log(
 
 
 def read_log(
-    disk: Disk, superblock: Superblock, *, verify: bool = True
+    disk: Disk, superblock: Superblock, *, verify: bool = True, truncate: bool = True
 ) -> tuple[list[Entry], str]:
     """Read the log back: (log, why it is damaged, or "").
 
@@ -230,7 +230,8 @@ def read_log(
     if why:
         return _verified_prefix(sectors, last_normal_view, head_op, head_checksum), why
     log.reverse()
-    disk.truncate(end)
+    if truncate:  # what lies past the log is junk of an unfinished write (a restart's read)
+        disk.truncate(end)
     return log, ""
 
 
@@ -376,8 +377,12 @@ class VsrCluster:
         detail = f"log ops={len(log)} damaged={damaged} view={superblock[0]}{why}"
         return server, Recovery(len(log), damaged, detail)
 
-    def _read_back(self, index: int) -> tuple[list[Entry], Superblock, bool, str]:
-        """The superblock and log on replica `index`'s disk: (log, superblock, damaged, note)."""
+    def _read_back(
+        self, index: int, truncate: bool = True
+    ) -> tuple[list[Entry], Superblock, bool, str]:
+        """The superblock and log on replica `index`'s disk: (log, superblock, damaged, note).
+        `truncate`: cut the disk at the log's end (a restart); a re-read the replica may still
+        refuse leaves the disk as it is, so a refused re-read destroys no evidence."""
         disk = self.disks[index]
         bugs = self.env.bugs
         superblock, seq, blank = read_superblock(
@@ -387,7 +392,8 @@ class VsrCluster:
         if blank:
             self.view_promised[index] = 0  # its disk was lost (or it is new): promises with it
         if superblock is not None:
-            log, why = read_log(disk, superblock, verify="log_unverified_read" not in bugs)
+            log, why = read_log(disk, superblock, verify="log_unverified_read" not in bugs,
+                                truncate=truncate)
             holes = sum(entry[4] is BODY_EVICTED for entry in log)
             note = f" ({why})" if why else f" ({holes} to repair)" if holes else ""
             return log, superblock, bool(why), note
@@ -542,7 +548,7 @@ class VsrCluster:
                          self.superblock_copies)
 
     def reload(self, replica: int) -> tuple[list[Entry], Superblock] | None:
-        log, superblock, damaged, _ = self._read_back(replica)
+        log, superblock, damaged, _ = self._read_back(replica, truncate=False)
         return None if damaged else (log, superblock)
 
     # ---- ReplicaIO: invariants -----------------------------------------------------------
