@@ -46,7 +46,7 @@ def _switch_off(ablation: str) -> None:
     elif ablation == "chain-checks":
         from voprd.systems.vsr import replica, system
 
-        system.VsrCluster._check_chain = lambda self, r, entry: None  # type: ignore[method-assign,assignment]
+        system.VsrCluster._check_chain = lambda self, r, entry, parent: None  # type: ignore[method-assign,assignment]
         replica.Replica._chains = lambda self, entry, parent: True  # type: ignore[method-assign]
         replica.Replica._log_chains = lambda self, log, same: True  # type: ignore[method-assign,assignment]
 
