@@ -201,7 +201,6 @@ class FaultPlan(DiskFaults):
         self._streams = streams
         # The focused family of a focus seed (see the module docstring), else None.
         self.focus = seed_focus(streams.seed) if streams is not None else None
-        focus_class = SWARM_FAMILIES[self.focus] if self.focus is not None else None
         # Every family of a selected class this seed decided on: name -> on.
         self.families: dict[str, bool] = {}
         weights = [SIZE_WEIGHTS[size] for size in sizes]
@@ -223,14 +222,7 @@ class FaultPlan(DiskFaults):
         self.timeout_base_ticks = rng.between(10, 25)
         # Swarm: each selected class is off in about one seed in six.
         switched: list[str] = []
-        enabled: dict[str, bool] = {}
-        for name in _FIRST_CLASSES:
-            on = name in classes and (rng.below(SWARM_OFF_ONE_IN) != 0 or name == focus_class)
-            enabled[name] = on
-            if name in classes:
-                self.families[name] = on
-                if not on:
-                    switched.append(name)
+        enabled = self._swarm(rng, _FIRST_CLASSES, classes, switched)
         self.network = enabled["network"]
         self.crash = enabled["crash"]
         self.storage = enabled["storage"]
@@ -300,15 +292,7 @@ class FaultPlan(DiskFaults):
         """The fault families added after the first four classes, and the later additions to
         those (several partitions at once, bridges, clients cut off; drift changes and wall-clock
         jumps), from their own stream. Each class is off in about one seed in six, too."""
-        enabled: dict[str, bool] = {}
-        focus_class = SWARM_FAMILIES[self.focus] if self.focus is not None else None
-        for name in _LATER_CLASSES:
-            on = name in classes and (rng.below(SWARM_OFF_ONE_IN) != 0 or name == focus_class)
-            enabled[name] = on
-            if name in classes:
-                self.families[name] = on
-                if not on:
-                    switched.append(name)
+        enabled = self._swarm(rng, _LATER_CLASSES, classes, switched)
         self.partition = enabled["partition"]
         self.pause = enabled["pause"]
         self.time = enabled["time"]
@@ -363,6 +347,23 @@ class FaultPlan(DiskFaults):
         if self.clients_faults:
             self.client_crash_ppm = self.level("clients", rng, 0, 8_000)
             self.client_restart_us_max = rng.between(1_000, 500_000)
+
+    def _swarm(
+        self, rng: Rng, names: tuple[str, ...], classes: tuple[str, ...], switched: list[str]
+    ) -> dict[str, bool]:
+        """Swarm testing for the classes `names`: a selected class is off in about one seed in
+        `SWARM_OFF_ONE_IN` (one draw each, in order), always on in a seed focused on it. Records
+        the decisions in `families` and the classes switched off in `switched`."""
+        focus_class = SWARM_FAMILIES[self.focus] if self.focus is not None else None
+        enabled: dict[str, bool] = {}
+        for name in names:
+            on = name in classes and (rng.below(SWARM_OFF_ONE_IN) != 0 or name == focus_class)
+            enabled[name] = on
+            if name in classes:
+                self.families[name] = on
+                if not on:
+                    switched.append(name)
+        return enabled
 
     def family(self, name: str) -> bool:
         """Swarm testing for the fault family `name` (registered in `SWARM_FAMILIES`): is it on
