@@ -21,7 +21,7 @@ out over HTTP, the fleet simulation (bench/bench_fleet.py) against a modelled S3
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -909,6 +909,31 @@ def renew_record(record: LeaseRecord, now_wall_s: float) -> LeaseRecord:
 CompleteOutcome = Literal["recorded", "already_done", "unresolved"]
 
 
+def create_once(
+    key: str, body: bytes, bytes_max: int, read: Callable[[GetReply], R]
+) -> Generator[S3Op, S3Reply, tuple[bool, R | None]]:
+    """Create `key` once (If-None-Match). (True, None): this write created it. (False, the
+    record): another write had, and it reads back sound (read raises RecordInvalid otherwise;
+    an unsound one is quarantined and deleted, and the write tried again). (False, None):
+    neither after WRITE_TRIES_MAX tries. A record of ours whose answer was lost comes back as
+    the stored record: the caller tells it by its token."""
+    for _try in range(WRITE_TRIES_MAX):
+        written = yield PutOp(key=key, body=body, if_none_match=True)
+        assert isinstance(written, WriteReply)
+        if written.ok:
+            return True, None
+        got = yield GetOp(key=key, bytes_max=bytes_max)
+        assert isinstance(got, GetReply)
+        if not got.found:
+            continue  # quarantined by another daemon meanwhile: write ours
+        try:
+            return False, read(got)
+        except RecordInvalid as exc:
+            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True,
+                               body=got.body)
+    return False, None
+
+
 def complete_procedure(
     lease: LeaseRecord, done: DoneRecord
 ) -> Generator[S3Op, S3Reply, CompleteOutcome]:
@@ -920,23 +945,15 @@ def complete_procedure(
     assert done.batch == lease.batch and done.run == lease.run and done.token == lease.token
     key = done_key(lease.run, lease.batch)
     seeds = range(done.seed_first, done.seed_end)
-    for _try in range(WRITE_TRIES_MAX):
-        written = yield PutOp(key=key, body=encode(done), if_none_match=True)
-        assert isinstance(written, WriteReply)
-        if written.ok:
-            return "recorded"
-        got = yield GetOp(key=key, bytes_max=done_bytes_max(len(seeds)))
-        assert isinstance(got, GetReply)
-        if not got.found:
-            continue  # quarantined by another daemon meanwhile: write ours
-        try:
-            stored = read_done(got, lease.run, lease.batch, seeds)
-        except RecordInvalid as exc:
-            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True,
-                               body=got.body)
-            continue
-        return "recorded" if stored.token == done.token else "already_done"
-    return "unresolved"
+    created, stored = yield from create_once(
+        key, encode(done), done_bytes_max(len(seeds)),
+        lambda got: read_done(got, lease.run, lease.batch, seeds),
+    )
+    if created:
+        return "recorded"
+    if stored is None:
+        return "unresolved"
+    return "recorded" if stored.token == done.token else "already_done"
 
 
 def release_procedure(lease: LeaseRecord, etag: str) -> Generator[S3Op, S3Reply, bool]:
@@ -968,24 +985,13 @@ def alert_claim_procedure(claim: AlertClaim) -> Generator[S3Op, S3Reply, bool | 
     """Create alerts/{run}/{fingerprint}.json once: True if this claim is the fingerprint's
     (also when an earlier attempt of ours won and its answer was lost), False if another
     daemon's is, None if neither could be settled after WRITE_TRIES_MAX tries."""
-    key = alert_key(claim.run, claim.fingerprint)
-    for _try in range(WRITE_TRIES_MAX):
-        written = yield PutOp(key=key, body=encode(claim), if_none_match=True)
-        assert isinstance(written, WriteReply)
-        if written.ok:
-            return True
-        got = yield GetOp(key=key, bytes_max=ALERT_CLAIM_BYTES_MAX)
-        assert isinstance(got, GetReply)
-        if not got.found:
-            continue
-        try:
-            stored = read_alert_claim(got, claim.run, claim.fingerprint)
-        except RecordInvalid as exc:
-            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True,
-                               body=got.body)
-            continue
-        return stored.token == claim.token
-    return None
+    created, stored = yield from create_once(
+        alert_key(claim.run, claim.fingerprint), encode(claim), ALERT_CLAIM_BYTES_MAX,
+        lambda got: read_alert_claim(got, claim.run, claim.fingerprint),
+    )
+    if created:
+        return True
+    return None if stored is None else stored.token == claim.token
 
 
 def spec_procedure(
@@ -996,28 +1002,19 @@ def spec_procedure(
     given), a joining daemon takes the run's batch size. An unsound spec is quarantined and
     deleted, and ours created in its place."""
     key = spec_key(spec.run)
-    for _try in range(WRITE_TRIES_MAX):
-        written = yield PutOp(key=key, body=encode(spec), if_none_match=True)
-        assert isinstance(written, WriteReply)
-        if written.ok:
-            return spec
-        got = yield GetOp(key=key, bytes_max=SPEC_BYTES_MAX)
-        assert isinstance(got, GetReply)
-        if not got.found:
-            continue
-        try:
-            stored = read_spec(got, spec.run)
-        except RecordInvalid as exc:
-            yield QuarantineOp(key=key, etag=got.etag, reason=str(exc), delete=True,
-                               body=got.body)
-            continue
-        if adopt_batch_size:
-            spec = msgspec.structs.replace(spec, batch_size=stored.batch_size)
-        differences = stored.differences(spec)
-        if differences:
-            raise FleetError(
-                f"run {spec.run!r} in the bucket was started with a different seed space ("
-                + "; ".join(differences) + "); use the same flags or another --run NAME"
-            )
-        return stored
-    raise FleetError(f"{key}: could not be created nor read in {WRITE_TRIES_MAX} tries; retry")
+    created, stored = yield from create_once(
+        key, encode(spec), SPEC_BYTES_MAX, lambda got: read_spec(got, spec.run)
+    )
+    if created:
+        return spec
+    if stored is None:
+        raise FleetError(f"{key}: could not be created nor read in {WRITE_TRIES_MAX} tries; retry")
+    if adopt_batch_size:
+        spec = msgspec.structs.replace(spec, batch_size=stored.batch_size)
+    differences = stored.differences(spec)
+    if differences:
+        raise FleetError(
+            f"run {spec.run!r} in the bucket was started with a different seed space ("
+            + "; ".join(differences) + "); use the same flags or another --run NAME"
+        )
+    return stored
