@@ -118,6 +118,25 @@ async def test_claim_complete_and_status(store: S3Store) -> None:
     assert msgspec.json.decode(shown, type=FleetStatus) == status
 
 
+async def test_status_lists_unreadable_records_and_counts_the_rest(store: S3Store) -> None:
+    """`status --fleet` only reads: a lease or done record that does not decode is listed, the
+    sound ones are counted as before."""
+    space = BatchSpace(seed_start=0, batch_size=5, seed_count=15)
+    fleet = FleetCoordinator(store, run="u", holder="a", space=space,
+                             timing=Timing(lease_seconds=30.0, poll_s=0.05))
+    await fleet.start()
+    lease = await fleet.claim()
+    assert lease is not None and lease.batch == 0
+    assert await fleet.complete(lease, BatchResults(successes=5, failed_seeds=[],
+                                                    started_at_s=time.time() - 1))
+    await _raw_put(store, lease_key("u", 1), b"not a lease")
+    await _raw_put(store, done_key("u", 2), b"{}")
+    status = await fleet_status(store, "u")
+    assert sorted(status.unreadable) == [done_key("u", 2), lease_key("u", 1)]
+    assert status.leases == 0 and sum(i.seeds_done for i in status.instances) == 5
+    assert "unreadable records" in format_fleet_status(status)
+
+
 async def test_seed_source_out_of_order_results(store: S3Store) -> None:
     space = BatchSpace(seed_start=0, batch_size=4, seed_count=22)
     timing = Timing(lease_seconds=30.0, poll_s=0.05)

@@ -31,7 +31,7 @@ import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
@@ -85,6 +85,8 @@ RENEW_RETRY_S = 0.2  # pause between renewal attempts after an S3 error (until t
 COMPLETE_BACKOFF = Backoff(base_s=1.0, cap_s=30.0)
 RELEASE_TIMEOUT_S = 10.0  # a lease not deleted by then expires on its own
 COMPLETE_ON_EXIT_S = 10.0  # at exit, batches still being recorded get this long
+
+R = TypeVar("R")
 
 
 class BatchResults(msgspec.Struct, kw_only=True):
@@ -417,18 +419,24 @@ async def fleet_status(
             holder=holder, current_batches=[], batches_done=0, seeds_done=0, seeds_per_s=0.0,
             failures=0, failed_seeds=[]))
 
-    lease_list = await store.run(list_all(leases_prefix(run), ""))
-    lease_count = 0
-    for obj in lease_list.objects:
-        got = await store.get(obj.key, LEASE_BYTES_MAX)
+    async def read(key: str, bytes_max: int, decode: Callable[[bytes], R]) -> R | None:
+        """The record at `key`, or None: gone, or unreadable (then listed in `unreadable`)."""
+        got = await store.get(key, bytes_max)
         if not got.found:
-            continue
+            return None
         try:
             if got.too_large or got.body is None:
                 raise RecordInvalid("too large")
-            record = decode_lease(got.body)
+            return decode(got.body)
         except RecordInvalid:
-            unreadable.append(obj.key)
+            unreadable.append(key)
+            return None
+
+    lease_list = await store.run(list_all(leases_prefix(run), ""))
+    lease_count = 0
+    for obj in lease_list.objects:
+        record = await read(obj.key, LEASE_BYTES_MAX, decode_lease)
+        if record is None:
             continue
         instance(record.holder).current_batches.append(record.batch)
         lease_count += 1
@@ -440,15 +448,8 @@ async def fleet_status(
     for obj in recent.objects[-recent_done_max:]:
         if batch_from_key(obj.key) is None:
             continue
-        got = await store.get(obj.key, STATUS_DONE_BYTES_MAX)
-        if not got.found:
-            continue
-        try:
-            if got.too_large or got.body is None:
-                raise RecordInvalid("too large")
-            done = decode_done(got.body)
-        except RecordInvalid:
-            unreadable.append(obj.key)
+        done = await read(obj.key, STATUS_DONE_BYTES_MAX, decode_done)
+        if done is None:
             continue
         status = instance(done.holder)
         status.batches_done += 1
